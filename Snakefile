@@ -1,0 +1,26 @@
+"""thinwire workflow: every run of the runs sheet (simulator and real ranks), the performance model,
+one results table, and the report with a verdict for every claim.
+
+    snakemake --cores 2                                   # config/quick.yaml, the CPU default
+    snakemake --cores all --configfile config/my.yaml     # another runs sheet
+    snakemake -n                                          # list the jobs without running them
+    snakemake reports/figures/loss_vs_step.png            # one figure
+"""
+
+import sys
+from pathlib import Path
+
+import yaml
+
+if not config:
+    config.update(yaml.safe_load(Path("config/quick.yaml").read_text()))
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/runs.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        f"{REPORTS}/index.html",

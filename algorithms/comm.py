@@ -1,0 +1,110 @@
+"""The Communicator protocol every method is written against, and the CommLog every call is recorded in.
+
+A method is SPMD code for one worker. In the simulator one "worker" call acts for all W workers at
+once: every array carries the workers as its leading axis. In a real run the arrays have no worker
+axis. The collectives are written so the same method code works in both: a collective that adds an
+axis (all_gather) inserts it right after the worker axis, i.e. at position -(x.ndim) of the per-worker
+shape.
+
+Bytes are counted where a buffer is handed to a collective: `sent` is the size of the buffer a rank
+hands in, `recv` the size of the buffer it gets back. How many bytes cross each link for a given
+collective algorithm is the performance model's business (simulators/perfmodel.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+
+class ThinwireError(Exception):
+    """An error a user can act on: bad input, an impossible parameter, a peer that died or timed out."""
+
+
+class CollectiveError(ThinwireError):
+    """A collective failed: a peer died, the network broke, or the timeout expired."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CommRecord:
+    step: int
+    op: str
+    group_size: int
+    sent: int  # bytes this rank handed to the collective
+    recv: int  # bytes this rank got back
+    category: str  # "method": the method's traffic; "metrics": logging only, never counted as method bytes
+
+
+class CommLog:
+    """Every collective call, in call order. `step` is set by the training loop before each step."""
+
+    COLUMNS = ("step", "op", "group_size", "sent", "recv", "category")
+
+    def __init__(self) -> None:
+        self.records: list[CommRecord] = []
+        self.step = 0
+
+    def record(self, op: str, group_size: int, sent: int, recv: int, category: str = "method") -> None:
+        self.records.append(CommRecord(self.step, op, int(group_size), int(sent), int(recv), category))
+
+    def step_bytes(self, step: int, category: str = "method") -> tuple[int, int]:
+        """(sent, recv) bytes of one step's calls in one category."""
+        sent = recv = 0
+        for r in reversed(self.records):
+            if r.step < step:
+                break
+            if r.step == step and r.category == category:
+                sent += r.sent
+                recv += r.recv
+        return sent, recv
+
+    def rows(self) -> list[tuple]:
+        return [dataclasses.astuple(r) for r in self.records]
+
+
+class Group(Protocol):
+    """A partition of the ranks into blocks; a collective on a group acts within each rank's block."""
+
+    blocks: tuple[tuple[int, ...], ...]
+
+    @property
+    def size(self) -> int: ...
+
+
+def check_partition(blocks: Sequence[Sequence[int]], world_size: int) -> tuple[tuple[int, ...], ...]:
+    """Validate that `blocks` partitions range(world_size) into equal-sized blocks."""
+    blocks = tuple(tuple(int(r) for r in b) for b in blocks)
+    flat = sorted(r for b in blocks for r in b)
+    if flat != list(range(world_size)):
+        raise ThinwireError(f"process groups {blocks} do not partition ranks 0..{world_size - 1}")
+    if len({len(b) for b in blocks}) != 1:
+        raise ThinwireError(f"process groups {blocks} are not all the same size")
+    return blocks
+
+
+@runtime_checkable
+class Communicator(Protocol):
+    """Collectives the methods need. `x` is one worker's array (with a leading worker axis in the simulator)."""
+
+    world_size: int
+    log: CommLog
+    xp: Any
+
+    def all_reduce(self, x: Any, op: str = "sum", group: Group | None = None,
+                   category: str = "method") -> Any: ...
+
+    def all_gather(self, x: Any, group: Group | None = None) -> Any:
+        """Stack every group member's `x`: per-worker shape (n...) becomes (group size, n...)."""
+
+    def reduce_scatter(self, x: Any, group: Group | None = None) -> Any:
+        """Sum over the group, then keep this rank's 1/p chunk of the last axis."""
+
+    def all_to_all(self, x: Any, group: Group | None = None) -> Any:
+        """Per-worker shape (p, m...): chunk j goes to group member j; chunk j of the result came from j."""
+
+    def broadcast(self, x: Any, src: int = 0, group: Group | None = None) -> Any: ...
+
+    def split(self, blocks: Sequence[Sequence[int]]) -> Group: ...
+
+    def mean_over_workers(self, x: Any) -> float:
+        """Mean of a per-worker scalar over all workers, as a Python float (a "metrics" call)."""

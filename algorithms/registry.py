@@ -1,0 +1,97 @@
+"""The method registry, and turning user-given parameters into a validated method config."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Callable, Protocol
+
+from thinwire.algorithms.comm import Communicator, ThinwireError
+
+
+class Oracle(Protocol):
+    """A worker's stochastic first-order oracle: returns (loss per worker, gradient) at x."""
+
+    def __call__(self, x: Any) -> tuple[Any, Any]: ...
+
+
+class Method(Protocol):
+    """One method: a config dataclass, its state, and one step of SPMD code for one worker."""
+
+    name: str
+    Config: type
+
+    def __init__(self, config: Any) -> None: ...
+
+    def init_state(self, x: Any, comm: Communicator) -> dict[str, Any]: ...
+
+    def step(self, x: Any, state: dict[str, Any], oracle: Oracle,
+             comm: Communicator) -> tuple[Any, dict[str, Any], Any]:
+        """Advance one step; return (new x, new state, loss per worker at the old x)."""
+
+    def bits_per_parameter(self, n_params: int, value_bits: int) -> float:
+        """The method's stated bits sent per parameter per step (the formula, not a measurement)."""
+
+
+METHODS: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> type:
+    _load_all()
+    if name not in METHODS:
+        raise ThinwireError(f"unknown method {name!r}; known methods: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def method_names() -> list[str]:
+    _load_all()
+    return sorted(METHODS)
+
+
+def _load_all() -> None:
+    # Importing a method module registers it; keeping the list here makes the registry complete
+    # without import side effects elsewhere.
+    from thinwire.algorithms import sgd, topk_ef  # noqa: F401
+
+
+def make_config(method: type, params: dict[str, Any]) -> Any:
+    """Build `method.Config` from user params, naming any unknown key or mistyped value."""
+    fields = {f.name: f for f in dataclasses.fields(method.Config)}
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        raise ThinwireError(f"method {method.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                            f"its parameters: {', '.join(fields)}")
+    hints = typing.get_type_hints(method.Config)
+    typed = {k: _coerce(method.name, k, v, hints[k]) for k, v in params.items()}
+    try:
+        return method.Config(**typed)
+    except (TypeError, ValueError) as e:
+        raise ThinwireError(f"method {method.name!r}: {e}") from None
+
+
+def _coerce(method: str, key: str, value: Any, kind: Any) -> Any:
+    convert: Callable[[Any], Any] = {float: float, int: int, bool: _to_bool, str: str}.get(kind, lambda v: v)
+    if kind in (int, float) and isinstance(value, bool):
+        raise ThinwireError(f"method {method!r}: parameter {key!r} must be a number, got {value!r}")
+    try:
+        out = convert(value)
+    except (TypeError, ValueError):
+        raise ThinwireError(f"method {method!r}: parameter {key!r} must be {kind.__name__}, got {value!r}") from None
+    if kind is int and float(value) != out:
+        raise ThinwireError(f"method {method!r}: parameter {key!r} must be an integer, got {value!r}")
+    return out
+
+
+def _to_bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if str(v).lower() in ("true", "1", "yes"):
+        return True
+    if str(v).lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(v)

@@ -1,0 +1,102 @@
+"""Packing payloads into bytes, and the few array operations the array API standard lacks.
+
+Compressed payloads travel as uint8 buffers whose length is exactly the method's bits on the wire:
+e.g. top-k sends k int32 indices followed by k values. Everything works on the last axis, so a
+leading worker axis (simulator) or none (real run) are both fine.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+from array_api_compat import is_numpy_array, is_torch_array
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def itemsize(x: Any) -> int:
+    return x.element_size() if is_torch_array(x) else x.dtype.itemsize
+
+
+def nbytes(x: Any) -> int:
+    return math.prod(x.shape) * itemsize(x)
+
+
+def to_bytes(x: Any) -> Any:
+    """View the last axis of `x` as bytes: shape (..., n) of itemsize s becomes (..., n * s) uint8."""
+    if is_torch_array(x):
+        return x.contiguous().view(_torch().uint8)
+    return np.ascontiguousarray(x).view(np.uint8)
+
+
+def from_bytes(buf: Any, dtype: Any) -> Any:
+    """Inverse of to_bytes for a uint8 buffer; `dtype` is a numpy dtype or a torch dtype."""
+    if is_torch_array(buf):
+        return buf.contiguous().view(dtype)
+    return np.ascontiguousarray(buf).view(dtype)
+
+
+def pack(parts: Sequence[Any]) -> Any:
+    """Concatenate the byte views of `parts` along the last axis into one uint8 payload."""
+    views = [to_bytes(p) for p in parts]
+    if is_torch_array(views[0]):
+        return _torch().cat(views, dim=-1)
+    return np.concatenate(views, axis=-1)
+
+
+def unpack(buf: Any, layout: Sequence[tuple[Any, int]]) -> list[Any]:
+    """Split a payload made by `pack`; `layout` lists (dtype, count) of each part in order."""
+    out, start = [], 0
+    for dtype, count in layout:
+        size = count * (dtype.itemsize if hasattr(dtype, "itemsize") else _torch().empty((), dtype=dtype).element_size())
+        out.append(from_bytes(buf[..., start:start + size], dtype))
+        start += size
+    if start != buf.shape[-1]:
+        raise ValueError(f"payload of {buf.shape[-1]} bytes does not match layout of {start} bytes")
+    return out
+
+
+def int32_like(x: Any) -> Any:
+    """The int32 dtype of x's library."""
+    return _torch().int32 if is_torch_array(x) else np.dtype(np.int32)
+
+
+def top_k_indices(x: Any, k: int) -> Any:
+    """Indices (int32, ascending) of the k largest-magnitude entries along the last axis."""
+    if is_torch_array(x):
+        torch = _torch()
+        idx = torch.topk(x.abs(), k, dim=-1, sorted=False).indices
+        return torch.sort(idx, dim=-1).values.to(torch.int32)
+    a = np.abs(x)
+    idx = np.argpartition(a, a.shape[-1] - k, axis=-1)[..., a.shape[-1] - k:]
+    return np.sort(idx, axis=-1).astype(np.int32)
+
+
+def take_last(x: Any, idx: Any) -> Any:
+    """x[..., idx] row by row: gather along the last axis."""
+    if is_torch_array(x):
+        return _torch().gather(x, -1, idx.long())
+    return np.take_along_axis(x, idx.astype(np.intp), axis=-1)
+
+
+def scatter_sum(idx: Any, values: Any, d: int) -> Any:
+    """Dense (..., d) arrays from sparse (..., S, k) index/value sets, summed over the S axis.
+
+    Contributions to one coordinate are added in source order, so every library gives the same sum.
+    """
+    lead = tuple(idx.shape[:-2])
+    rows = math.prod(lead)
+    if is_torch_array(values):
+        torch = _torch()
+        out = torch.zeros((rows, d), dtype=values.dtype, device=values.device)
+        out.scatter_add_(1, idx.reshape(rows, -1).long(), values.reshape(rows, -1))
+        return out.reshape(lead + (d,))
+    flat = (np.arange(rows)[:, None] * d + idx.reshape(rows, -1)).ravel()
+    out = np.bincount(flat, weights=values.reshape(-1), minlength=rows * d)
+    return out.astype(values.dtype, copy=False).reshape(lead + (d,))

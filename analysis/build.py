@@ -1,0 +1,24 @@
+"""Build reports/ from results/table.csv: verdicts, figures, claims.csv/md and index.html."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from thinwire.algorithms.comm import ThinwireError
+from thinwire.analysis.claims import load_claims, verdicts
+from thinwire.analysis.figures import draw_figures
+from thinwire.analysis.report import write_report
+
+
+def build_report(table_csv: Path, out_dir: Path, claims_dir: Path | None = None) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(table_csv, keep_default_na=True)
+    except (OSError, ValueError) as e:
+        raise ThinwireError(f"cannot read results table {table_csv}: {e}") from None
+    table["cluster"] = table["cluster"].fillna("")
+    v = verdicts(table, load_claims(claims_dir))
+    figures = draw_figures(table, Path(out_dir) / "figures")
+    write_report(table, v, figures, Path(out_dir))
+    return v

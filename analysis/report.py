@@ -1,0 +1,180 @@
+"""Write the report: the claim verdicts as CSV and Markdown, and one static HTML page.
+
+`write_report(table, verdicts, figures, out_dir)` writes out_dir/claims.csv,
+out_dir/claims.md and out_dir/index.html. The page is self-contained (inline
+style, no script, no CDN) and links figures as figures/NAME.png, relative to
+out_dir, so the folder can be copied or served as it is. All text from the
+tables is passed through html.escape: claim statements are quoted from papers
+and may hold '<' or '&'.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from html import escape
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+VERDICTS = ["reproduced", "not reproduced", "inconclusive", "out of scope"]
+CLAIM_FIRST = ["id", "verdict", "measured", "expected", "evidence"]
+CLAIM_PAGE = ["id", "source", "statement", "verdict", "measured", "expected", "evidence", "reason", "figure"]
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+.verdict-reproduced td.verdict { background: #cdeccd; }
+.verdict-not-reproduced td.verdict { background: #f5c6c6; }
+.verdict-inconclusive td.verdict { background: #fbe7b0; }
+.verdict-out-of-scope td.verdict { background: #e2e2e2; }
+tr.diverged { background: #f5c6c6; font-weight: bold; }
+img.thumb { width: 160px; }
+figure img { max-width: 100%; }
+"""
+
+
+def write_report(
+    table: pd.DataFrame, verdicts: pd.DataFrame, figures: dict[str, Path], out_dir: Path
+) -> None:
+    """Write claims.csv, claims.md and index.html into out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    claims = verdicts[CLAIM_FIRST + [c for c in verdicts.columns if c not in CLAIM_FIRST]]
+    claims.to_csv(out_dir / "claims.csv", index=False)
+    (out_dir / "claims.md").write_text(_markdown(claims.reindex(columns=CLAIM_PAGE)))
+    figure_src = _collect_figures(figures, out_dir)
+    (out_dir / "index.html").write_text(_page(table, claims, figure_src))
+
+
+def _collect_figures(figures: dict[str, Path], out_dir: Path) -> dict[str, str]:
+    """Copy figures into out_dir/figures if drawn elsewhere; return {name: relative src}."""
+    (out_dir / "figures").mkdir(exist_ok=True)
+    src = {}
+    for name, path in figures.items():
+        target = out_dir / "figures" / f"{name}.png"
+        if Path(path).resolve() != target.resolve():
+            shutil.copyfile(path, target)
+        src[name] = f"figures/{name}.png"
+    return src
+
+
+def _summary(verdicts: pd.Series) -> str:
+    """'2 reproduced, 1 not reproduced, ...': the four verdicts first, then any other value."""
+    counts = verdicts.value_counts()
+    order = VERDICTS + sorted(set(counts.index) - set(VERDICTS))
+    return ", ".join(f"{counts.get(v, 0)} {v}" for v in order)
+
+
+def _fmt(value: object) -> str:
+    if value is None or (np.isscalar(value) and pd.isna(value)):
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _markdown(claims: pd.DataFrame) -> str:
+    def cell(value: object) -> str:
+        # A pipe or a newline would break the table; a '<' would start raw HTML.
+        return _fmt(value).replace("|", r"\|").replace("\n", " ").replace("<", "&lt;")
+
+    lines = [
+        "# thinwire claims",
+        "",
+        f"Verdicts: {_summary(claims['verdict'])}.",
+        "",
+        "| " + " | ".join(claims.columns) + " |",
+        "|" + "---|" * len(claims.columns),
+    ]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in claims.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
+
+
+def _html_table(rows: pd.DataFrame, row_classes: list[str], html_columns: frozenset[str] = frozenset()) -> str:
+    """An HTML table with a class per row (pandas' to_html cannot set one).
+
+    Cells are escaped text, except those in html_columns, which the caller has
+    already built from escaped parts.
+    """
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in rows.columns)
+    body = []
+    for row_class, row in zip(row_classes, rows.itertuples(index=False)):
+        cells = "".join(
+            f'<td class="{_slug(c)}">{v if c in html_columns else escape(_fmt(v))}</td>'
+            for c, v in zip(rows.columns, row)
+        )
+        body.append(f'<tr class="{escape(row_class)}">{cells}</tr>')
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
+
+
+def _figure_cell(name: object, figure_src: dict[str, str]) -> str:
+    name = _fmt(name)
+    if name in figure_src:
+        src = escape(figure_src[name])
+        return f'<a href="{src}"><img class="thumb" src="{src}" alt="{escape(name)}"></a>'
+    # A claim may name a figure that was skipped for lack of data; say so.
+    return f"{escape(name)} (not drawn)" if name else ""
+
+
+def _runs(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: its setup, length, final finite loss and metric, bytes, status."""
+    rows = table.sort_values(["run", "step"])
+    by_run = rows.groupby("run", sort=False)
+    runs = by_run.agg(
+        method=("method", "first"), workload=("workload", "first"), mode=("mode", "first"),
+        backend=("backend", "first"), world_size=("world_size", "first"), seed=("seed", "first"),
+        steps=("step", "size"),
+    )
+    # A diverged run ends in NaN/inf; its last finite loss is the informative one.
+    finite = rows[np.isfinite(pd.to_numeric(rows["loss"], errors="coerce"))]
+    runs["final loss"] = finite.groupby("run")["loss"].last()
+    runs["final metric"] = rows.groupby("run")["metric"].last()
+    runs["bytes sent per rank"] = by_run["cum_bytes_sent"].max()
+    runs["status"] = by_run["status"].agg(lambda s: "diverged" if (s == "diverged").any() else "ok")
+    runs["mean wall_s (s)"] = by_run["wall_s"].mean()
+    # Training runs first: that is where a diverged run shows up.
+    mode_order = {"sim": 0, "real": 1, "model": 2}
+    return runs.reset_index().sort_values(
+        ["mode", "workload", "method", "seed", "run"],
+        key=lambda col: col.map(mode_order) if col.name == "mode" else col,
+    )
+
+
+def _page(table: pd.DataFrame, claims: pd.DataFrame, figure_src: dict[str, str]) -> str:
+    page_claims = claims.reindex(columns=CLAIM_PAGE)
+    page_claims["figure"] = [_figure_cell(f, figure_src) for f in page_claims["figure"]]
+    claim_classes = [f"verdict-{_slug(v)}" for v in page_claims["verdict"]]
+    runs = _runs(table)
+    n_diverged = int((runs["status"] == "diverged").sum())
+    figures_html = "\n".join(
+        f'<figure id="fig-{escape(name)}"><img src="{escape(src)}" alt="{escape(name)}">'
+        f"<figcaption>{escape(name)}</figcaption></figure>"
+        for name, src in figure_src.items()
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>thinwire report</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<h1>thinwire report</h1>
+<p>Claims: {escape(_summary(claims["verdict"]))}. Runs: {len(runs)} ({n_diverged} diverged).</p>
+<h2>Claims</h2>
+{_html_table(page_claims, claim_classes, frozenset({"figure"}))}
+<h2>Figures</h2>
+{figures_html}
+<h2>Runs</h2>
+{_html_table(runs, list(runs["status"]))}
+</body>
+</html>
+"""

@@ -1,0 +1,70 @@
+"""The long-format results table: one row per (run, step), every mode, with its provenance.
+
+Every figure and every verdict is computed from this table (results/table.csv).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from thinwire.algorithms.comm import ThinwireError
+
+COLUMNS = ["run", "method", "params", "mode", "backend", "workload", "experiment", "world_size", "seed", "dtype", "step",
+           "loss", "eval_loss", "metric", "bytes_sent", "bytes_recv", "cum_bytes_sent", "wall_s", "status",
+           "n_params", "stated_bits_per_param", "cluster", "bandwidth_gbps", "speedup", "env"]
+
+
+def read_run(run_dir: Path) -> pd.DataFrame:
+    run_dir = Path(run_dir)
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text())
+        traj = pd.read_csv(run_dir / "trajectory.csv")
+        timing = pd.read_csv(run_dir / "timing.csv")
+    except (OSError, ValueError) as e:
+        raise ThinwireError(f"{run_dir} is not a complete run directory: {e}") from None
+    t = traj.merge(timing, on="step", how="left")
+    t["cum_bytes_sent"] = t["bytes_sent"].cumsum()
+    for key in ("run", "method", "mode", "backend", "workload", "experiment", "world_size", "seed", "dtype", "status",
+                "n_params", "stated_bits_per_param"):
+        t[key] = meta[key]
+    t["params"] = json.dumps(meta["params"], sort_keys=True)
+    t["env"] = json.dumps(meta["env"], sort_keys=True)
+    t["cluster"], t["bandwidth_gbps"], t["speedup"] = "", np.nan, np.nan
+    return t
+
+
+def model_rows(model_csv: Path, runs: pd.DataFrame) -> pd.DataFrame:
+    """Rows of mode "model": a source run's steps with the predicted step time on a cluster."""
+    m = pd.read_csv(model_csv)
+    if m.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    source = runs.drop_duplicates("run").set_index("run")
+    out = pd.DataFrame({
+        "run": m["run"] + "@" + m["cluster"] + "@" + m["bandwidth_gbps"].map("{:g}Gbps".format),
+        "method": m["method"], "mode": "model", "backend": "model", "workload": m["workload"],
+        "world_size": m["world_size"], "seed": m["seed"], "step": m["step"], "loss": m["loss"],
+        "wall_s": m["wall_s"], "status": m["run"].map(source["status"]), "cluster": m["cluster"],
+        "bandwidth_gbps": m["bandwidth_gbps"], "speedup": m["speedup"],
+    })
+    for key in ("params", "experiment", "dtype", "n_params", "stated_bits_per_param", "env"):
+        out[key] = m["run"].map(source[key])
+    src = runs.set_index(["run", "step"])
+    out["bytes_sent"] = pd.MultiIndex.from_arrays([m["run"], m["step"]]).map(src["bytes_sent"])
+    out["bytes_recv"] = pd.MultiIndex.from_arrays([m["run"], m["step"]]).map(src["bytes_recv"])
+    out["cum_bytes_sent"] = out.groupby("run")["bytes_sent"].cumsum()
+    return out
+
+
+def aggregate(run_dirs: list[Path], model_csvs: list[Path], out: Path) -> pd.DataFrame:
+    frames = [read_run(d) for d in run_dirs]
+    runs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+    models = [model_rows(p, runs) for p in model_csvs]
+    table = pd.concat([runs] + models, ignore_index=True).reindex(columns=COLUMNS)
+    table = table.sort_values(["mode", "run", "step"], kind="stable").reset_index(drop=True)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    return table

@@ -1,0 +1,157 @@
+"""Tests for the figures and the report, on a small synthetic results table.
+
+Two methods x sim/real x two seeds x 5 steps on one workload, one of the real
+runs diverging (its last loss is inf), plus model rows for two clusters at
+three bandwidths.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from thinwire.analysis.figures import draw_figures
+from thinwire.analysis.report import write_report
+
+FIGURES = {"loss_vs_step", "loss_vs_bytes", "model_step_time", "model_speedup"}
+DIVERGED_RUN = "topk-ef-real-s1"
+STEPS = 5
+
+
+def _row(run: str, method: str, mode: str, step: int, **overrides: object) -> dict:
+    bytes_per_step = 4000 if method == "sgd" else 400
+    row = {
+        "run": run, "method": method, "params": json.dumps({"k": 0.01} if method != "sgd" else {}),
+        "mode": mode, "backend": {"sim": "numpy", "real": "gloo", "model": "model"}[mode],
+        "workload": "logreg", "experiment": "ef", "world_size": 4, "seed": 0, "dtype": "float32", "step": step,
+        "loss": 1.0 / (step + 1), "eval_loss": 1.0 / (step + 1), "metric": 0.5 + 0.05 * step, "bytes_sent": bytes_per_step,
+        "bytes_recv": bytes_per_step, "cum_bytes_sent": bytes_per_step * (step + 1), "wall_s": 0.01,
+        "status": "ok", "n_params": 1000, "stated_bits_per_param": 32.0, "cluster": "",
+        "bandwidth_gbps": np.nan, "speedup": np.nan,
+    }
+    row.update(overrides)
+    return row
+
+
+def _training_rows() -> list[dict]:
+    rows = []
+    for method in ["sgd", "topk-ef"]:
+        for mode in ["sim", "real"]:
+            for seed in [0, 1]:
+                run = f"{method}-{mode}-s{seed}"
+                for step in range(STEPS):
+                    loss = 1.0 / (step + 1) + 0.01 * seed
+                    status = "ok"
+                    if run == DIVERGED_RUN and step == STEPS - 1:
+                        loss, status = np.inf, "diverged"
+                    rows.append(_row(run, method, mode, step, seed=seed, loss=loss, eval_loss=loss, status=status))
+    return rows
+
+
+def _model_rows() -> list[dict]:
+    rows = []
+    for cluster in ["ethernet", "infiniband"]:
+        for bandwidth in [1.0, 10.0, 100.0]:
+            dense_time = 0.01 + 1.0 / bandwidth
+            for method, step_time in [("sgd", dense_time), ("topk-ef", 0.012 + 0.1 / bandwidth)]:
+                run = f"{method}-{cluster}-{bandwidth:g}"
+                for step in range(3):
+                    rows.append(_row(
+                        run, method, "model", step, wall_s=step_time, cluster=cluster,
+                        bandwidth_gbps=bandwidth, speedup=dense_time / step_time, metric=np.nan,
+                    ))
+    return rows
+
+
+@pytest.fixture
+def table() -> pd.DataFrame:
+    return pd.DataFrame(_training_rows() + _model_rows())
+
+
+@pytest.fixture
+def verdicts() -> pd.DataFrame:
+    return pd.DataFrame({
+        "id": ["topk-bits", "topk-speedup", "ef-converges"],
+        "source": ["Paper A, Table 2", "Paper A, Fig. 5", "Paper B, Thm 1"],
+        "statement": ["Top-k sends <1% of the bits & converges", "3x faster at 1 Gbit/s", "EF converges"],
+        "verdict": ["reproduced", "not reproduced", "inconclusive"],
+        "measured": [0.1, 1.4, np.nan],
+        "expected": [0.1, 3.0, np.nan],
+        "evidence": ["bytes ratio 0.1", "predicted speedup 1.4", "too few seeds"],
+        "reason": ["", "bandwidth model differs", "only 2 seeds"],
+        "figure": ["loss_vs_bytes", "model_speedup", ""],
+    })
+
+
+def _is_png(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_figure_is_drawn_as_png(table: pd.DataFrame, tmp_path: Path) -> None:
+    figures = draw_figures(table, tmp_path / "figures")
+    assert set(figures) == FIGURES
+    for name, path in figures.items():
+        assert path == tmp_path / "figures" / f"{name}.png"
+        assert _is_png(path), name
+
+
+def test_figure_without_data_is_skipped(table: pd.DataFrame, tmp_path: Path) -> None:
+    no_model = draw_figures(table[table["mode"] != "model"], tmp_path / "a")
+    assert set(no_model) == {"loss_vs_step", "loss_vs_bytes"}
+    only_model = draw_figures(table[table["mode"] == "model"], tmp_path / "b")
+    assert set(only_model) == {"model_step_time", "model_speedup"}
+    assert not (tmp_path / "b" / "loss_vs_step.png").exists()
+
+
+def test_non_finite_losses_are_dropped(table: pd.DataFrame, tmp_path: Path) -> None:
+    all_bad = table.assign(eval_loss=np.where(table["step"] % 2 == 0, np.nan, -np.inf))
+    figures = draw_figures(all_bad, tmp_path)
+    assert set(figures) == {"model_step_time", "model_speedup"}
+
+
+def test_report_page(table: pd.DataFrame, verdicts: pd.DataFrame, tmp_path: Path) -> None:
+    figures = draw_figures(table, tmp_path / "elsewhere")
+    write_report(table, verdicts, figures, tmp_path / "report")
+    html = (tmp_path / "report" / "index.html").read_text()
+
+    assert "<title>thinwire report</title>" in html
+    assert "<script" not in html and "http" not in html
+    for claim_id, verdict in zip(verdicts["id"], verdicts["verdict"]):
+        row = re.search(rf'<tr class="verdict-[a-z-]+"><td class="id">{claim_id}</td>.*?</tr>', html)
+        assert row and f'<td class="verdict">{verdict}</td>' in row.group(0), claim_id
+    assert "1 reproduced, 1 not reproduced, 1 inconclusive, 0 out of scope" in html
+    # Statements are quoted text, never markup.
+    assert "&lt;1% of the bits &amp; converges" in html and "<1%" not in html
+
+    for name in FIGURES:
+        assert f'<img src="figures/{name}.png"' in html
+        assert _is_png(tmp_path / "report" / "figures" / f"{name}.png")
+
+    runs = re.findall(r'<tr class="(ok|diverged)"><td class="run">([^<]+)</td>', html)
+    assert len(runs) == 8 + 12
+    assert ("diverged", DIVERGED_RUN) in runs
+    assert all(status == "ok" for status, run in runs if run != DIVERGED_RUN)
+    diverged_row = re.search(rf'<tr class="diverged"><td class="run">{DIVERGED_RUN}</td>.*?</tr>', html)
+    # Its final loss is the last finite one (step 3), not inf.
+    assert '<td class="final-loss">0.26</td>' in diverged_row.group(0)
+
+
+def test_claims_csv_and_markdown(table: pd.DataFrame, verdicts: pd.DataFrame, tmp_path: Path) -> None:
+    write_report(table, verdicts, {}, tmp_path)
+    claims = pd.read_csv(tmp_path / "claims.csv", keep_default_na=False, na_values=[""])
+    assert list(claims.columns[:5]) == ["id", "verdict", "measured", "expected", "evidence"]
+    assert set(claims.columns) == set(verdicts.columns)
+    pd.testing.assert_frame_equal(
+        claims[verdicts.columns].fillna({"reason": "", "figure": ""}), verdicts, check_dtype=False
+    )
+
+    markdown = (tmp_path / "claims.md").read_text()
+    for claim_id in verdicts["id"]:
+        assert re.search(rf"^\| {claim_id} \|", markdown, re.MULTILINE)
+    # No figure was drawn, so the page must not link one.
+    html = (tmp_path / "index.html").read_text()
+    assert "<img" not in html and "model_speedup (not drawn)" in html

@@ -1,0 +1,1 @@
+"""thinwire: check the claims of communication-efficient distributed training papers."""

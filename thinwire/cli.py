@@ -1,0 +1,137 @@
+"""The `thinwire` command: list what exists, run a method (simulated or real), price and report runs.
+
+    thinwire list
+    thinwire sim topk-ef --workload logreg --workers 8 --steps 200 --param density=0.01
+    torchrun --standalone --nproc_per_node 2 -m thinwire run sgd --workload digits-mlp --steps 200
+    mpiexec -n 2 thinwire run sgd --workload digits-mlp --backend mpi
+    thinwire model results/runs/* --cluster simulators/clusters/dgc-64x4.yaml --out results/model/dgc.csv
+    thinwire aggregate results/runs/* --model results/model/*.csv --out results/table.csv
+    thinwire report results/table.csv --out reports
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from thinwire.algorithms.comm import CollectiveError, ThinwireError
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("method", help="a registered method (see `thinwire list`)")
+    p.add_argument("--workload", required=True, help="a problem or workload (see `thinwire list`)")
+    p.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and batches (default 0)")
+    p.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="a method parameter, repeatable")
+    p.add_argument("--wparam", action="append", metavar="KEY=VALUE", help="a workload parameter, repeatable")
+    p.add_argument("--eval-every", type=int, default=10, help="evaluate the averaged model every N steps")
+    p.add_argument("--out", type=Path, help="results directory (default results/runs/<mode>-<method>-<workload>-s<seed>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--experiment", default="", help="group name for figures (default: the workload)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="thinwire", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="print the registered methods, problems and workloads, one per line")
+
+    sim = sub.add_parser("sim", help="run a method with all workers simulated in this process")
+    _run_args(sim)
+    sim.add_argument("--workers", type=int, default=4, help="number of simulated workers (default 4)")
+    sim.add_argument("--array-lib", choices=("numpy", "torch"), help="array library (default: the workload's)")
+
+    run = sub.add_parser("run", help="run a method as this process's rank (under torchrun or mpiexec)")
+    _run_args(run)
+    run.add_argument("--backend", default="auto", help="auto (default: mpi under mpiexec, else torch), torch or mpi")
+    run.add_argument("--device", help="torch device (default cuda:LOCAL_RANK when CUDA is present, else cpu)")
+    run.add_argument("--timeout", type=float, default=120.0, help="seconds any collective may take (default 120)")
+    run.add_argument("--inject-failure", metavar="RANK:STEP:HOW", help="for testing: make RANK exit or hang at STEP")
+
+    model = sub.add_parser("model", help="price runs' communication logs on a described cluster")
+    model.add_argument("runs", nargs="+", type=Path, help="run directories")
+    model.add_argument("--cluster", required=True, type=Path, help="cluster description (YAML)")
+    model.add_argument("--target-params", type=float, help="scale bytes to a model of this many parameters")
+    model.add_argument("--flops-per-step", type=float, help="compute per worker per step of the target model")
+    model.add_argument("--bandwidth", type=float, action="append", help="inter-node Gbit/s to sweep, repeatable")
+    model.add_argument("--out", required=True, type=Path, help="output CSV")
+
+    agg = sub.add_parser("aggregate", help="concatenate runs and model predictions into one long table")
+    agg.add_argument("runs", nargs="*", type=Path, help="run directories")
+    agg.add_argument("--model", nargs="*", type=Path, default=[], help="model CSVs from `thinwire model`")
+    agg.add_argument("--out", required=True, type=Path)
+
+    rep = sub.add_parser("report", help="claim verdicts, figures and the HTML report from a results table")
+    rep.add_argument("table", type=Path)
+    rep.add_argument("--out", type=Path, default=Path("reports"))
+    rep.add_argument("--claims", type=Path, help="claims folder (default: the packaged claims)")
+    return parser
+
+
+def _spec(args: argparse.Namespace):
+    from thinwire.execute import RunSpec, parse_params
+
+    return RunSpec(args.method, args.workload, args.steps, args.seed, args.dtype,
+                   parse_params(args.param, "--param"), parse_params(args.wparam, "--wparam"), args.eval_every,
+                   args.experiment)
+
+
+def _out(args: argparse.Namespace, mode: str) -> Path:
+    return args.out or Path("results/runs") / f"{mode}-{args.method}-{args.workload}-s{args.seed}"
+
+
+def _list() -> None:
+    from thinwire.algorithms.registry import method_names
+    from thinwire.workloads.registry import WORKLOADS
+
+    for name in method_names():
+        print(f"method\t{name}")
+    for name, (kind, _) in sorted(WORKLOADS.items(), key=lambda kv: (kv[1][0], kv[0])):
+        print(f"{kind}\t{name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            _list()
+        elif args.command == "sim":
+            from thinwire.execute import run_sim
+
+            meta = run_sim(_spec(args), args.workers, _out(args, "sim"), args.array_lib, not args.quiet)
+            _summary(meta)
+        elif args.command == "run":
+            from thinwire.execute import run_real
+
+            meta = run_real(_spec(args), _out(args, "real"), args.backend, args.timeout, args.device,
+                            not args.quiet, args.inject_failure)
+            if meta.get("rank", 0) == 0 and os.environ.get("RANK", os.environ.get("PMI_RANK", "0")) == "0":
+                _summary(meta)
+        elif args.command == "model":
+            from thinwire.simulators.perfmodel import model_runs
+
+            model_runs(args.runs, args.cluster, args.out, args.target_params, args.flops_per_step, args.bandwidth)
+        elif args.command == "aggregate":
+            from thinwire.analysis.table import aggregate
+
+            aggregate(args.runs, args.model, args.out)
+        elif args.command == "report":
+            from thinwire.analysis.build import build_report
+
+            build_report(args.table, args.out, args.claims)
+    except CollectiveError as e:
+        print(f"thinwire: error: {e}", file=sys.stderr, flush=True)
+        # Peers may be dead or stuck: leave now rather than hang in process-group teardown.
+        os._exit(1)
+    except ThinwireError as e:
+        print(f"thinwire: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _summary(meta: dict) -> None:
+    print(f"{meta['run']}: {meta['status']} after {meta['steps_done']} steps, "
+          f"{meta['stated_bits_per_param']:.4g} bits/param stated{'; ' + meta['message'] if meta['message'] else ''}")

@@ -1,0 +1,176 @@
+"""Set up one run (method, workload, communicator) in any mode and write its results directory.
+
+Under torchrun:   torchrun --standalone --nproc_per_node 2 -m thinwire run topk-ef --workload digits-mlp
+Under mpiexec:    mpiexec -n 2 thinwire run topk-ef --workload logreg --backend mpi
+Simulator:        thinwire sim topk-ef --workload logreg --workers 8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from thinwire.algorithms.comm import ThinwireError
+from thinwire.algorithms.registry import get_method, make_config
+from thinwire.results import environment, write_run
+from thinwire.runner import train
+from thinwire.workloads.registry import make_workload
+
+DTYPES = ("float32", "float64")
+
+
+@dataclasses.dataclass
+class RunSpec:
+    method: str
+    workload: str
+    steps: int = 100
+    seed: int = 0
+    dtype: str = "float32"
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    workload_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    eval_every: int = 10
+    experiment: str = ""  # the runs-sheet entry this run belongs to; figures group runs by it
+
+    def validate(self) -> tuple[Any, Any]:
+        """Check everything checkable before any process group exists; return (method class, config)."""
+        if self.steps < 1:
+            raise ThinwireError(f"steps must be >= 1, got {self.steps}")
+        if self.dtype not in DTYPES:
+            raise ThinwireError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.eval_every < 1:
+            raise ThinwireError(f"eval_every must be >= 1, got {self.eval_every}")
+        cls = get_method(self.method)
+        return cls, make_config(cls, self.params)
+
+
+def _meta(spec: RunSpec, run_id: str, mode: str, backend: str, world_size: int, method: Any,
+          workload: Any, traj: Any) -> dict:
+    value_bits = np.dtype(spec.dtype).itemsize * 8
+    return {
+        "run": run_id, "method": spec.method, "params": dataclasses.asdict(method.config),
+        "mode": mode, "backend": backend, "workload": spec.workload, "experiment": spec.experiment or spec.workload,
+        "workload_params": dataclasses.asdict(workload.config), "world_size": world_size,
+        "seed": spec.seed, "dtype": spec.dtype, "steps": spec.steps, "steps_done": len(traj.rows),
+        "status": traj.status, "message": traj.message, "n_params": workload.n_params,
+        "stated_bits_per_param": method.bits_per_parameter(workload.n_params, value_bits),
+        "env": environment(backend),
+    }
+
+
+def run_sim(spec: RunSpec, workers: int, out: Path, array_lib: str | None = None,
+            progress: bool = True) -> dict:
+    """All workers in this process (simulators/simcomm.py)."""
+    from thinwire.simulators.simcomm import SimComm
+
+    cls, config = spec.validate()
+    if workers < 1:
+        raise ThinwireError(f"workers must be >= 1, got {workers}")
+    method = cls(config)
+    workload = make_workload(spec.workload, workers, spec.seed, spec.workload_params)
+    xp = _namespace(array_lib or getattr(workload, "prefers", "numpy"))
+    comm = SimComm(workers, xp)
+    x = xp.asarray(np.broadcast_to(workload.x0(), (workers, workload.n_params)).astype(spec.dtype))
+    traj = train(method, x, workload.oracle(xp, None, spec.dtype), comm, workload, spec.steps,
+                 simulated=True, eval_every=spec.eval_every, progress=progress)
+    meta = _meta(spec, out.name, "sim", "numpy" if xp.__name__.endswith("numpy") else "torch", workers,
+                 method, workload, traj)
+    write_run(out, meta, traj, comm.log)
+    return meta
+
+
+def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float = 120.0,
+             device: str | None = None, progress: bool = True, inject_failure: str | None = None) -> dict:
+    """One worker per process: torch.distributed (gloo/NCCL) or MPI. Rank 0 writes the results."""
+    cls, config = spec.validate()
+    backend = _detect_backend(backend)
+    fail_at = _failure(inject_failure)
+    method = cls(config)
+    if backend == "mpi":
+        from thinwire.workloads.mpicomm import MPIComm
+
+        comm = MPIComm(timeout_s)
+        workload = make_workload(spec.workload, comm.world_size, spec.seed, spec.workload_params)
+        comm.xp = _namespace(getattr(workload, "prefers", "numpy"))
+        dev = None
+    else:
+        import torch
+
+        from thinwire.workloads.torchcomm import TorchComm
+
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        dev = torch.device(device or (f"cuda:{local}" if torch.cuda.is_available() else "cpu"))
+        comm = TorchComm(dev, timeout_s)
+        workload = make_workload(spec.workload, comm.world_size, spec.seed, spec.workload_params)
+    xp = comm.xp
+    x0 = workload.x0().astype(spec.dtype)
+    x = xp.asarray(x0, device=dev) if dev is not None else xp.asarray(x0)
+    try:
+        traj = train(method, x, workload.oracle(xp, comm.rank, spec.dtype, dev), comm, workload, spec.steps,
+                     simulated=False, eval_every=spec.eval_every, progress=progress and comm.rank == 0,
+                     fail_at=fail_at and (lambda t: fail_at(comm.rank, t)))
+        name = backend if backend == "mpi" else comm.backend
+        meta = _meta(spec, out.name, "real", name, comm.world_size, method, workload, traj)
+        if comm.rank == 0:
+            write_run(out, meta, traj, comm.log)
+    finally:
+        comm.close()
+    return meta
+
+
+def _namespace(name: str) -> Any:
+    if name == "torch":
+        import array_api_compat.torch as xp
+    elif name == "numpy":
+        import array_api_compat.numpy as xp
+    else:
+        raise ThinwireError(f"array library must be numpy or torch, got {name!r}")
+    return xp
+
+
+def _detect_backend(backend: str) -> str:
+    if backend not in ("auto", "torch", "mpi"):
+        raise ThinwireError(f"backend must be auto, torch or mpi, got {backend!r}")
+    if backend != "auto":
+        return backend
+    launched_by_mpi = any(k in os.environ for k in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"))
+    return "mpi" if launched_by_mpi and "RANK" not in os.environ else "torch"
+
+
+def _failure(spec: str | None):
+    """--inject-failure RANK:STEP:{exit,hang}: make one rank die or hang, to test that peers don't hang."""
+    if not spec:
+        return None
+    try:
+        rank, step, how = spec.split(":")
+        rank, step = int(rank), int(step)
+        assert how in ("exit", "hang")
+    except (ValueError, AssertionError):
+        raise ThinwireError(f"--inject-failure takes RANK:STEP:exit or RANK:STEP:hang, got {spec!r}") from None
+
+    def fail(r: int, t: int) -> None:
+        if r == rank and t == step:
+            if how == "exit":
+                os._exit(17)
+            time.sleep(3600)
+
+    return fail
+
+
+def parse_params(items: list[str] | None, what: str) -> dict[str, Any]:
+    """KEY=VALUE pairs; values are read as JSON when they parse (numbers, booleans), else as strings."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ThinwireError(f"{what} takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out

@@ -1,0 +1,66 @@
+"""The training loop every mode shares: run a method for N steps, record loss, bytes and time.
+
+The simulator and the real backends differ only in the Communicator and the oracle they pass in,
+so a method's trajectory in the simulator and under gloo/MPI comes from the same lines of code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from thinwire.algorithms.comm import Communicator
+
+
+@dataclasses.dataclass
+class Trajectory:
+    rows: list[tuple] = dataclasses.field(default_factory=list)  # (step, loss, eval_loss, metric, sent, recv)
+    wall: list[tuple] = dataclasses.field(default_factory=list)  # (step, seconds)
+    status: str = "ok"
+    message: str = ""
+
+    COLUMNS = ("step", "loss", "eval_loss", "metric", "bytes_sent", "bytes_recv")
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def worker_mean(x: Any, comm: Communicator, simulated: bool) -> np.ndarray:
+    """The average of the workers' models, as numpy (what the papers evaluate for local methods)."""
+    if simulated:
+        return to_numpy(x).mean(axis=0)
+    return to_numpy(comm.all_reduce(x, op="avg", category="metrics"))
+
+
+def train(method: Any, x: Any, oracle: Any, comm: Communicator, workload: Any, steps: int, *,
+          simulated: bool, eval_every: int = 10, progress: bool = True, fail_at: Any = None) -> Trajectory:
+    """Run `steps` steps; stop early, status "diverged", when the loss stops being finite."""
+    traj = Trajectory()
+    state = method.init_state(x, comm)
+    bar = tqdm(range(steps), disable=not progress, desc=method.name, unit="step", mininterval=0.5)
+    for t in bar:
+        if fail_at is not None:
+            fail_at(t)
+        comm.log.step = t
+        start = time.perf_counter()
+        x, state, loss = method.step(x, state, oracle, comm)
+        traj.wall.append((t, time.perf_counter() - start))
+        loss = comm.mean_over_workers(loss)
+        eval_loss = metric = math.nan
+        if t % eval_every == 0 or t == steps - 1 or not math.isfinite(loss):
+            eval_loss, metric = workload.evaluate(worker_mean(x, comm, simulated))
+        sent, recv = comm.log.step_bytes(t)
+        traj.rows.append((t, loss, eval_loss, metric, sent, recv))
+        if not (math.isfinite(loss) and (math.isnan(eval_loss) or math.isfinite(eval_loss))):
+            traj.status, traj.message = "diverged", f"loss became {loss} at step {t}"
+            break
+        if t % 10 == 0:
+            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+    bar.close()
+    return traj

@@ -1,0 +1,32 @@
+# Validate the config and expand the runs sheet once; every rule reads RUNS from here.
+from thinwire.algorithms.comm import ThinwireError
+from thinwire.config import load
+
+try:
+    CONFIG, RUNS = load(config)
+except ThinwireError as e:
+    sys.exit(f"thinwire: error: {e}")
+
+RUN = {r.id: r for r in RUNS}
+SIM_IDS = [r.id for r in RUNS if r.mode == "sim"]
+REAL_IDS = [r.id for r in RUNS if r.mode == "real"]
+RESULTS, REPORTS = CONFIG["results"], CONFIG["reports"]
+MODEL = CONFIG.get("model", {})
+MODEL_IDS = [r.id for r in RUNS if r.experiment in MODEL.get("experiments", [r.experiment])]
+BIN = Path(sys.executable).parent
+RUN_FILES = ["meta.json", "trajectory.csv", "commlog.csv", "timing.csv"]
+CLUSTERS = Path("simulators/clusters")
+
+
+def run_outputs(run="{run}"):
+    return [f"{RESULTS}/runs/{run}/{name}" for name in RUN_FILES]
+
+
+def run_command(wildcards):
+    return RUN[wildcards.run].command(BIN, Path(RESULTS) / "runs" / wildcards.run,
+                                      CONFIG["collective_timeout_s"], CONFIG["run_timeout_s"])
+
+
+def one_of(ids):
+    # A regex matching exactly these run ids (or nothing, when there are none).
+    return "|".join(map(re.escape, ids)) or "(?!)"

@@ -1,0 +1,30 @@
+# The results table, then the claim verdicts, figures and HTML report computed from it.
+
+
+rule aggregate:
+    input:
+        runs=expand(f"{RESULTS}/runs/{{run}}/meta.json", run=RUN),
+        model=expand(f"{RESULTS}/model/{{cluster}}.csv", cluster=MODEL.get("clusters", [])),
+    output:
+        f"{RESULTS}/table.csv",
+    log:
+        f"{RESULTS}/logs/aggregate.log",
+    params:
+        dirs=lambda wc, input: " ".join(str(Path(m).parent) for m in input.runs),
+    shell:
+        "{BIN}/thinwire aggregate {params.dirs} --model {input.model} --out {output} > {log} 2>&1"
+
+
+rule report:
+    input:
+        table=f"{RESULTS}/table.csv",
+        claims=sorted(Path("analysis/claims").glob("*.yaml")),
+    output:
+        html=f"{REPORTS}/index.html",
+        csv=f"{REPORTS}/claims.csv",
+        md=f"{REPORTS}/claims.md",
+        figures=expand(f"{REPORTS}/figures/{{name}}.png", name=["loss_vs_step", "loss_vs_bytes"]),
+    log:
+        f"{RESULTS}/logs/report.log",
+    shell:
+        "{BIN}/thinwire report {input.table} --out {REPORTS} > {log} 2>&1"

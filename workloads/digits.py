@@ -1,0 +1,126 @@
+"""digits-mlp: a small MLP on scikit-learn's handwritten digits (1797 8x8 images, shipped with sklearn).
+
+The model is a plain nn.Module; methods see its parameters as one flat vector, and the oracle maps
+the vector back with torch.func.functional_call. In the simulator the same oracle is vmapped over the
+workers' leading axis, so the simulator and real ranks compute the same gradients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclasses.dataclass(frozen=True)
+class DigitsConfig:
+    hidden: int = 64
+    batch_size: int = 32
+    heterogeneity: float = 0.0  # 0: shards i.i.d.; 1: shards sorted by label
+    test_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.hidden < 1 or self.batch_size < 1:
+            raise ValueError("hidden and batch_size must be >= 1")
+        if not 0 <= self.heterogeneity <= 1:
+            raise ValueError(f"heterogeneity must be in [0, 1], got {self.heterogeneity}")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+
+
+class MLP(nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return self.net(a)
+
+
+class DigitsMLP:
+    kind = "digits-mlp"
+    prefers = "torch"
+
+    def __init__(self, world_size: int, seed: int, config: DigitsConfig) -> None:
+        from sklearn.datasets import load_digits
+
+        self.world_size, self.seed, self.config = world_size, seed, config
+        data = load_digits()
+        a = (data.data / 16.0 - 0.5).astype(np.float64)
+        y = data.target.astype(np.int64)
+        rng = np.random.default_rng([seed, 0])
+        order = rng.permutation(len(y))
+        n_test = int(len(y) * config.test_fraction)
+        test, train = order[:n_test], order[n_test:]
+        self.test_features, self.test_labels = a[test], y[test]
+        # Sort key mixes a random draw with the label: heterogeneity 1 gives label-sorted shards.
+        key = (1 - config.heterogeneity) * rng.random(len(train)) + config.heterogeneity * y[train] / 10
+        train = train[np.argsort(key, kind="stable")]
+        per = len(train) // world_size
+        if per < config.batch_size:
+            raise ValueError(f"{world_size} workers leave {per} digits each, fewer than batch_size {config.batch_size}")
+        shards = train[: per * world_size].reshape(world_size, per)
+        self.features, self.labels = a[shards], y[shards]
+        torch.manual_seed(seed)
+        self.model = MLP(config.hidden).double()
+        self.shapes = [(name, p.shape) for name, p in self.model.named_parameters()]
+        self.n_params = sum(math.prod(s) for _, s in self.shapes)
+
+    def x0(self) -> np.ndarray:
+        return torch.cat([p.detach().reshape(-1) for p in self.model.parameters()]).numpy()
+
+    def _params(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, start = {}, 0
+        for name, shape in self.shapes:
+            size = math.prod(shape)
+            out[name] = flat[start:start + size].reshape(shape)
+            start += size
+        return out
+
+    def _loss(self, flat: torch.Tensor, a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = torch.func.functional_call(self.model, self._params(flat), (a,))
+        return nn.functional.cross_entropy(logits, y)
+
+    def oracle(self, xp: Any, rank: int | None, dtype: str, device: Any = None) -> "DigitsOracle":
+        return DigitsOracle(self, rank, getattr(torch, dtype), device)
+
+    def evaluate(self, x_mean: np.ndarray) -> tuple[float, float]:
+        with torch.no_grad():
+            flat = torch.as_tensor(x_mean, dtype=torch.float64)
+            a = torch.as_tensor(self.test_features)
+            logits = torch.func.functional_call(self.model, self._params(flat), (a,))
+            y = torch.as_tensor(self.test_labels)
+            loss = nn.functional.cross_entropy(logits, y).item()
+            return loss, (logits.argmax(-1) == y).double().mean().item()
+
+
+class DigitsOracle:
+    def __init__(self, workload: DigitsMLP, rank: int | None, dtype: torch.dtype, device: Any) -> None:
+        self.w, self.rank = workload, rank
+        rows = slice(None) if rank is None else rank
+        self._features = torch.as_tensor(workload.features[rows], dtype=dtype, device=device)
+        self._labels = torch.as_tensor(workload.labels[rows], device=device)
+        self._rng = np.random.default_rng([workload.seed, 1])
+        self._value_and_grad = torch.func.grad_and_value(self._loss)
+        if rank is None:
+            self._value_and_grad = torch.func.vmap(self._value_and_grad)
+
+    def _loss(self, flat, a, y):
+        return self.w._loss(flat, a, y)
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        per, b = self.w.features.shape[1], self.w.config.batch_size
+        idx = self._rng.integers(0, per, size=(self.w.world_size, b))
+        if self.rank is None:
+            pick = torch.as_tensor(idx, device=self._features.device)
+            a = torch.gather(self._features, 1, pick[:, :, None].expand(-1, -1, self._features.shape[-1]))
+            y = torch.gather(self._labels, 1, pick)
+        else:
+            pick = torch.as_tensor(idx[self.rank], device=self._features.device)
+            a, y = self._features[pick], self._labels[pick]
+        grad, loss = self._value_and_grad(x, a, y)
+        return loss.detach(), grad.detach()

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import yaml
 
+ROOT = Path(workflow.basedir)
 if not config:
-    config.update(yaml.safe_load(Path("config/quick.yaml").read_text()))
+    config.update(yaml.safe_load((ROOT / "config" / "quick.yaml").read_text()))
 
 
 include: "workflow/rules/common.smk"

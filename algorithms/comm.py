@@ -14,7 +14,8 @@ collective algorithm is the performance model's business (simulators/perfmodel.p
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 
 class ThinwireError(Exception):

@@ -49,7 +49,7 @@ class TopKErrorFeedback:
         return {"error": zeros, "momentum": zeros}
 
     def step(self, x: Any, state: dict[str, Any], oracle: Oracle, comm: Communicator):
-        c, xp = self.config, comm.xp
+        c = self.config
         d = x.shape[-1]
         loss, grad = oracle(x)
         m = c.momentum * state["momentum"] + grad if c.momentum else grad

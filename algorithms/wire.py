@@ -8,10 +8,11 @@ leading worker axis (simulator) or none (real run) are both fine.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-from array_api_compat import is_numpy_array, is_torch_array
+from array_api_compat import is_torch_array
 
 
 def _torch():
@@ -38,7 +39,11 @@ def to_bytes(x: Any) -> Any:
 def from_bytes(buf: Any, dtype: Any) -> Any:
     """Inverse of to_bytes for a uint8 buffer; `dtype` is a numpy dtype or a torch dtype."""
     if is_torch_array(buf):
-        return buf.contiguous().view(dtype)
+        size = dtype.itemsize
+        if buf.storage_offset() % size or any(s % size for s in buf.stride()[:-1]) or buf.stride()[-1] != 1:
+            # A slice of a packed payload: copy into fresh, aligned, row-major storage.
+            buf = _torch().empty(buf.shape, dtype=buf.dtype, device=buf.device).copy_(buf)
+        return buf.view(dtype)
     return np.ascontiguousarray(buf).view(dtype)
 
 
@@ -54,7 +59,7 @@ def unpack(buf: Any, layout: Sequence[tuple[Any, int]]) -> list[Any]:
     """Split a payload made by `pack`; `layout` lists (dtype, count) of each part in order."""
     out, start = [], 0
     for dtype, count in layout:
-        size = count * (dtype.itemsize if hasattr(dtype, "itemsize") else _torch().empty((), dtype=dtype).element_size())
+        size = count * dtype.itemsize
         out.append(from_bytes(buf[..., start:start + size], dtype))
         start += size
     if start != buf.shape[-1]:

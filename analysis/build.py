@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.analysis.claims import load_claims, verdicts
 from thinwire.analysis.figures import draw_figures

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
-
 from thinwire.algorithms.comm import ThinwireError
 
 CLAIMS_DIR = Path(__file__).parent / "claims"

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from thinwire.algorithms.comm import ThinwireError
 
 COLUMNS = ["run", "method", "params", "mode", "backend", "workload", "experiment", "world_size", "seed", "dtype", "step",

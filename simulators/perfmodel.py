@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-
 from thinwire.algorithms.comm import ThinwireError
 
 BASELINE = "sgd"
@@ -55,7 +54,7 @@ class Cluster:
     def world_size(self) -> int:
         return self.nodes * self.gpus_per_node
 
-    def with_inter_bandwidth(self, gbps: float) -> "Cluster":
+    def with_inter_bandwidth(self, gbps: float) -> Cluster:
         return Cluster(self.name, self.nodes, self.gpus_per_node, self.sustained_tflops, self.intra,
                        Tier(gbps, self.inter.latency_us))
 

@@ -49,7 +49,7 @@ class Problem:
     def x0(self) -> np.ndarray:
         return np.zeros(self.config.dim)
 
-    def oracle(self, xp: Any, rank: int | None, dtype: str, device: Any = None) -> "ProblemOracle":
+    def oracle(self, xp: Any, rank: int | None, dtype: str, device: Any = None) -> ProblemOracle:
         """rank=None: all workers (leading axis W); rank=r: worker r only (no worker axis)."""
         return ProblemOracle(self, xp, rank, dtype, device)
 
@@ -124,21 +124,23 @@ class ProblemOracle:
     def __init__(self, problem: Problem, xp: Any, rank: int | None, dtype: str, device: Any) -> None:
         self.problem, self.xp, self.rank = problem, xp, rank
         rows = slice(None) if rank is None else rank
-        self._features = problem.features[rows]
-        self._targets = problem.targets[rows]
+        # Converted once: a per-step astype of every batch costs more than the gradient itself.
+        self._features = problem.features[rows].astype(dtype)
+        self._targets = problem.targets[rows].astype(dtype)
         self._rng = np.random.default_rng([problem.seed, 1])
-        self._dtype, self._device = dtype, device
+        self._workers = np.arange(problem.world_size)[:, None]
+        self._device = device
 
     def _asarray(self, a: np.ndarray) -> Any:
         kw = {"device": self._device} if self._device is not None else {}
-        return self.xp.asarray(a.astype(self._dtype), **kw)
+        return self.xp.asarray(a, **kw)
 
     def __call__(self, x: Any) -> tuple[Any, Any]:
         c, w = self.problem.config, self.problem.world_size
         idx = self._rng.integers(0, c.samples_per_worker, size=(w, c.batch_size))
         if self.rank is None:
-            a = np.take_along_axis(self._features, idx[:, :, None], axis=1)
-            y = np.take_along_axis(self._targets, idx, axis=1)
+            # Plain fancy indexing; take_along_axis would build a (W, batch, d) index array first.
+            a, y = self._features[self._workers, idx], self._targets[self._workers, idx]
         else:
             a, y = self._features[idx[self.rank]], self._targets[idx[self.rank]]
         return self.problem.loss_grad(self.xp, x, self._asarray(a), self._asarray(y))

@@ -7,10 +7,10 @@ logs exactly what the same method logs under gloo or MPI.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from array_api_compat import array_namespace
-
 from thinwire.algorithms import wire
 from thinwire.algorithms.comm import CommLog, check_partition
 

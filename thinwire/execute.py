@@ -103,7 +103,7 @@ def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float =
 
         from thinwire.workloads.torchcomm import TorchComm
 
-        local = int(os.environ.get("LOCAL_RANK", 0))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
         dev = torch.device(device or (f"cuda:{local}" if torch.cuda.is_available() else "cpu"))
         comm = TorchComm(dev, timeout_s)
         workload = make_workload(spec.workload, comm.world_size, spec.seed, spec.workload_params)

@@ -4,6 +4,7 @@
         trajectory.csv   step, loss, eval_loss, metric, bytes_sent, bytes_recv (deterministic)
         commlog.csv      every collective: step, op, group_size, sent, recv, category (deterministic)
         timing.csv       step, wall_s (measured, so it differs between repeats)
+        params.npy       the workers' average model after the last step (deterministic)
         meta.json        what ran, where, the status, the environment fingerprint
 
 The directory is built under a temporary name and renamed into place, so an interrupted or failed
@@ -19,11 +20,14 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-FILES = ("trajectory.csv", "commlog.csv", "timing.csv", "meta.json")
+import numpy as np
+
+FILES = ("trajectory.csv", "commlog.csv", "timing.csv", "params.npy", "meta.json")
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -41,6 +45,7 @@ def write_run(out: Path, meta: dict, trajectory: Any, commlog: Any) -> Path:
         _write_csv(tmp / "trajectory.csv", trajectory.COLUMNS, trajectory.rows)
         _write_csv(tmp / "commlog.csv", commlog.COLUMNS, commlog.rows())
         _write_csv(tmp / "timing.csv", ("step", "wall_s"), trajectory.wall)
+        np.save(tmp / "params.npy", trajectory.params)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -82,7 +87,7 @@ def _git_revision() -> str:
     try:
         here = Path(__file__).resolve().parent
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5)
+                             text=True, timeout=5, check=False)
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -23,6 +23,7 @@ class Trajectory:
     wall: list[tuple] = dataclasses.field(default_factory=list)  # (step, seconds)
     status: str = "ok"
     message: str = ""
+    params: np.ndarray | None = None  # the workers' average model after the last step
 
     COLUMNS = ("step", "loss", "eval_loss", "metric", "bytes_sent", "bytes_recv")
 
@@ -44,6 +45,14 @@ def train(method: Any, x: Any, oracle: Any, comm: Communicator, workload: Any, s
     traj = Trajectory()
     state = method.init_state(x, comm)
     bar = tqdm(range(steps), disable=not progress, desc=method.name, unit="step", mininterval=0.5)
+    # Overflow on the way to a non-finite loss is what "diverged" records; numpy need not warn too.
+    with np.errstate(over="ignore", invalid="ignore"):
+        _loop(method, x, state, oracle, comm, workload, steps, simulated, eval_every, fail_at, bar, traj)
+    bar.close()
+    return traj
+
+
+def _loop(method, x, state, oracle, comm, workload, steps, simulated, eval_every, fail_at, bar, traj) -> None:
     for t in bar:
         if fail_at is not None:
             fail_at(t)
@@ -62,5 +71,4 @@ def train(method: Any, x: Any, oracle: Any, comm: Communicator, workload: Any, s
             break
         if t % 10 == 0:
             bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-    bar.close()
-    return traj
+    traj.params = worker_mean(x, comm, simulated)

@@ -85,7 +85,7 @@ class DigitsMLP:
         logits = torch.func.functional_call(self.model, self._params(flat), (a,))
         return nn.functional.cross_entropy(logits, y)
 
-    def oracle(self, xp: Any, rank: int | None, dtype: str, device: Any = None) -> "DigitsOracle":
+    def oracle(self, xp: Any, rank: int | None, dtype: str, device: Any = None) -> DigitsOracle:
         return DigitsOracle(self, rank, getattr(torch, dtype), device)
 
     def evaluate(self, x_mean: np.ndarray) -> tuple[float, float]:

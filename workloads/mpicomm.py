@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import array_api_compat.numpy as xp_numpy
 import numpy as np
 from array_api_compat import is_torch_array
-
 from thinwire.algorithms import wire
 from thinwire.algorithms.comm import CollectiveError, CommLog, check_partition
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import array_api_compat.torch as xp_torch
 import torch
 import torch.distributed as dist
-
 from thinwire.algorithms import wire
 from thinwire.algorithms.comm import CollectiveError, CommLog, check_partition
 

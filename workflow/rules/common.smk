@@ -1,6 +1,7 @@
 # Validate the config and expand the runs sheet once; every rule reads RUNS from here.
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.config import load
+from thinwire.results import FILES
 
 try:
     CONFIG, RUNS = load(config)
@@ -14,8 +15,9 @@ RESULTS, REPORTS = CONFIG["results"], CONFIG["reports"]
 MODEL = CONFIG.get("model", {})
 MODEL_IDS = [r.id for r in RUNS if r.experiment in MODEL.get("experiments", [r.experiment])]
 BIN = Path(sys.executable).parent
-RUN_FILES = ["meta.json", "trajectory.csv", "commlog.csv", "timing.csv"]
-CLUSTERS = Path("simulators/clusters")
+RUN_FILES = list(FILES)
+CLUSTERS = ROOT / "simulators" / "clusters"
+CLAIMS = sorted((ROOT / "analysis" / "claims").glob("*.yaml"))
 
 
 def run_outputs(run="{run}"):

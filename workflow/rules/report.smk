@@ -18,7 +18,7 @@ rule aggregate:
 rule report:
     input:
         table=f"{RESULTS}/table.csv",
-        claims=sorted(Path("analysis/claims").glob("*.yaml")),
+        claims=CLAIMS,
     output:
         html=f"{REPORTS}/index.html",
         csv=f"{REPORTS}/claims.csv",

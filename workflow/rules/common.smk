@@ -32,3 +32,14 @@ def run_command(wildcards):
 def one_of(ids):
     # A regex matching exactly these run ids (or nothing, when there are none).
     return "|".join(map(re.escape, ids)) or "(?!)"
+
+
+def model_args():
+    """`thinwire model` options from the config's model section."""
+    args = []
+    if "target_params" in MODEL:
+        args.append(f"--target-params {MODEL['target_params']}")
+    if "flops_per_step" in MODEL:
+        args.append(f"--flops-per-step {MODEL['flops_per_step']}")
+    args += [f"--bandwidth {b}" for b in MODEL.get("bandwidths_gbps", [])]
+    return " ".join(args)

@@ -41,10 +41,6 @@ rule model:
         f"{RESULTS}/logs/model-{{cluster}}.log",
     params:
         dirs=lambda wc, input: " ".join(str(Path(m).parent) for m in input.runs),
-        scale=" ".join(
-            [f"--target-params {MODEL['target_params']}"] * ("target_params" in MODEL)
-            + [f"--flops-per-step {MODEL['flops_per_step']}"] * ("flops_per_step" in MODEL)
-            + [f"--bandwidth {b}" for b in MODEL.get("bandwidths_gbps", [])]
-        ),
+        scale=model_args(),
     shell:
         "{BIN}/thinwire model {params.dirs} --cluster {input.cluster} {params.scale} --out {output} > {log} 2>&1"

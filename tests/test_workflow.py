@@ -1,0 +1,129 @@
+"""The Snakemake workflow end to end on a tiny runs sheet: dry run, report, no-op rerun, resume, bad config."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from launch import BIN, ROOT, run
+
+TINY = {
+    "runs": [
+        {"name": "t", "mode": "sim", "workload": "logreg", "workload_params": {"dim": 20}, "world_size": 2,
+         "steps": 30, "dtype": "float64",
+         "methods": [{"method": "sgd"}, {"method": "topk-ef", "params": {"density": 0.1}}]},
+        {"name": "t", "mode": "real", "backends": ["gloo"], "workload": "logreg", "workload_params": {"dim": 20},
+         "world_size": 2, "steps": 30, "dtype": "float64", "methods": [{"method": "sgd"}]},
+        {"name": "boom", "mode": "sim", "workload": "lsq", "steps": 100,
+         "methods": [{"method": "sgd", "params": {"lr": 50.0}}]},
+    ],
+    "model": {"clusters": ["this-machine"], "experiments": ["t"], "bandwidths_gbps": [1, 10]},
+}
+
+
+def snakemake(workdir, config, *args, timeout=300):
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return run([str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+                "--configfile", str(path), "--cores", "2", *args], workdir, timeout)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("wf")
+    dry = snakemake(workdir, TINY, "-n")
+    done = snakemake(workdir, TINY)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return workdir, dry
+
+
+def test_dry_run_lists_every_job(finished):
+    _, dry = finished
+    assert dry.returncode == 0
+    counts = dict(line.split()[:2] for line in dry.stdout.splitlines()
+                  if line.split()[:1] and line.split()[0] in {"sim_run", "real_run", "model", "aggregate", "report"})
+    assert counts == {"sim_run": "3", "real_run": "1", "model": "1", "aggregate": "1", "report": "1"}
+
+
+def test_report_has_claims_figures_and_the_diverged_run(finished):
+    workdir, _ = finished
+    html = (workdir / "reports" / "index.html").read_text()
+    claims = pd.read_csv(workdir / "reports" / "claims.csv")
+    assert {"id", "verdict", "measured", "expected", "evidence"} <= set(claims.columns)
+    assert claims.set_index("id").loc["TW-1", "verdict"] == "reproduced"
+    assert claims.set_index("id").loc["TW-3", "verdict"] == "reproduced"  # sim vs gloo, same setup
+    for name in ("loss_vs_step", "loss_vs_bytes", "model_speedup"):
+        assert (workdir / "reports" / "figures" / f"{name}.png").stat().st_size > 1000
+        assert f"figures/{name}.png" in html
+    table = pd.read_csv(workdir / "results" / "table.csv")
+    assert set(table["mode"]) == {"sim", "real", "model"}
+    boom = table[table["run"] == "boom-sim-sgd-s0"]
+    assert (boom["status"] == "diverged").all() and "boom-sim-sgd-s0" in html
+
+
+def test_rerun_with_nothing_changed_does_nothing(finished):
+    workdir, _ = finished
+    again = snakemake(workdir, TINY)
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_changing_one_run_reruns_only_that_run(finished):
+    workdir, _ = finished
+    runs = workdir / "results" / "runs"
+    before = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/meta.json")}
+    changed = {**TINY, "runs": [TINY["runs"][0], TINY["runs"][1], {**TINY["runs"][2], "steps": 90}]}
+    redo = snakemake(workdir, changed)
+    assert redo.returncode == 0, redo.stderr[-3000:]
+    after = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/meta.json")}
+    assert {name for name in before if after[name] != before[name]} == {"boom-sim-sgd-s0"}
+
+
+def test_bad_config_is_one_clear_error(tmp_path):
+    bad = {**TINY, "runs": [{**TINY["runs"][0], "sedds": [1]}]}
+    out = snakemake(tmp_path, bad, "-n")
+    assert out.returncode != 0
+    assert "thinwire: error: config.runs[0]: Additional properties are not allowed ('sedds' was unexpected)" \
+        in out.stdout + out.stderr
+    bad_param = {**TINY, "runs": [{**TINY["runs"][0], "methods": [{"method": "topk-ef", "params": {"density": 2}}]}]}
+    out = snakemake(tmp_path, bad_param, "-n")
+    assert out.returncode != 0 and "density must be in (0, 1]" in out.stdout + out.stderr
+
+
+def test_interrupted_workflow_resumes_without_redoing_finished_runs(tmp_path):
+    # Only the two runs are requested, so "1 of 2 steps" means the fast run is done and booked.
+    config = {"runs": [
+        {"name": "fast", "mode": "sim", "workload": "lsq", "workload_params": {"dim": 10}, "steps": 20,
+         "methods": [{"method": "sgd"}]},
+        {"name": "slow", "mode": "sim", "workload": "lsq", "workload_params": {"dim": 10}, "steps": 120000,
+         "eval_every": 10000, "methods": [{"method": "sgd"}]},
+    ]}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    targets = [f"results/runs/{name}-sim-sgd-s0/meta.json" for name in ("fast", "slow")]
+    cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(path), "--cores", "2", *targets]
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    log = tmp_path / "snakemake.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    fast = tmp_path / "results" / "runs" / "fast-sim-sgd-s0" / "meta.json"
+    slow = tmp_path / "results" / "runs" / "slow-sim-sgd-s0" / "meta.json"
+    deadline = time.monotonic() + 120
+    # Interrupt once Snakemake itself has booked the fast run as done (its file appears a moment earlier).
+    while "1 of 2 steps" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert fast.exists(), "the fast run never finished: " + log.read_text()[-2000:]
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
+    proc.wait(timeout=60)
+    assert not slow.exists(), "the slow run finished before the interrupt; the test did not interrupt anything"
+    assert not list((tmp_path / "results" / "runs").glob(".slow*")), "a partial run directory was left"
+    finished_at = fast.stat().st_mtime_ns
+    resumed = run(cmd + ["--rerun-incomplete"], tmp_path, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert slow.exists() and fast.stat().st_mtime_ns == finished_at

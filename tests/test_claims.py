@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.analysis.claims import judge, load_claims, verdicts
 

@@ -5,9 +5,15 @@ import math
 
 import pandas as pd
 import pytest
-
 from thinwire.algorithms.comm import ThinwireError
-from thinwire.simulators.perfmodel import Cluster, Tier, collective_time, load_cluster, model_runs, step_comm_times
+from thinwire.simulators.perfmodel import (
+    Cluster,
+    Tier,
+    collective_time,
+    load_cluster,
+    model_runs,
+    step_comm_times,
+)
 
 GBIT = Tier(bandwidth_gbps=1.0, latency_us=10.0)  # alpha 1e-5 s, beta 8e-9 s/byte
 

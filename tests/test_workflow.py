@@ -8,7 +8,6 @@ import time
 import pandas as pd
 import pytest
 import yaml
-
 from launch import BIN, ROOT, run
 
 TINY = {

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
             meta = run_real(_spec(args), _out(args, "real"), args.backend, args.timeout, args.device,
                             not args.quiet, args.inject_failure)
-            if meta.get("rank", 0) == 0 and os.environ.get("RANK", os.environ.get("PMI_RANK", "0")) == "0":
+            if meta is not None:
                 _summary(meta)
         elif args.command == "model":
             from thinwire.simulators.perfmodel import model_runs

@@ -88,6 +88,7 @@ class Communicator(Protocol):
     """Collectives the methods need. `x` is one worker's array (with a leading worker axis in the simulator)."""
 
     world_size: int
+    workers: tuple[int, ...]  # the ranks whose state this process holds: all of them in the simulator
     log: CommLog
     xp: Any
 

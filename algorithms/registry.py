@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from thinwire.algorithms.comm import Communicator, ThinwireError
 
@@ -16,13 +17,44 @@ class Oracle(Protocol):
     def __call__(self, x: Any) -> tuple[Any, Any]: ...
 
 
+# The parameter tensors behind the flat vector a method updates: (name, shape) in order. Methods that
+# work per tensor (DGC sparsifies matrices but sends biases dense; LARS takes per-layer norms) read it.
+Layout = tuple[tuple[str, tuple[int, ...]], ...]
+
+
+class Segment(NamedTuple):
+    name: str
+    start: int
+    stop: int
+    shape: tuple[int, ...]
+
+
+def segments(layout: Layout) -> list[Segment]:
+    out, start = [], 0
+    for name, shape in layout:
+        size = math.prod(shape)
+        out.append(Segment(name, start, start + size, tuple(shape)))
+        start += size
+    return out
+
+
+class MethodBase:
+    """What every method keeps: its validated config and the layout of the parameters it updates."""
+
+    def __init__(self, config: Any, layout: Layout) -> None:
+        self.config = config
+        self.layout = layout
+        self.n_params = sum(math.prod(shape) for _, shape in layout)
+
+
 class Method(Protocol):
     """One method: a config dataclass, its state, and one step of SPMD code for one worker."""
 
     name: str
     Config: type
+    n_params: int
 
-    def __init__(self, config: Any) -> None: ...
+    def __init__(self, config: Any, layout: Layout) -> None: ...
 
     def init_state(self, x: Any, comm: Communicator) -> dict[str, Any]: ...
 
@@ -30,8 +62,8 @@ class Method(Protocol):
              comm: Communicator) -> tuple[Any, dict[str, Any], Any]:
         """Advance one step; return (new x, new state, loss per worker at the old x)."""
 
-    def bits_per_parameter(self, n_params: int, value_bits: int) -> float:
-        """The method's stated bits sent per parameter per step (the formula, not a measurement)."""
+    def bits_per_parameter(self, value_bits: int, step: int) -> float:
+        """The method's stated bits sent per rank per parameter at `step` (a formula, not a measurement)."""
 
 
 METHODS: dict[str, type] = {}
@@ -57,7 +89,7 @@ def method_names() -> list[str]:
 def _load_all() -> None:
     # Importing a method module registers it; keeping the list here makes the registry complete
     # without import side effects elsewhere.
-    from thinwire.algorithms import sgd, topk_ef  # noqa: F401
+    from thinwire.algorithms import dgc, sgd, topk_ef  # noqa: F401
 
 
 def make_config(method: type, params: dict[str, Any]) -> Any:

@@ -10,11 +10,11 @@ import dataclasses
 from typing import Any
 
 from thinwire.algorithms.comm import Communicator
-from thinwire.algorithms.registry import Oracle, register
+from thinwire.algorithms.registry import MethodBase, Oracle, register
 
 
 @register
-class DenseSGD:
+class DenseSGD(MethodBase):
     name = "sgd"
 
     @dataclasses.dataclass(frozen=True)
@@ -31,9 +31,6 @@ class DenseSGD:
             if self.weight_decay < 0:
                 raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-
     def init_state(self, x: Any, comm: Communicator) -> dict[str, Any]:
         return {"momentum": comm.xp.zeros_like(x)}
 
@@ -46,5 +43,5 @@ class DenseSGD:
         m = c.momentum * state["momentum"] + grad
         return x - c.lr * m, {"momentum": m}, loss
 
-    def bits_per_parameter(self, n_params: int, value_bits: int) -> float:
+    def bits_per_parameter(self, value_bits: int, step: int) -> float:
         return float(value_bits)

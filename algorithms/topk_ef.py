@@ -17,11 +17,11 @@ from typing import Any
 
 from thinwire.algorithms import wire
 from thinwire.algorithms.comm import Communicator
-from thinwire.algorithms.registry import Oracle, register
+from thinwire.algorithms.registry import MethodBase, Oracle, register
 
 
 @register
-class TopKErrorFeedback:
+class TopKErrorFeedback(MethodBase):
     name = "topk-ef"
 
     @dataclasses.dataclass(frozen=True)
@@ -37,9 +37,6 @@ class TopKErrorFeedback:
                 raise ValueError(f"density must be in (0, 1], got {self.density}")
             if not 0 <= self.momentum < 1:
                 raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
 
     def k(self, n_params: int) -> int:
         return max(1, round(self.config.density * n_params))
@@ -62,5 +59,5 @@ class TopKErrorFeedback:
         update = wire.scatter_sum(all_idx, all_vals, d) / gathered.shape[-2]
         return x - update, {"error": error, "momentum": m if c.momentum else state["momentum"]}, loss
 
-    def bits_per_parameter(self, n_params: int, value_bits: int) -> float:
-        return self.k(n_params) * (32 + value_bits) / n_params
+    def bits_per_parameter(self, value_bits: int, step: int) -> float:
+        return self.k(self.n_params) * (32 + value_bits) / self.n_params

@@ -12,13 +12,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from array_api_compat import is_torch_array
+from array_api_compat import array_namespace, is_torch_array
 
 
 def _torch():
     import torch
 
     return torch
+
+
+def namespace(x: Any) -> Any:
+    """The array-API namespace of x (numpy or torch, through array-api-compat)."""
+    return array_namespace(x)
 
 
 def itemsize(x: Any) -> int:
@@ -67,9 +72,13 @@ def unpack(buf: Any, layout: Sequence[tuple[Any, int]]) -> list[Any]:
     return out
 
 
-def int32_like(x: Any) -> Any:
-    """The int32 dtype of x's library."""
-    return _torch().int32 if is_torch_array(x) else np.dtype(np.int32)
+def dtype_like(x: Any, name: str) -> Any:
+    """The dtype called `name` ("int32", "float16", ...) in x's library."""
+    return getattr(_torch(), name) if is_torch_array(x) else np.dtype(name)
+
+
+def astype(x: Any, dtype: Any) -> Any:
+    return x.to(dtype) if is_torch_array(x) else x.astype(dtype, copy=False)
 
 
 def top_k_indices(x: Any, k: int) -> Any:

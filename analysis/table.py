@@ -13,7 +13,7 @@ import pandas as pd
 from thinwire.algorithms.comm import ThinwireError
 
 COLUMNS = ["run", "method", "params", "mode", "backend", "workload", "experiment", "world_size", "seed", "dtype", "step",
-           "loss", "eval_loss", "metric", "bytes_sent", "bytes_recv", "cum_bytes_sent", "wall_s", "status",
+           "loss", "eval_loss", "metric", "bytes_sent", "bytes_recv", "stated_bits", "cum_bytes_sent", "wall_s", "status",
            "n_params", "stated_bits_per_param", "cluster", "bandwidth_gbps", "speedup", "env"]
 
 

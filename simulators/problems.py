@@ -45,6 +45,8 @@ class Problem:
         c = config
         self.features, self.targets = self._generate(rng, world_size, c)
         self.n_params = c.dim
+        # A linear model with one output: its weight is a 1 x dim matrix.
+        self.layout = (("weight", (1, c.dim)),)
 
     def x0(self) -> np.ndarray:
         return np.zeros(self.config.dim)

@@ -27,6 +27,7 @@ class SimGroup:
 class SimComm:
     def __init__(self, world_size: int, xp: Any) -> None:
         self.world_size = world_size
+        self.workers = tuple(range(world_size))
         self.xp = xp
         self.log = CommLog()
         self._world = SimGroup((tuple(range(world_size)),))

@@ -36,6 +36,7 @@ def _table():
                              "workload": "logreg", "params": "{}", "world_size": 2, "seed": seed, "dtype": "float64",
                              "step": step, "loss": 2.0 - step, "eval_loss": final * (1.02 if method != "sgd" else 1.0),
                              "bytes_sent": int(bits * 1000 / 8), "n_params": 1000, "stated_bits_per_param": bits,
+                             "stated_bits": bits,
                              "status": "ok"})
     return pd.DataFrame(rows)
 

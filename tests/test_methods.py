@@ -11,13 +11,15 @@ from thinwire.simulators.problems import PROBLEMS, ProblemConfig
 from thinwire.simulators.simcomm import SimComm
 
 # Parameters that make each method do something non-trivial on a 50-dimensional problem.
-TINY = {"sgd": {"lr": 0.5}, "topk-ef": {"lr": 0.5, "density": 0.1}}
+TINY = {"sgd": {"lr": 0.5}, "topk-ef": {"lr": 0.5, "density": 0.1},
+        "dgc": {"lr": 0.5, "density": 0.1, "warmup_steps": 8, "momentum": 0.5}}
+LAYOUT = (("weight", (1, 50)),)
 
 
 def simulate(name, params, workers=3, steps=20, dtype="float64", xp=xp_np, problem="logreg"):
     cls = get_method(name)
-    method = cls(make_config(cls, params))
     prob = PROBLEMS[problem](workers, 0, ProblemConfig(dim=50, heterogeneity=0.5))
+    method = cls(make_config(cls, params), prob.layout)
     comm = SimComm(workers, xp)
     oracle = prob.oracle(xp, None, dtype)
     x = xp.asarray(np.zeros((workers, 50), dtype=dtype))
@@ -39,10 +41,9 @@ def test_every_method_has_tiny_params():
 def test_logged_bytes_equal_stated_bits_per_parameter(name, dtype):
     method, comm, _, losses, _ = simulate(name, TINY[name], dtype=dtype)
     assert np.isfinite(losses).all()
-    stated = method.bits_per_parameter(50, np.dtype(dtype).itemsize * 8)
     for t in range(20):
         sent, _ = comm.log.step_bytes(t)
-        assert sent * 8 / 50 == stated, (t, sent)
+        assert sent * 8 / 50 == method.bits_per_parameter(np.dtype(dtype).itemsize * 8, t), (t, sent)
 
 
 @pytest.mark.parametrize("name", method_names())
@@ -91,7 +92,7 @@ def test_error_feedback_loses_nothing():
     """EF's invariant: model - mean error = start - lr * sum of mean gradients, whatever k is."""
     workers, lr = 3, 0.5
     cls = get_method("topk-ef")
-    method = cls(make_config(cls, {"lr": lr, "density": 0.04}))
+    method = cls(make_config(cls, {"lr": lr, "density": 0.04}), LAYOUT)
     prob = PROBLEMS["lsq"](workers, 1, ProblemConfig(dim=50))
     comm, inner = SimComm(workers, xp_np), prob.oracle(xp_np, None, "float64")
     grads = []

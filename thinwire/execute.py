@@ -58,7 +58,7 @@ def _meta(spec: RunSpec, run_id: str, mode: str, backend: str, world_size: int, 
         "workload_params": dataclasses.asdict(workload.config), "world_size": world_size,
         "seed": spec.seed, "dtype": spec.dtype, "steps": spec.steps, "steps_done": len(traj.rows),
         "status": traj.status, "message": traj.message, "n_params": workload.n_params,
-        "stated_bits_per_param": method.bits_per_parameter(workload.n_params, value_bits),
+        "stated_bits_per_param": method.bits_per_parameter(value_bits, spec.steps - 1),
         "env": environment(backend),
     }
 
@@ -71,8 +71,8 @@ def run_sim(spec: RunSpec, workers: int, out: Path, array_lib: str | None = None
     cls, config = spec.validate()
     if workers < 1:
         raise ThinwireError(f"workers must be >= 1, got {workers}")
-    method = cls(config)
     workload = make_workload(spec.workload, workers, spec.seed, spec.workload_params)
+    method = cls(config, workload.layout)
     xp = _namespace(array_lib or getattr(workload, "prefers", "numpy"))
     comm = SimComm(workers, xp)
     x = xp.asarray(np.broadcast_to(workload.x0(), (workers, workload.n_params)).astype(spec.dtype))
@@ -91,7 +91,6 @@ def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float =
     cls, config = spec.validate()
     backend = _detect_backend(backend)
     fail_at = _failure(inject_failure)
-    method = cls(config)
     if backend == "mpi":
         from thinwire.workloads.mpicomm import MPIComm
 
@@ -108,6 +107,7 @@ def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float =
         dev = torch.device(device or (f"cuda:{local}" if torch.cuda.is_available() else "cpu"))
         comm = TorchComm(dev, timeout_s)
         workload = make_workload(spec.workload, comm.world_size, spec.seed, spec.workload_params)
+    method = cls(config, workload.layout)
     xp = comm.xp
     x0 = workload.x0().astype(spec.dtype)
     x = xp.asarray(x0, device=dev) if dev is not None else xp.asarray(x0)

@@ -14,18 +14,19 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from thinwire.algorithms import wire
 from thinwire.algorithms.comm import Communicator
 
 
 @dataclasses.dataclass
 class Trajectory:
-    rows: list[tuple] = dataclasses.field(default_factory=list)  # (step, loss, eval_loss, metric, sent, recv)
+    rows: list[tuple] = dataclasses.field(default_factory=list)  # one per step, see COLUMNS
     wall: list[tuple] = dataclasses.field(default_factory=list)  # (step, seconds)
     status: str = "ok"
     message: str = ""
     params: np.ndarray | None = None  # the workers' average model after the last step
 
-    COLUMNS = ("step", "loss", "eval_loss", "metric", "bytes_sent", "bytes_recv")
+    COLUMNS = ("step", "loss", "eval_loss", "metric", "bytes_sent", "bytes_recv", "stated_bits")
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -53,6 +54,7 @@ def train(method: Any, x: Any, oracle: Any, comm: Communicator, workload: Any, s
 
 
 def _loop(method, x, state, oracle, comm, workload, steps, simulated, eval_every, fail_at, bar, traj) -> None:
+    value_bits = wire.itemsize(x) * 8
     for t in bar:
         if fail_at is not None:
             fail_at(t)
@@ -65,7 +67,8 @@ def _loop(method, x, state, oracle, comm, workload, steps, simulated, eval_every
         if t % eval_every == 0 or t == steps - 1 or not math.isfinite(loss):
             eval_loss, metric = workload.evaluate(worker_mean(x, comm, simulated))
         sent, recv = comm.log.step_bytes(t)
-        traj.rows.append((t, loss, eval_loss, metric, sent, recv))
+        stated = method.bits_per_parameter(value_bits, t)
+        traj.rows.append((t, loss, eval_loss, metric, sent, recv, stated))
         if not (math.isfinite(loss) and (math.isnan(eval_loss) or math.isfinite(eval_loss))):
             traj.status, traj.message = "diverged", f"loss became {loss} at step {t}"
             break

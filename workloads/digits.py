@@ -69,6 +69,7 @@ class DigitsMLP:
         self.model = MLP(config.hidden).double()
         self.shapes = [(name, p.shape) for name, p in self.model.named_parameters()]
         self.n_params = sum(math.prod(s) for _, s in self.shapes)
+        self.layout = tuple((name, tuple(shape)) for name, shape in self.shapes)
 
     def x0(self) -> np.ndarray:
         return torch.cat([p.detach().reshape(-1) for p in self.model.parameters()]).numpy()

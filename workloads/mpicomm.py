@@ -37,6 +37,7 @@ class MPIComm:
         self.world = MPI.COMM_WORLD
         self.rank = self.world.Get_rank()
         self.world_size = self.world.Get_size()
+        self.workers = (self.rank,)
         self.timeout = timeout_s
         self.xp = xp
         self.log = CommLog()

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.simulators.problems import PROBLEMS, ProblemConfig
+
+
+def _shapes(model: str):
+    from thinwire.workloads.shapes import ShapesConfig, ShapesWorkload
+
+    return functools.partial(ShapesWorkload, model), ShapesConfig
 
 
 def _digits():
@@ -19,6 +26,8 @@ def _digits():
 WORKLOADS: dict[str, tuple[str, Any]] = {
     **{name: ("problem", (lambda cls=cls: (cls, ProblemConfig))) for name, cls in PROBLEMS.items()},
     "digits-mlp": ("workload", _digits),
+    "resnet50-shapes": ("shapes", lambda: _shapes("resnet50")),
+    "alexnet-shapes": ("shapes", lambda: _shapes("alexnet")),
 }
 
 

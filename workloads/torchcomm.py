@@ -46,6 +46,7 @@ class TorchComm:
                                         timeout=self.timeout)
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
+        self.workers = (self.rank,)
         self.xp = xp_torch
         self.log = CommLog()
 

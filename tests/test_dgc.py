@@ -1,0 +1,131 @@
+"""Deep Gradient Compression: warm-up schedules, the identities it must reduce to, masking, selection."""
+
+import array_api_compat.numpy as xp
+import numpy as np
+import pytest
+from thinwire.algorithms.comm import ThinwireError
+from thinwire.algorithms.registry import get_method, make_config
+from thinwire.simulators.problems import PROBLEMS, ProblemConfig
+from thinwire.simulators.simcomm import SimComm
+
+DGC = get_method("dgc")
+
+
+def dgc(layout=(("w", (10, 100)),), **params):
+    return DGC(make_config(DGC, params), layout)
+
+
+def run(name, params, steps=25, workers=3, dtype="float32"):
+    """float32 by default: DGC's fp32 wire format is then lossless, so identities hold to rounding."""
+    cls = get_method(name)
+    prob = PROBLEMS["logreg"](workers, 0, ProblemConfig(dim=40, heterogeneity=0.5))
+    method = cls(make_config(cls, params), prob.layout)
+    comm, oracle = SimComm(workers, xp), prob.oracle(xp, None, dtype)
+    x = np.zeros((workers, 40), dtype=dtype)
+    state = method.init_state(x, comm)
+    for t in range(steps):
+        comm.log.step = t
+        x, state, _ = method.step(x, state, oracle, comm)
+    return x, state
+
+
+def test_paper_and_code_warmup_schedules():
+    paper = dgc(density=0.001, warmup="paper", warmup_steps=40)
+    assert [paper.density(t) for t in (0, 9, 10, 20, 30, 39, 40, 1000)] == [
+        0.25, 0.25, 0.0625, 0.015625, 0.00390625, 0.00390625, 0.001, 0.001]
+    code = dgc(density=0.001, warmup="code", warmup_steps=50)
+    assert [round(code.density(t), 6) for t in (0, 10, 20, 30, 40, 50)] == [
+        0.316228, 0.1, 0.031623, 0.01, 0.003162, 0.001]
+    assert dgc(density=0.1, warmup="paper", warmup_steps=40).density(30) == 0.1  # never below the final
+    assert dgc(density=0.001).density(0) == 0.001  # no warm-up steps: final density from the start
+
+
+@pytest.mark.parametrize("wire, bits", [("fp32-int32", 64), ("fp16-int32", 48), ("fp32-int64", 96)])
+def test_bits_per_entry_of_each_wire_format(wire, bits):
+    # 1000-element matrix at density 0.01 (10 entries) plus a 10-element bias sent dense in float32.
+    m = dgc(layout=(("w", (10, 100)), ("b", (10,))), density=0.01, wire=wire)
+    assert m.bits_per_parameter(32, 0) == (10 * bits + 10 * 32) / 1010
+
+
+def test_full_density_without_masking_is_momentum_sgd():
+    x_dgc, _ = run("dgc", {"lr": 0.3, "momentum": 0.8, "density": 1.0, "momentum_masking": False})
+    x_sgd, _ = run("sgd", {"lr": 0.3, "momentum": 0.8})
+    np.testing.assert_allclose(x_dgc, x_sgd, rtol=1e-5, atol=1e-7)
+
+
+def test_full_density_with_masking_drops_the_momentum():
+    # Every entry is sent every step, so masking clears the local momentum each time: plain SGD.
+    x_dgc, _ = run("dgc", {"lr": 0.3, "momentum": 0.8, "density": 1.0})
+    x_sgd, _ = run("sgd", {"lr": 0.3, "momentum": 0.0})
+    np.testing.assert_allclose(x_dgc, x_sgd, rtol=1e-5, atol=1e-7)
+
+
+def test_without_correction_full_density_is_momentum_sgd():
+    x_dgc, _ = run("dgc", {"lr": 0.3, "momentum": 0.8, "density": 1.0, "momentum_correction": False})
+    x_sgd, _ = run("sgd", {"lr": 0.3, "momentum": 0.8})
+    np.testing.assert_allclose(x_dgc, x_sgd, rtol=1e-5, atol=1e-7)
+
+
+def test_sent_coordinates_are_cleared_from_velocity_and_momentum():
+    method = dgc(layout=(("w", (1, 40)),), lr=0.3, density=0.1)
+    comm = SimComm(2, xp)
+    x = np.zeros((2, 40))
+    state = method.init_state(x, comm)
+    rng = np.random.default_rng(0)
+    grad = rng.standard_normal((2, 40))
+    _, state, _ = method.step(x, state, lambda x: (np.zeros(2), grad), comm)
+    payload = comm.log.records[0]
+    assert payload.op == "all_gather" and payload.sent == 4 * (4 + 4)  # k = 4 int32 + fp32 entries
+    for w in range(2):
+        top = np.argsort(-np.abs(grad[w]))[:4]
+        assert (state["v"][w, top] == 0).all() and (state["u"][w, top] == 0).all()
+        rest = np.setdiff1d(np.arange(40), top)
+        np.testing.assert_array_equal(state["v"][w, rest], grad[w, rest])
+
+
+def test_sampled_threshold_sends_at_most_k_and_mostly_the_top_k():
+    method = dgc(layout=(("w", (100, 1000)),), density=0.001, threshold="sampled")
+    state = method.init_state(np.zeros((1, 100_000)), SimComm(1, xp))
+    v = np.random.default_rng(1).standard_normal((1, 100_000))
+    idx, valid = method._select(v, 0, state["rngs"])
+    k = 100
+    assert idx.shape == (1, k) and valid.shape == (1, k)
+    chosen = idx[0][valid[0] > 0]
+    assert len(set(chosen)) == len(chosen) <= k
+    exact = set(np.argsort(-np.abs(v[0]))[:k])
+    assert len(exact & set(chosen)) >= 0.5 * k  # a sampled threshold approximates the top k
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"warmup": "fast"}, "warmup must be one of"),
+    ({"threshold": "guess"}, "threshold must be exact or sampled"),
+    ({"wire": "fp8-int8"}, "wire must be one of"),
+    ({"density": 0}, "density must be in"),
+    ({"sample_ratio": 2}, "sample_ratio must be in"),
+    ({"warmup_steps": -1}, "warmup_steps must be >= 0"),
+])
+def test_bad_parameters_are_named(params, message):
+    with pytest.raises(ThinwireError, match=message):
+        make_config(DGC, params)
+
+
+def test_shape_workloads_have_the_papers_parameter_counts():
+    from thinwire.workloads.registry import make_workload
+
+    resnet, alexnet = make_workload("resnet50-shapes", 1, 0), make_workload("alexnet-shapes", 1, 0)
+    assert resnet.n_params == 25_557_032 and resnet.n_params * 4 / 2**20 == pytest.approx(97.49, abs=0.005)
+    assert alexnet.n_params == 60_965_224 and alexnet.n_params * 4 / 2**20 == pytest.approx(232.56, abs=0.005)
+    assert sum(len(s) > 1 for _, s in resnet.layout) == 54  # 53 convolutions and the fc matrix
+    loss, grad = alexnet.oracle(xp, 0, "float32")(np.zeros(alexnet.n_params, dtype=np.float32))
+    assert grad.shape == (alexnet.n_params,) and grad.dtype == np.float32 and float(loss) == 0
+
+
+def test_compression_ratio_quantity_reads_the_logged_bytes():
+    import pandas as pd
+    from thinwire.analysis.claims import compression_ratio
+
+    table = pd.DataFrame({"experiment": "e", "method": "dgc", "mode": "sim", "run": "r", "workload": "w",
+                          "step": [0, 1], "n_params": 1000, "bytes_sent": [4000, 40]})
+    m = compression_ratio(table, experiment="e", method="dgc")
+    assert m.value == 100.0 and "MB sent per rank per step" in m.evidence
+    assert compression_ratio(table, experiment="other", method="dgc") is None

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from array_api_compat import device as device_of
@@ -44,6 +44,7 @@ WARMUP = {"paper": [0.25 ** e for e in range(1, 5)], "code": [10 ** (-e / 2) for
 @register
 class DeepGradientCompression(MethodBase):
     name = "dgc"
+    tiny: ClassVar[dict[str, Any]] = {"lr": 0.5, "density": 0.1, "warmup_steps": 8, "momentum": 0.5}
 
     @dataclasses.dataclass(frozen=True)
     class Config:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
+import pkgutil
 import typing
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
@@ -53,6 +55,9 @@ class Method(Protocol):
     name: str
     Config: type
     n_params: int
+    # Parameters under which the method does something non-trivial on a 50-parameter problem in 20
+    # steps (compresses, warms up, ...): every conformance test runs the method with them.
+    tiny: dict[str, Any]
 
     def __init__(self, config: Any, layout: Layout) -> None: ...
 
@@ -87,9 +92,12 @@ def method_names() -> list[str]:
 
 
 def _load_all() -> None:
-    # Importing a method module registers it; keeping the list here makes the registry complete
-    # without import side effects elsewhere.
-    from thinwire.algorithms import dgc, sgd, topk_ef  # noqa: F401
+    """Import every module of this package: a method module registers its class when imported, so a
+    new method is one new file."""
+    import thinwire.algorithms as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
 
 
 def make_config(method: type, params: dict[str, Any]) -> Any:

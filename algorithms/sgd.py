@@ -7,7 +7,7 @@ the same momentum step, so all workers hold the same model.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 from thinwire.algorithms.comm import Communicator
 from thinwire.algorithms.registry import MethodBase, Oracle, register
@@ -16,6 +16,7 @@ from thinwire.algorithms.registry import MethodBase, Oracle, register
 @register
 class DenseSGD(MethodBase):
     name = "sgd"
+    tiny: ClassVar[dict[str, Any]] = {"lr": 0.5}
 
     @dataclasses.dataclass(frozen=True)
     class Config:

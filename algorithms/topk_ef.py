@@ -13,7 +13,7 @@ k * (32 + value bits) bits per step, i.e. density * (32 + value bits) bits per p
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 from thinwire.algorithms import wire
 from thinwire.algorithms.comm import Communicator
@@ -23,6 +23,7 @@ from thinwire.algorithms.registry import MethodBase, Oracle, register
 @register
 class TopKErrorFeedback(MethodBase):
     name = "topk-ef"
+    tiny: ClassVar[dict[str, Any]] = {"lr": 0.5, "density": 0.1}
 
     @dataclasses.dataclass(frozen=True)
     class Config:

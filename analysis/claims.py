@@ -136,6 +136,26 @@ def compression_ratio(table: pd.DataFrame, experiment: str, method: str, baselin
                        f"{dense[worst] / mib:.4g} MB dense ({baseline_bits}-bit), over {len(last)} runs")
 
 
+@quantity
+def final_metric_gap(table: pd.DataFrame, experiment: str, label: str, baseline: str,
+                     mode: str = "sim") -> Measurement | None:
+    """Final metric (accuracy of the average model) of `baseline` minus that of `label`, paired by
+    seed; mean over seeds, with its standard error. Positive: `label` lost accuracy."""
+    rows = _select(table, experiment=experiment, mode=mode).dropna(subset=["metric"])
+    finals = rows.sort_values("step").groupby(["label", "seed"])["metric"].last()
+    labels = finals.index.get_level_values(0)
+    if label not in labels or baseline not in labels:
+        return None
+    gap = (finals[baseline] - finals[label]).dropna()
+    if gap.empty:
+        return None
+    sem = float(gap.std(ddof=1) / math.sqrt(len(gap))) if len(gap) > 1 else math.inf
+    return Measurement(float(gap.mean()), None, sem,
+                       f"final accuracy {baseline} {finals[baseline].mean():.4f} vs {label} {finals[label].mean():.4f} "
+                       f"on {experiment} ({mode}), {len(gap)} seeds; gap per seed "
+                       f"{', '.join(f'{g:+.4f}' for g in gap)}")
+
+
 def load_claims(folder: Path | None = None) -> list[dict]:
     claims = []
     for path in sorted(Path(folder or CLAIMS_DIR).glob("*.yaml")):

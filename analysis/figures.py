@@ -65,7 +65,7 @@ def _loss_rows(table: pd.DataFrame) -> pd.DataFrame:
 def _model_rows(table: pd.DataFrame) -> pd.DataFrame:
     """One row per model run: its predicted step time (mean wall_s) and speedup."""
     rows = table[table["mode"] == "model"]
-    keys = ["run", "method", "experiment", "cluster", "bandwidth_gbps"]
+    keys = ["run", "label", "experiment", "cluster", "bandwidth_gbps"]
     per_run = rows.groupby(keys, as_index=False).agg(
         step_time=("wall_s", "mean"), speedup=("speedup", "mean")
     )
@@ -81,7 +81,7 @@ def _facets(rows: pd.DataFrame, col: str) -> dict:
 
 def _loss_grid(rows: pd.DataFrame, x: str) -> sns.FacetGrid:
     grid = sns.relplot(
-        data=rows, x=x, y="loss", hue="method", style="mode", kind="line",
+        data=rows, x=x, y="loss", hue="label", style="mode", kind="line",
         facet_kws={"sharex": False, "sharey": False}, seed=BOOT_SEED, **_facets(rows, "experiment"),
     )
     # Log y separates methods whose losses differ by orders of magnitude; it needs loss > 0.
@@ -108,7 +108,7 @@ def _loss_vs_bytes(rows: pd.DataFrame) -> sns.FacetGrid:
 
 def _model_step_time(rows: pd.DataFrame) -> sns.FacetGrid:
     grid = sns.relplot(
-        data=rows, x="bandwidth_gbps", y="step_time", hue="method", style="experiment", kind="line", marker="o",
+        data=rows, x="bandwidth_gbps", y="step_time", hue="label", style="experiment", kind="line", marker="o",
         **_facets(rows, "cluster"),
     )
     grid.set(xscale="log", yscale="log")
@@ -120,7 +120,7 @@ def _model_step_time(rows: pd.DataFrame) -> sns.FacetGrid:
 
 def _model_speedup(rows: pd.DataFrame) -> sns.FacetGrid:
     grid = sns.relplot(
-        data=rows, x="bandwidth_gbps", y="speedup", hue="method", style="experiment", kind="line", marker="o",
+        data=rows, x="bandwidth_gbps", y="speedup", hue="label", style="experiment", kind="line", marker="o",
         **_facets(rows, "cluster"),
     )
     grid.set(xscale="log")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from thinwire.algorithms.comm import ThinwireError
 
-COLUMNS = ["run", "method", "params", "mode", "backend", "workload", "experiment", "world_size", "seed", "dtype", "step",
+COLUMNS = ["run", "method", "params", "mode", "backend", "workload", "experiment", "label", "world_size", "seed", "dtype", "step",
            "loss", "eval_loss", "metric", "bytes_sent", "bytes_recv", "stated_bits", "cum_bytes_sent", "wall_s", "status",
            "n_params", "stated_bits_per_param", "cluster", "bandwidth_gbps", "speedup", "env"]
 
@@ -27,7 +27,7 @@ def read_run(run_dir: Path) -> pd.DataFrame:
         raise ThinwireError(f"{run_dir} is not a complete run directory: {e}") from None
     t = traj.merge(timing, on="step", how="left")
     t["cum_bytes_sent"] = t["bytes_sent"].cumsum()
-    for key in ("run", "method", "mode", "backend", "workload", "experiment", "world_size", "seed", "dtype", "status",
+    for key in ("run", "method", "mode", "backend", "workload", "experiment", "label", "world_size", "seed", "dtype", "status",
                 "n_params", "stated_bits_per_param"):
         t[key] = meta[key]
     t["params"] = json.dumps(meta["params"], sort_keys=True)
@@ -49,7 +49,7 @@ def model_rows(model_csv: Path, runs: pd.DataFrame) -> pd.DataFrame:
         "wall_s": m["wall_s"], "status": m["run"].map(source["status"]), "cluster": m["cluster"],
         "bandwidth_gbps": m["bandwidth_gbps"], "speedup": m["speedup"],
     })
-    for key in ("params", "experiment", "dtype", "n_params", "stated_bits_per_param", "env"):
+    for key in ("params", "experiment", "label", "dtype", "n_params", "stated_bits_per_param", "env"):
         out[key] = m["run"].map(source[key])
     src = runs.set_index(["run", "step"])
     out["bytes_sent"] = pd.MultiIndex.from_arrays([m["run"], m["step"]]).map(src["bytes_sent"])

@@ -27,7 +27,7 @@ def _row(run: str, method: str, mode: str, step: int, **overrides: object) -> di
     row = {
         "run": run, "method": method, "params": json.dumps({"k": 0.01} if method != "sgd" else {}),
         "mode": mode, "backend": {"sim": "numpy", "real": "gloo", "model": "model"}[mode],
-        "workload": "logreg", "experiment": "ef", "world_size": 4, "seed": 0, "dtype": "float32", "step": step,
+        "workload": "logreg", "experiment": "ef", "label": method, "world_size": 4, "seed": 0, "dtype": "float32", "step": step,
         "loss": 1.0 / (step + 1), "eval_loss": 1.0 / (step + 1), "metric": 0.5 + 0.05 * step, "bytes_sent": bytes_per_step,
         "bytes_recv": bytes_per_step, "cum_bytes_sent": bytes_per_step * (step + 1), "wall_s": 0.01,
         "status": "ok", "n_params": 1000, "stated_bits_per_param": 32.0, "cluster": "",

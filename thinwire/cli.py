@@ -31,6 +31,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="results directory (default results/runs/<mode>-<method>-<workload>-s<seed>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--experiment", default="", help="group name for figures (default: the workload)")
+    p.add_argument("--label", default="", help="name of this method variant in figures (default: the method)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +77,7 @@ def _spec(args: argparse.Namespace):
 
     return RunSpec(args.method, args.workload, args.steps, args.seed, args.dtype,
                    parse_params(args.param, "--param"), parse_params(args.wparam, "--wparam"), args.eval_every,
-                   args.experiment)
+                   args.experiment, args.label)
 
 
 def _out(args: argparse.Namespace, mode: str) -> Path:

@@ -30,6 +30,7 @@ RUN_DEFAULTS = {"backends": ["gloo"], "workload_params": {}, "world_size": 2, "s
 class Run:
     id: str
     experiment: str
+    label: str
     mode: str
     backend: str  # "numpy" for the simulator
     method: str
@@ -46,7 +47,7 @@ class Run:
         """The shell command that produces this run's results directory."""
         args = [self.method, "--workload", self.workload, "--steps", str(self.steps), "--seed", str(self.seed),
                 "--dtype", self.dtype, "--eval-every", str(self.eval_every), "--out", str(out), "--quiet",
-                "--experiment", self.experiment]
+                "--experiment", self.experiment, "--label", self.label]
         for k, v in self.params.items():
             args += ["--param", f"{k}={json.dumps(v)}"]
         for k, v in self.workload_params.items():
@@ -95,7 +96,7 @@ def _expand(entry: dict[str, Any]) -> list[Run]:
         for backend in backends:
             for seed in entry["seeds"]:
                 where = "" if entry["mode"] == "sim" else f"-{backend}"
-                runs.append(Run(f"{entry['name']}-{entry['mode']}{where}-{label}-s{seed}", entry["name"],
+                runs.append(Run(f"{entry['name']}-{entry['mode']}{where}-{label}-s{seed}", entry["name"], label,
                                 entry["mode"], backend,
                                 m["method"], dict(m.get("params", {})), entry["workload"],
                                 dict(entry["workload_params"]), entry["world_size"], seed, entry["steps"],

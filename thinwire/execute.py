@@ -36,6 +36,7 @@ class RunSpec:
     workload_params: dict[str, Any] = dataclasses.field(default_factory=dict)
     eval_every: int = 10
     experiment: str = ""  # the runs-sheet entry this run belongs to; figures group runs by it
+    label: str = ""  # names this method variant in figures and claims (default: the method)
 
     def validate(self) -> tuple[Any, Any]:
         """Check everything checkable before any process group exists; return (method class, config)."""
@@ -55,6 +56,7 @@ def _meta(spec: RunSpec, run_id: str, mode: str, backend: str, world_size: int, 
     return {
         "run": run_id, "method": spec.method, "params": dataclasses.asdict(method.config),
         "mode": mode, "backend": backend, "workload": spec.workload, "experiment": spec.experiment or spec.workload,
+        "label": spec.label or spec.method,
         "workload_params": dataclasses.asdict(workload.config), "world_size": world_size,
         "seed": spec.seed, "dtype": spec.dtype, "steps": spec.steps, "steps_done": len(traj.rows),
         "status": traj.status, "message": traj.message, "n_params": workload.n_params,

@@ -129,7 +129,8 @@ def _runs(table: pd.DataFrame) -> pd.DataFrame:
     rows = table.sort_values(["run", "step"])
     by_run = rows.groupby("run", sort=False)
     runs = by_run.agg(
-        method=("method", "first"), workload=("workload", "first"), mode=("mode", "first"),
+        method=("method", "first"), label=("label", "first"), workload=("workload", "first"),
+        mode=("mode", "first"),
         backend=("backend", "first"), world_size=("world_size", "first"), seed=("seed", "first"),
         steps=("step", "size"),
     )

@@ -1,0 +1,41 @@
+"""CSER-PL: partial local SGD (../shared/papers/cser.md; gluoncv/trainer/partial_local_sgd_trainer_v1.py).
+
+    each worker: local NAG step (momentum never synchronised)
+    at the last step of every period of H steps: x_i[B] <- mean_j x_j[B] on the shared GRBS block at ratio R
+Nothing is sent between. Bits per parameter at step t: value_bits * |B_t| / d at period ends, else 0;
+in expectation value_bits / (R * H). Defaults: the ImageNet script's overall-32 setting (layer 8, H 4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from thinwire.algorithms import grbs
+from thinwire.algorithms.local_nag import BlockModelAveraging, LocalNAGConfig, check_period, is_period_end
+from thinwire.algorithms.registry import Layout, register
+
+
+@register
+class CSERPL(BlockModelAveraging):
+    name = "cser-pl"
+    tiny: ClassVar[dict[str, Any]] = {"lr": 0.2, "R": 5, "split": "out", "H": 2}
+
+    @dataclasses.dataclass(frozen=True)
+    class Config(LocalNAGConfig):
+        R: int = 8  # GRBS ratio of the periodic block averaging
+        H: int = 4  # local steps per period
+        split: str = "layer"  # layer | in | out | LxIxO
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            grbs.parse_split(self.R, self.split, "R")
+            check_period(self.H)
+
+    def __init__(self, config: Config, layout: Layout) -> None:
+        super().__init__(config, layout)
+        self.sparsifier = grbs.BlockSparsifier(layout, grbs.parse_split(config.R, config.split, "R"),
+                                               config.seed, "R")
+
+    def sparsifier_at(self, step: int) -> grbs.BlockSparsifier | None:
+        return self.sparsifier if is_period_end(step, self.config.H) else None

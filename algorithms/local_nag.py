@@ -1,0 +1,83 @@
+"""What the CSER family shares: the official code's local NAG step, its config, and block model averaging.
+
+Every method of the CSER code (../shared/papers/cser.md) takes a local Nesterov step on each worker with
+a momentum buffer that is never synchronised; the local optimizer is MXNet's `nag_mom_update`:
+    m <- momentum * m + g + wd * x
+    x <- x - lr * (momentum * m + g)
+CSER, CSER-PL and CSEA then differ only in when, and at which GRBS ratio, the workers replace the
+chosen block of their local models by its average over workers (`BlockModelAveraging`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from thinwire.algorithms import grbs
+from thinwire.algorithms.comm import Communicator
+from thinwire.algorithms.registry import MethodBase, Oracle
+
+
+def nag_step(x: Any, m: Any, g: Any, lr: float, momentum: float, weight_decay: float) -> tuple[Any, Any]:
+    """One MXNet NAG step: (new x, new momentum buffer)."""
+    m = momentum * m + g + weight_decay * x if weight_decay else momentum * m + g
+    return x - lr * (momentum * m + g), m
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalNAGConfig:
+    """Optimizer settings of the paper's scripts (CIFAR-100: NAG 0.9, wd 5e-4; lr swept 0.05..1.0)."""
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0  # of the shared block stream: every worker must use the same
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+
+def check_period(H: int) -> None:
+    if H < 1:
+        raise ValueError(f"H must be an integer >= 1, got {H}")
+
+
+def is_period_end(step: int, H: int) -> bool:
+    """Whether 0-based `step` ends a period of H steps: the code counts steps from 1 and acts when the
+    counter reaches H, i.e. at steps H-1, 2H-1, ..."""
+    return (step + 1) % H == 0
+
+
+class BlockModelAveraging(MethodBase):
+    """Local NAG steps; at the steps `sparsifier_at` names, x_i[B] <- mean_j x_j[B] on the shared block B.
+
+    Subclasses define `sparsifier_at(step)`: the GRBS that picks this step's block, or None (a purely
+    local step: nothing sent)."""
+
+    def sparsifier_at(self, step: int) -> grbs.BlockSparsifier | None:
+        raise NotImplementedError
+
+    def init_state(self, x: Any, comm: Communicator) -> dict[str, Any]:
+        return {"momentum": comm.xp.zeros_like(x), "step": 0}
+
+    def step(self, x: Any, state: dict[str, Any], oracle: Oracle, comm: Communicator):
+        c, t = self.config, state["step"]
+        loss, g = oracle(x)
+        x, m = nag_step(x, state["momentum"], g, c.lr, c.momentum, c.weight_decay)
+        sparsifier = self.sparsifier_at(t)
+        if sparsifier is not None:
+            idx = sparsifier.indices(t)
+            mean = grbs.average(x, idx, comm)
+            if mean is not None:
+                x = grbs.scatter(x, idx, mean)
+        return x, {"momentum": m, "step": t + 1}, loss
+
+    def bits_per_parameter(self, value_bits: int, step: int) -> float:
+        sparsifier = self.sparsifier_at(step)
+        count = sparsifier.count(step) if sparsifier is not None else 0
+        return count * value_bits / self.n_params

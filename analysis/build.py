@@ -13,7 +13,8 @@ from thinwire.analysis.report import write_report
 
 def build_report(table_csv: Path, out_dir: Path, claims_dir: Path | None = None) -> pd.DataFrame:
     try:
-        table = pd.read_csv(table_csv, keep_default_na=True)
+        # cluster is empty except on model rows: read it as text, not as a guessed mixed column.
+        table = pd.read_csv(table_csv, dtype={"cluster": str, "label": str, "experiment": str})
     except (OSError, ValueError) as e:
         raise ThinwireError(f"cannot read results table {table_csv}: {e}") from None
     table["cluster"] = table["cluster"].fillna("")

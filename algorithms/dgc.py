@@ -62,6 +62,7 @@ class DeepGradientCompression(MethodBase):
         weight_decay: float = 0.0
         wire: str = "fp32-int32"  # fp32-int32 (64 bits/entry), fp16-int32 (48), fp32-int64 (96, code default)
         seed: int = 0  # of the strided-sample offsets
+        track_staleness: bool = False  # count sends per parameter after warm-up (claim D7); costs a copy per step
 
         def __post_init__(self) -> None:
             if not self.lr > 0:
@@ -112,7 +113,8 @@ class DeepGradientCompression(MethodBase):
         dense_idx = np.concatenate([np.arange(s.start, s.stop) for s in self.dense] or [np.zeros(0, int)])
         return {"u": zeros, "v": zeros, "global_momentum": zeros, "step": 0,
                 "dense_idx": xp.asarray(dense_idx.astype(np.int32), device=device_of(x)),
-                "rngs": [np.random.default_rng([self.config.seed, w]) for w in comm.workers]}
+                "rngs": [np.random.default_rng([self.config.seed, w]) for w in comm.workers],
+                "send_counts": np.zeros((len(comm.workers), x.shape[-1]), dtype=np.int64)}
 
     def step(self, x: Any, state: dict[str, Any], oracle: Oracle, comm: Communicator):
         c, xp = self.config, comm.xp
@@ -141,6 +143,9 @@ class DeepGradientCompression(MethodBase):
             update = wire.scatter_sum(all_idx, wire.astype(all_vals, x.dtype), d) / comm.world_size
             sent = wire.scatter_sum(idx[..., None, :], valid[..., None, :], d) > 0
             v = xp.where(sent, xp.zeros_like(v), v)
+            if c.track_staleness and t >= c.warmup_steps:
+                state["send_counts"] += np.asarray(sent.cpu() if hasattr(sent, "cpu") else sent).reshape(
+                    state["send_counts"].shape)
             if c.momentum_masking:
                 u = xp.where(sent, xp.zeros_like(u), u)
         dense_grad = xp.zeros_like(x)
@@ -156,6 +161,19 @@ class DeepGradientCompression(MethodBase):
             update = momentum
         new = {**state, "u": u, "v": v, "global_momentum": momentum, "step": t + 1}
         return x - c.lr * update, new, loss
+
+    def diagnostics(self, state: dict[str, Any]) -> dict[str, float]:
+        """With track_staleness: how many steps pass between updates of a sparsified parameter after
+        warm-up (steps / sends, infinite when never sent), as the median over the first worker's
+        parameters, and the fraction of them never sent."""
+        steps = state["step"] - self.config.warmup_steps
+        if not (self.config.track_staleness and self.sparse and steps > 0):
+            return {}
+        counts = np.concatenate([state["send_counts"][0, s.start:s.stop] for s in self.sparse])
+        with np.errstate(divide="ignore"):
+            interval = steps / counts
+        return {"median_update_interval": float(np.median(interval)),
+                "never_updated_fraction": float(np.mean(counts == 0)), "staleness_steps": float(steps)}
 
     def _select(self, v: Any, step: int, rngs: list) -> tuple[Any, Any]:
         """Indices (int32, padded to k per tensor) and a 0/1 validity mask of the entries to send."""

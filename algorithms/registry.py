@@ -48,6 +48,10 @@ class MethodBase:
         self.layout = layout
         self.n_params = sum(math.prod(shape) for _, shape in layout)
 
+    def diagnostics(self, state: dict[str, Any]) -> dict[str, float]:
+        """Scalars the method measured about itself over the run (e.g. DGC's update intervals)."""
+        return {}
+
 
 class Method(Protocol):
     """One method: a config dataclass, its state, and one step of SPMD code for one worker."""

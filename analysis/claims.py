@@ -156,6 +156,22 @@ def final_metric_gap(table: pd.DataFrame, experiment: str, label: str, baseline:
                        f"{', '.join(f'{g:+.4f}' for g in gap)}")
 
 
+@quantity
+def diagnostic(table: pd.DataFrame, experiment: str, label: str, diagnostic: str) -> Measurement | None:
+    """A method's own end-of-run diagnostic (column diag_<name>), mean over the runs (seeds)."""
+    name = diagnostic
+    column = f"diag_{name}"
+    if column not in table:
+        return None
+    per_run = _select(table, experiment=experiment, label=label).groupby("run")[column].first().dropna()
+    if per_run.empty:
+        return None
+    sem = float(per_run.std(ddof=1) / math.sqrt(len(per_run))) if len(per_run) > 1 else 0.0
+    return Measurement(float(per_run.mean()), None, sem,
+                       f"{name} of {label} on {experiment}: {', '.join(f'{v:.4g}' for v in per_run)} "
+                       f"({len(per_run)} runs)")
+
+
 def load_claims(folder: Path | None = None) -> list[dict]:
     claims = []
     for path in sorted(Path(folder or CLAIMS_DIR).glob("*.yaml")):

@@ -31,6 +31,8 @@ def read_run(run_dir: Path) -> pd.DataFrame:
                 "n_params", "stated_bits_per_param"):
         t[key] = meta[key]
     t["params"] = json.dumps(meta["params"], sort_keys=True)
+    for name, value in meta.get("diagnostics", {}).items():
+        t[f"diag_{name}"] = value
     t["env"] = json.dumps(meta["env"], sort_keys=True)
     t["cluster"], t["bandwidth_gbps"], t["speedup"] = "", np.nan, np.nan
     return t
@@ -62,7 +64,8 @@ def aggregate(run_dirs: list[Path], model_csvs: list[Path], out: Path) -> pd.Dat
     frames = [read_run(d) for d in run_dirs]
     runs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     models = [model_rows(p, runs) for p in model_csvs]
-    table = pd.concat([runs] + models, ignore_index=True).reindex(columns=COLUMNS)
+    diag = sorted(c for c in runs.columns if c.startswith("diag_"))
+    table = pd.concat([runs] + models, ignore_index=True).reindex(columns=COLUMNS + diag)
     table = table.sort_values(["mode", "run", "step"], kind="stable").reset_index(drop=True)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)

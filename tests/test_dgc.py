@@ -129,3 +129,25 @@ def test_compression_ratio_quantity_reads_the_logged_bytes():
     m = compression_ratio(table, experiment="e", method="dgc")
     assert m.value == 100.0 and "MB sent per rank per step" in m.evidence
     assert compression_ratio(table, experiment="other", method="dgc") is None
+
+
+def test_staleness_tracking_counts_every_send_after_warmup():
+    method = dgc(layout=(("w", (4, 25)), ("b", (4,))), lr=0.1, density=0.04, warmup_steps=5,
+                 track_staleness=True)
+    comm = SimComm(2, xp)
+    x = np.zeros((2, 104))
+    state = method.init_state(x, comm)
+    rng = np.random.default_rng(0)
+    for t in range(25):
+        comm.log.step = t
+        x, state, _ = method.step(x, state, lambda x: (np.zeros(2), rng.standard_normal((2, 104))), comm)
+    counts = state["send_counts"]
+    assert counts[:, :100].sum(axis=1).tolist() == [4 * 20, 4 * 20]  # k = 4 per step, 20 steps after warm-up
+    assert counts[:, 100:].sum() == 0  # the dense bias is not "sent sparse"
+    diag = method.diagnostics(state)
+    assert diag["staleness_steps"] == 20
+    sends = counts[0, :100]
+    expected = np.median(np.where(sends > 0, 20 / np.maximum(sends, 1), np.inf))
+    assert diag["median_update_interval"] == expected
+    assert diag["never_updated_fraction"] == np.mean(sends == 0)
+    assert dgc(lr=0.1).diagnostics(state) == {}  # not tracking: nothing reported

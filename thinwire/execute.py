@@ -61,6 +61,7 @@ def _meta(spec: RunSpec, run_id: str, mode: str, backend: str, world_size: int, 
         "seed": spec.seed, "dtype": spec.dtype, "steps": spec.steps, "steps_done": len(traj.rows),
         "status": traj.status, "message": traj.message, "n_params": workload.n_params,
         "stated_bits_per_param": method.bits_per_parameter(value_bits, spec.steps - 1),
+        "diagnostics": traj.diagnostics,
         "env": environment(backend),
     }
 

@@ -25,6 +25,7 @@ class Trajectory:
     status: str = "ok"
     message: str = ""
     params: np.ndarray | None = None  # the workers' average model after the last step
+    diagnostics: dict[str, float] = dataclasses.field(default_factory=dict)  # the method's, at the end
 
     COLUMNS = ("step", "loss", "eval_loss", "metric", "bytes_sent", "bytes_recv", "stated_bits")
 
@@ -75,3 +76,4 @@ def _loop(method, x, state, oracle, comm, workload, steps, simulated, eval_every
         if t % 10 == 0:
             bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
     traj.params = worker_mean(x, comm, simulated)
+    traj.diagnostics = method.diagnostics(state)

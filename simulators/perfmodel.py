@@ -121,7 +121,7 @@ def model_runs(run_dirs: list[Path], cluster_path: Path, out: Path, target_param
             f["comm_s"] = f["step"].map(comm).fillna(0.0)
             f["wall_s"] = f["compute_s"] + f["comm_s"]
             f["method"], f["workload"], f["seed"] = meta["method"], meta["workload"], meta["seed"]
-            f["experiment"], f["label"] = meta["experiment"], meta["label"]
+            f["experiment"], f["label"] = meta["experiment"], meta.get("label", meta["method"])
             f["source_mode"], f["source_backend"] = meta["mode"], meta["backend"]
             f["source_world_size"] = meta["world_size"]
             frames.append(f)

@@ -11,14 +11,17 @@ from thinwire.analysis.figures import draw_figures
 from thinwire.analysis.report import write_report
 
 
-def build_report(table_csv: Path, out_dir: Path, claims_dir: Path | None = None) -> pd.DataFrame:
+def build_report(table_csv: Path, out_dir: Path, claims_dir: Path | None = None,
+                 studies_dir: Path | None = None) -> pd.DataFrame:
     try:
         # cluster is empty except on model rows: read it as text, not as a guessed mixed column.
         table = pd.read_csv(table_csv, dtype={"cluster": str, "label": str, "experiment": str})
     except (OSError, ValueError) as e:
         raise ThinwireError(f"cannot read results table {table_csv}: {e}") from None
     table["cluster"] = table["cluster"].fillna("")
-    v = verdicts(table, load_claims(claims_dir))
+    # Studies: measurements that are not training runs (e.g. quantizer error by distribution).
+    studies = {p.stem: pd.read_csv(p) for p in sorted(Path(studies_dir).glob("*.csv"))} if studies_dir else {}
+    v = verdicts(table, load_claims(claims_dir), studies)
     figures = draw_figures(table, Path(out_dir) / "figures")
     write_report(table, v, figures, Path(out_dir))
     return v

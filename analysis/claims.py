@@ -21,6 +21,7 @@ any result exists; nothing here adjusts them.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -172,6 +173,27 @@ def diagnostic(table: pd.DataFrame, experiment: str, label: str, diagnostic: str
                        f"({len(per_run)} runs)")
 
 
+@quantity
+def study_ratio(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study: str, a: str, b: str,
+                match: list[str], metric: str = "mse") -> Measurement | None:
+    """The largest metric(a) / metric(b) over the cases of a study (results/studies/<study>.csv)
+    where a and b share the `match` columns, e.g. ORQ against QSGD per distribution and code bits."""
+    df = studies.get(study)
+    if df is None:
+        return None
+    pair = df[df["quantizer"] == a].merge(df[df["quantizer"] == b], on=match, suffixes=("_a", "_b"))
+    if pair.empty:
+        return None
+    pair["ratio"] = pair[f"{metric}_a"] / pair[f"{metric}_b"]
+    worst = pair["ratio"].idxmax()
+    cases = "; ".join(f"{' '.join(str(r[m]) for m in match)}: {r['ratio']:.3g}" for _, r in pair.iterrows())
+    bits = (f" (bits per value {pair['bits_per_value_a'].mean():.3g} vs {pair['bits_per_value_b'].mean():.3g})"
+            if "bits_per_value_a" in pair else "")
+    return Measurement(float(pair.at[worst, "ratio"]), None, 0.0,
+                       f"{metric} of {a} / {b}{bits}, worst case "
+                       f"{' '.join(str(pair.at[worst, m]) for m in match)}; all: {cases}")
+
+
 def load_claims(folder: Path | None = None) -> list[dict]:
     claims = []
     for path in sorted(Path(folder or CLAIMS_DIR).glob("*.yaml")):
@@ -221,7 +243,8 @@ def judge(rule: str, measured: float, expected: float, tolerance: float, sem: fl
     return "inconclusive" if ok_lo else "not reproduced"
 
 
-def verdicts(table: pd.DataFrame, claims: list[dict]) -> pd.DataFrame:
+def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """A verdict per claim. Quantities that take `studies` also get the study tables by name."""
     rows = []
     for c in claims:
         row = {k: c.get(k, "") for k in ("id", "source", "statement", "setup", "figure")}
@@ -231,6 +254,8 @@ def verdicts(table: pd.DataFrame, claims: list[dict]) -> pd.DataFrame:
             rows.append(row)
             continue
         args = {k: v for k, v in c["quantity"].items() if k != "name"}
+        if "studies" in inspect.signature(QUANTITIES[c["quantity"]["name"]]).parameters:
+            args["studies"] = studies or {}
         try:
             m = QUANTITIES[c["quantity"]["name"]](table, **args)
         except TypeError as e:

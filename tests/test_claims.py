@@ -102,3 +102,24 @@ def test_mode_agreement_pairs_sim_and_real():
     far = real.assign(loss=real["loss"] + np.array([0, 0, 1e-3]))
     v = verdicts(pd.concat([sim, far]), [_claim(rule="at_most", expected=1e-6, quantity={"name": "mode_agreement"})])
     assert v.iloc[0]["verdict"] == "not reproduced"
+
+
+def test_study_ratio_reads_the_named_study():
+    study = pd.DataFrame({"distribution": ["g", "g", "l", "l"], "quantizer": ["a", "b", "a", "b"],
+                          "mse": [1.0, 2.0, 3.0, 2.0], "bits_per_value": [1.0, 1.0, 1.0, 1.0]})
+    claim = _claim(rule="at_most", expected=1.0,
+                   quantity={"name": "study_ratio", "study": "q", "a": "a", "b": "b", "match": ["distribution"]})
+    v = verdicts(_table(), [claim], {"q": study}).iloc[0]
+    assert v["measured"] == 1.5 and v["verdict"] == "not reproduced" and "worst case l" in v["evidence"]
+    assert verdicts(_table(), [claim], {}).iloc[0]["verdict"] == "inconclusive"  # study not run
+
+
+def test_quantizer_study_measures_every_case(tmp_path):
+    from thinwire.simulators.quantizer_study import CASES, run_study
+
+    table = run_study(tmp_path / "q.csv", n=2048, draws=3)
+    assert len(table) == 4 * len(CASES)
+    assert (table["mse"] > 0).all() and (table["bias"] <= table["mse"] + 1e-12).all()
+    deterministic = table[~table["unbiased"]]
+    assert (deterministic["bias"] == deterministic["mse"]).all()  # one draw: all error is bias
+    assert pd.read_csv(tmp_path / "q.csv").shape == table.shape

@@ -115,6 +115,8 @@ def test_shape_workloads_have_the_papers_parameter_counts():
     resnet, alexnet = make_workload("resnet50-shapes", 1, 0), make_workload("alexnet-shapes", 1, 0)
     assert resnet.n_params == 25_557_032 and resnet.n_params * 4 / 2**20 == pytest.approx(97.49, abs=0.005)
     assert alexnet.n_params == 60_965_224 and alexnet.n_params * 4 / 2**20 == pytest.approx(232.56, abs=0.005)
+    ptb = make_workload("ptb-lstm-shapes", 1, 0)
+    assert ptb.n_params == 51_034_000 and ptb.n_params * 4 / 2**20 == pytest.approx(194.68, abs=0.005)
     assert sum(len(s) > 1 for _, s in resnet.layout) == 54  # 53 convolutions and the fc matrix
     loss, grad = alexnet.oracle(xp, 0, "float32")(np.zeros(alexnet.n_params, dtype=np.float32))
     assert grad.shape == (alexnet.n_params,) and grad.dtype == np.float32 and float(loss) == 0

@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("table", type=Path)
     rep.add_argument("--out", type=Path, default=Path("reports"))
     rep.add_argument("--claims", type=Path, help="claims folder (default: the packaged claims)")
+    rep.add_argument("--studies", type=Path, help="folder of study tables (from `thinwire study`)")
+
+    study = sub.add_parser("study", help="a measurement that is not a training run, as a table")
+    study.add_argument("name", choices=["quantizers"], help="quantizers: error of every quantizer by distribution")
+    study.add_argument("--out", required=True, type=Path, help="output CSV")
+    study.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -122,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             from thinwire.analysis.build import build_report
 
-            build_report(args.table, args.out, args.claims)
+            build_report(args.table, args.out, args.claims, args.studies)
+        elif args.command == "study":
+            from thinwire.simulators.quantizer_study import run_study
+
+            run_study(args.out, seed=args.seed)
     except CollectiveError as e:
         print(f"thinwire: error: {e}", file=sys.stderr, flush=True)
         # Peers may be dead or stuck: leave now rather than hang in process-group teardown.

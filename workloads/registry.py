@@ -28,6 +28,7 @@ WORKLOADS: dict[str, tuple[str, Any]] = {
     "digits-mlp": ("workload", _digits),
     "resnet50-shapes": ("shapes", lambda: _shapes("resnet50")),
     "alexnet-shapes": ("shapes", lambda: _shapes("alexnet")),
+    "ptb-lstm-shapes": ("shapes", lambda: _shapes("ptb-lstm")),
 }
 
 

@@ -39,11 +39,22 @@ def alexnet() -> list[tuple[str, tuple[int, ...]]]:
     return [s for name, shape in layers for s in ((f"{name}.weight", shape), (f"{name}.bias", (shape[0],)))]
 
 
+def ptb_lstm() -> list[tuple[str, tuple[int, ...]]]:
+    """The 2-layer LSTM language model of DGC's PTB experiment (Zaremba et al.'s large model): 10,000
+    words, 1500 hidden units, softmax weights tied to the embedding: 51,034,000 parameters, the
+    194.68 MB of DGC's Table 4. Tensors as torch.nn.LSTM holds them (two biases per layer)."""
+    shapes: list[tuple[str, tuple[int, ...]]] = [("embedding.weight", (10_000, 1500))]
+    for layer in range(2):
+        shapes += [(f"lstm.weight_ih_l{layer}", (6000, 1500)), (f"lstm.weight_hh_l{layer}", (6000, 1500)),
+                   (f"lstm.bias_ih_l{layer}", (6000,)), (f"lstm.bias_hh_l{layer}", (6000,))]
+    return shapes + [("decoder.bias", (10_000,))]
+
+
 def _bn(name: str, channels: int) -> list[tuple[str, tuple[int, ...]]]:
     return [(f"{name}.weight", (channels,)), (f"{name}.bias", (channels,))]
 
 
-MODELS = {"resnet50": resnet50, "alexnet": alexnet}
+MODELS = {"resnet50": resnet50, "alexnet": alexnet, "ptb-lstm": ptb_lstm}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ rule report:
     input:
         table=f"{RESULTS}/table.csv",
         claims=CLAIMS,
+        studies=expand(f"{RESULTS}/studies/{{name}}.csv", name=CONFIG.get("studies", [])),
     output:
         html=f"{REPORTS}/index.html",
         csv=f"{REPORTS}/claims.csv",
@@ -27,4 +28,13 @@ rule report:
     log:
         f"{RESULTS}/logs/report.log",
     shell:
-        "{BIN}/thinwire report {input.table} --out {REPORTS} > {log} 2>&1"
+        "{BIN}/thinwire report {input.table} --out {REPORTS} --studies {RESULTS}/studies > {log} 2>&1"
+
+
+rule study:
+    output:
+        f"{RESULTS}/studies/{{name}}.csv",
+    log:
+        f"{RESULTS}/logs/study-{{name}}.log",
+    shell:
+        "OMP_NUM_THREADS=1 {BIN}/thinwire study {wildcards.name} --out {output} > {log} 2>&1"

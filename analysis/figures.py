@@ -34,6 +34,8 @@ def draw_figures(table: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     curves = _loss_rows(table)
     model = _model_rows(table)
     plans = {
+        "accuracy_vs_ratio": (_accuracy_rows(table), _accuracy_vs_ratio),
+        "dgc_sparsity_warmup": (_warmup_rows(table), _dgc_warmup),
         "loss_vs_step": (curves, _loss_vs_step),
         "loss_vs_bytes": (curves[curves["cum_bytes_sent"] > 0], _loss_vs_bytes),
         "model_step_time": (model[model["step_time"] > 0], _model_step_time),
@@ -60,6 +62,45 @@ def _loss_rows(table: pd.DataFrame) -> pd.DataFrame:
     rows = table[table["mode"].isin(["sim", "real"])]
     rows = rows.assign(loss=pd.to_numeric(rows["eval_loss"], errors="coerce"))
     return rows[np.isfinite(rows["loss"])]
+
+
+def _accuracy_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per training run with an accuracy: its final accuracy and its compression ratio,
+    32-bit dense gradient bytes over the bytes it sent per step on average."""
+    rows = table[table["mode"].isin(["sim", "real"])].dropna(subset=["metric"])
+    if rows.empty:
+        return rows
+    last = rows.sort_values("step").groupby("run").tail(1).set_index("run")
+    sent = table[table["run"].isin(last.index)].groupby("run")["bytes_sent"].mean()
+    last["ratio"] = last["n_params"] * 4 / sent.reindex(last.index)
+    return last[np.isfinite(last["ratio"]) & (last["ratio"] > 0)].reset_index()
+
+
+def _warmup_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """DGC runs whose bits per step change (a sparsity warm-up), step by step."""
+    rows = table[table["mode"].isin(["sim", "real"]) & (table["method"] == "dgc")].dropna(subset=["stated_bits"])
+    varying = rows.groupby("run")["stated_bits"].nunique()
+    return rows[rows["run"].isin(varying[varying > 1].index)]
+
+
+def _accuracy_vs_ratio(rows: pd.DataFrame) -> sns.FacetGrid:
+    grid = sns.relplot(data=rows, x="ratio", y="metric", hue="label", style="mode", kind="scatter", s=60,
+                       facet_kws={"sharex": False, "sharey": False}, **_facets(rows, "experiment"))
+    grid.set(xscale="log")
+    grid.set_axis_labels("compression ratio (32-bit dense bytes / bytes sent)", "final accuracy (average model)")
+    grid.set_titles("{col_name}")
+    grid.figure.suptitle("Accuracy against compression, one point per run", y=1.02)
+    return grid
+
+
+def _dgc_warmup(rows: pd.DataFrame) -> sns.FacetGrid:
+    grid = sns.relplot(data=rows, x="step", y="stated_bits", hue="label", kind="line", drawstyle="steps-post",
+                       facet_kws={"sharex": False, "sharey": False}, errorbar=None, **_facets(rows, "experiment"))
+    grid.set(yscale="log")
+    grid.set_axis_labels("step", "bits per parameter sent")
+    grid.set_titles("{col_name}")
+    grid.figure.suptitle("DGC: bits per parameter sent through its sparsity warm-up", y=1.02)
+    return grid
 
 
 def _model_rows(table: pd.DataFrame) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import pytest
 from thinwire.analysis.figures import draw_figures
 from thinwire.analysis.report import write_report
 
-FIGURES = {"loss_vs_step", "loss_vs_bytes", "model_step_time", "model_speedup"}
+FIGURES = {"loss_vs_step", "loss_vs_bytes", "accuracy_vs_ratio", "model_step_time", "model_speedup"}
 DIVERGED_RUN = "topk-ef-real-s1"
 STEPS = 5
 
@@ -30,7 +30,7 @@ def _row(run: str, method: str, mode: str, step: int, **overrides: object) -> di
         "workload": "logreg", "experiment": "ef", "label": method, "world_size": 4, "seed": 0, "dtype": "float32", "step": step,
         "loss": 1.0 / (step + 1), "eval_loss": 1.0 / (step + 1), "metric": 0.5 + 0.05 * step, "bytes_sent": bytes_per_step,
         "bytes_recv": bytes_per_step, "cum_bytes_sent": bytes_per_step * (step + 1), "wall_s": 0.01,
-        "status": "ok", "n_params": 1000, "stated_bits_per_param": 32.0, "cluster": "",
+        "status": "ok", "n_params": 1000, "stated_bits_per_param": 32.0, "stated_bits": 32.0, "cluster": "",
         "bandwidth_gbps": np.nan, "speedup": np.nan,
     }
     row.update(overrides)
@@ -101,7 +101,7 @@ def test_every_figure_is_drawn_as_png(table: pd.DataFrame, tmp_path: Path) -> No
 
 def test_figure_without_data_is_skipped(table: pd.DataFrame, tmp_path: Path) -> None:
     no_model = draw_figures(table[table["mode"] != "model"], tmp_path / "a")
-    assert set(no_model) == {"loss_vs_step", "loss_vs_bytes"}
+    assert set(no_model) == {"loss_vs_step", "loss_vs_bytes", "accuracy_vs_ratio"}
     only_model = draw_figures(table[table["mode"] == "model"], tmp_path / "b")
     assert set(only_model) == {"model_step_time", "model_speedup"}
     assert not (tmp_path / "b" / "loss_vs_step.png").exists()
@@ -110,7 +110,7 @@ def test_figure_without_data_is_skipped(table: pd.DataFrame, tmp_path: Path) -> 
 def test_non_finite_losses_are_dropped(table: pd.DataFrame, tmp_path: Path) -> None:
     all_bad = table.assign(eval_loss=np.where(table["step"] % 2 == 0, np.nan, -np.inf))
     figures = draw_figures(all_bad, tmp_path)
-    assert set(figures) == {"model_step_time", "model_speedup"}
+    assert set(figures) == {"model_step_time", "model_speedup", "accuracy_vs_ratio"}  # accuracy is finite
 
 
 def test_report_page(table: pd.DataFrame, verdicts: pd.DataFrame, tmp_path: Path) -> None:
@@ -155,3 +155,15 @@ def test_claims_csv_and_markdown(table: pd.DataFrame, verdicts: pd.DataFrame, tm
     # No figure was drawn, so the page must not link one.
     html = (tmp_path / "index.html").read_text()
     assert "<img" not in html and "model_speedup (not drawn)" in html
+
+
+def test_accuracy_and_warmup_figures_from_their_rows(tmp_path: Path) -> None:
+    rows = []
+    for method, label, bits in (("sgd", "dense", [32.0] * 4), ("dgc", "dgc", [16.0, 8.0, 1.0, 1.0])):
+        for step, b in enumerate(bits):
+            rows.append(_row(f"{label}-run", method, "sim", step, label=label, stated_bits=b, metric=0.9,
+                             bytes_sent=int(b * 1000 / 8), n_params=1000))
+    figures = draw_figures(pd.DataFrame(rows), tmp_path)
+    assert {"accuracy_vs_ratio", "dgc_sparsity_warmup"} <= set(figures)
+    no_dgc = pd.DataFrame([r for r in rows if r["method"] == "sgd"])
+    assert "dgc_sparsity_warmup" not in draw_figures(no_dgc, tmp_path / "b")

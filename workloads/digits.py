@@ -1,4 +1,5 @@
-"""digits-mlp: a small MLP on scikit-learn's handwritten digits (1797 8x8 images, shipped with sklearn).
+"""digits-mlp and digits-cnn: small models on scikit-learn's handwritten digits (1797 8x8 images,
+shipped with scikit-learn).
 
 The model is a plain nn.Module; methods see its parameters as one flat vector, and the oracle maps
 the vector back with torch.func.functional_call. In the simulator the same oracle is vmapped over the
@@ -32,6 +33,20 @@ class DigitsConfig:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
 
 
+class CNN(nn.Module):
+    """Two 3x3 convolutions (16 and 32 channels), 2x2 max-pooling, a linear classifier: 4-D kernels
+    for the methods that treat convolutions as DGC does."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                 nn.Linear(32 * 4 * 4, 10))
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return self.net(a)
+
+
 class MLP(nn.Module):
     def __init__(self, hidden: int) -> None:
         super().__init__()
@@ -41,11 +56,14 @@ class MLP(nn.Module):
         return self.net(a)
 
 
-class DigitsMLP:
-    kind = "digits-mlp"
+MODELS = {"mlp": MLP, "cnn": CNN}
+
+
+class DigitsWorkload:
     prefers = "torch"
 
-    def __init__(self, world_size: int, seed: int, config: DigitsConfig) -> None:
+    def __init__(self, model: str, world_size: int, seed: int, config: DigitsConfig) -> None:
+        self.kind = f"digits-{model}"
         from sklearn.datasets import load_digits
 
         self.world_size, self.seed, self.config = world_size, seed, config
@@ -66,7 +84,7 @@ class DigitsMLP:
         shards = train[: per * world_size].reshape(world_size, per)
         self.features, self.labels = a[shards], y[shards]
         torch.manual_seed(seed)
-        self.model = MLP(config.hidden).double()
+        self.model = MODELS[model](config.hidden).double()
         self.shapes = [(name, p.shape) for name, p in self.model.named_parameters()]
         self.n_params = sum(math.prod(s) for _, s in self.shapes)
         self.layout = tuple((name, tuple(shape)) for name, shape in self.shapes)
@@ -100,7 +118,7 @@ class DigitsMLP:
 
 
 class DigitsOracle:
-    def __init__(self, workload: DigitsMLP, rank: int | None, dtype: torch.dtype, device: Any) -> None:
+    def __init__(self, workload: DigitsWorkload, rank: int | None, dtype: torch.dtype, device: Any) -> None:
         self.w, self.rank = workload, rank
         rows = slice(None) if rank is None else rank
         self._features = torch.as_tensor(workload.features[rows], dtype=dtype, device=device)

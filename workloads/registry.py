@@ -16,16 +16,17 @@ def _shapes(model: str):
     return functools.partial(ShapesWorkload, model), ShapesConfig
 
 
-def _digits():
-    from thinwire.workloads.digits import DigitsConfig, DigitsMLP
+def _digits(model: str):
+    from thinwire.workloads.digits import DigitsConfig, DigitsWorkload
 
-    return DigitsMLP, DigitsConfig
+    return functools.partial(DigitsWorkload, model), DigitsConfig
 
 
 # name -> (kind shown by `thinwire list`, loader returning (class, config class))
 WORKLOADS: dict[str, tuple[str, Any]] = {
     **{name: ("problem", (lambda cls=cls: (cls, ProblemConfig))) for name, cls in PROBLEMS.items()},
-    "digits-mlp": ("workload", _digits),
+    "digits-mlp": ("workload", lambda: _digits("mlp")),
+    "digits-cnn": ("workload", lambda: _digits("cnn")),
     "resnet50-shapes": ("shapes", lambda: _shapes("resnet50")),
     "alexnet-shapes": ("shapes", lambda: _shapes("alexnet")),
     "ptb-lstm-shapes": ("shapes", lambda: _shapes("ptb-lstm")),

@@ -1,11 +1,17 @@
-"""Helpers to run the `thinwire` command, alone or under torchrun / mpiexec, with a hard timeout."""
+"""Helpers to run the `thinwire` command, alone or under torchrun / mpiexec, with a hard timeout, and the
+cross-mode contract every method must meet (simulator = gloo = MPI, bytes = stated bits)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,3 +34,56 @@ def torchrun(nproc: int, *args: str, cwd: Path, timeout: float = 120) -> subproc
 
 def mpiexec(n: int, *args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return run([str(BIN / "mpiexec"), "-n", str(n), str(BIN / "thinwire"), *args], cwd, timeout)
+
+
+MODES = ("sim", "gloo", "mpi")
+
+
+class RunFiles(NamedTuple):
+    trajectory: pd.DataFrame
+    commlog: pd.DataFrame
+    params: np.ndarray
+    meta: dict
+
+
+def read_run(d: Path) -> RunFiles:
+    return RunFiles(pd.read_csv(d / "trajectory.csv"), pd.read_csv(d / "commlog.csv"), np.load(d / "params.npy"),
+                    json.loads((d / "meta.json").read_text()))
+
+
+def three_modes(method: str, args: list[str], root: Path, workers: int = 2) -> dict[str, RunFiles]:
+    """One method with the same arguments in the simulator (in this process), under torchrun (gloo)
+    and under mpiexec: two launches."""
+    from thinwire.cli import main
+
+    root.mkdir(parents=True, exist_ok=True)
+    assert main(["sim", method, *args, "--quiet", "--workers", str(workers), "--out", str(root / "sim")]) == 0
+    real = ["run", method, *args, "--quiet", "--timeout", "30"]
+    for proc in (torchrun(workers, *real, "--backend", "torch", "--out", str(root / "gloo"), cwd=root),
+                 mpiexec(workers, *real, "--backend", "mpi", "--out", str(root / "mpi"), cwd=root)):
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return {mode: read_run(root / mode) for mode in MODES}
+
+
+def method_log(run: RunFiles) -> pd.DataFrame:
+    """The method's own collectives (real ranks also all-reduce losses for logging: "metrics")."""
+    return run.commlog.query("category == 'method'").reset_index(drop=True)
+
+
+def assert_modes_agree(runs: dict[str, RunFiles], tol: float = 1e-6) -> None:
+    """The conformance contract across modes: the same losses, objective and final model; the same
+    method traffic, call by call; and every step's bytes equal to the method's stated bits."""
+    sim = runs["sim"]
+    steps = sim.trajectory["step"]
+    per_step = method_log(sim).groupby("step")["sent"].sum().reindex(steps, fill_value=0)
+    assert (per_step.to_numpy() * 8 / sim.meta["n_params"] == sim.trajectory["stated_bits"].to_numpy()).all()
+    for backend in ("gloo", "mpi"):
+        run = runs[backend]
+        assert run.meta["mode"] == "real" and run.meta["backend"] == backend
+        assert run.meta["world_size"] == sim.meta["world_size"] and len(run.trajectory) == len(steps)
+        assert np.abs(run.trajectory["loss"] - sim.trajectory["loss"]).max() <= tol
+        assert np.abs(run.trajectory["eval_loss"] - sim.trajectory["eval_loss"]).max() <= tol
+        assert np.abs(run.params - sim.params).max() <= tol
+        pd.testing.assert_frame_equal(method_log(run), method_log(sim))
+        assert (run.trajectory["stated_bits"] == sim.trajectory["stated_bits"]).all()
+    assert sim.trajectory["eval_loss"].iloc[-1] < sim.trajectory["eval_loss"].iloc[0]  # it trained

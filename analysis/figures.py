@@ -84,7 +84,8 @@ def _warmup_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _accuracy_vs_ratio(rows: pd.DataFrame) -> sns.FacetGrid:
-    grid = sns.relplot(data=rows, x="ratio", y="metric", hue="label", style="mode", kind="scatter", s=60,
+    # Colour by method: the labels of a sweep name one method at several ratios.
+    grid = sns.relplot(data=rows, x="ratio", y="metric", hue="method", style="mode", kind="scatter", s=60,
                        facet_kws={"sharex": False, "sharey": False}, **_facets(rows, "experiment"))
     grid.set(xscale="log")
     grid.set_axis_labels("compression ratio (32-bit dense bytes / bytes sent)", "final accuracy (average model)")

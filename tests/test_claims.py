@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from launch import ROOT
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.analysis.claims import judge, load_claims, verdicts
 
@@ -123,3 +124,27 @@ def test_quantizer_study_measures_every_case(tmp_path):
     deterministic = table[~table["unbiased"]]
     assert (deterministic["bias"] == deterministic["mse"]).all()  # one draw: all error is bias
     assert pd.read_csv(tmp_path / "q.csv").shape == table.shape
+
+
+def test_every_claim_in_scope_has_its_runs_in_the_quick_config():
+    """A claim whose experiment, method or study the quick reproduction does not produce would be
+    reported as inconclusive for a reason that has nothing to do with the paper."""
+    from thinwire.config import load
+
+    config, runs = load(ROOT / "config" / "quick.yaml")
+    experiments = {r.experiment for r in runs}
+    methods = {r.method for r in runs}
+    labels = {(r.experiment, r.label) for r in runs}
+    for claim in load_claims():
+        if claim.get("out_of_scope"):
+            continue
+        q = claim["quantity"]
+        if "experiment" in q:
+            assert q["experiment"] in experiments, claim["id"]
+        for key in ("label", "baseline"):
+            if key in q and "experiment" in q:
+                assert (q["experiment"], q[key]) in labels, (claim["id"], q[key])
+        if "method" in q:
+            assert q["method"] in methods, claim["id"]
+        if "study" in q:
+            assert q["study"] in config.get("studies", []), claim["id"]

@@ -64,6 +64,10 @@ def test_bits_roundtrip_and_length_for_every_width(b, lead, n, data):
     assert packed_t.dtype == torch.uint8
     np.testing.assert_array_equal(packed_t.numpy(), packed)  # one wire format for both libraries
     np.testing.assert_array_equal(bits.unpack(packed_t, b, n).numpy(), codes)
+    # The array-API path (CUDA tensors take it) writes and reads the same bytes as the host path.
+    for a in (codes, torch.from_numpy(codes)):
+        np.testing.assert_array_equal(as_np(bits.pack_array_api(a, b)), packed)
+        np.testing.assert_array_equal(as_np(bits.unpack_array_api(bits.pack_array_api(a, b), b, n)), codes)
 
 
 @pytest.mark.parametrize("codes, b, expected", [
@@ -76,6 +80,7 @@ def test_bits_roundtrip_and_length_for_every_width(b, lead, n, data):
 def test_bit_order_is_little_endian(codes, b, expected):
     for a in (np.array(codes, dtype=np.uint8), torch.tensor(codes, dtype=torch.uint8)):
         assert as_np(bits.pack(a, b)).tolist() == expected
+        assert as_np(bits.pack_array_api(a, b)).tolist() == expected
 
 
 def test_bits_refuse_bad_width_and_length():

@@ -33,7 +33,7 @@ import numpy as np
 from array_api_compat import device as device_of
 from thinwire.algorithms import wire
 from thinwire.algorithms.comm import Communicator
-from thinwire.algorithms.registry import MethodBase, Oracle, register, segments
+from thinwire.algorithms.registry import MethodBase, Oracle, check_density, check_step, register, segments
 
 # name -> (value dtype, index dtype) on the wire
 WIRE_FORMATS = {"fp32-int32": ("float32", "int32"), "fp16-int32": ("float16", "int32"),
@@ -65,12 +65,8 @@ class DeepGradientCompression(MethodBase):
         track_staleness: bool = False  # count sends per parameter after warm-up (claim D7); costs a copy per step
 
         def __post_init__(self) -> None:
-            if not self.lr > 0:
-                raise ValueError(f"lr must be > 0, got {self.lr}")
-            if not 0 <= self.momentum < 1:
-                raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-            if not 0 < self.density <= 1:
-                raise ValueError(f"density must be in (0, 1], got {self.density}")
+            check_step(self.lr, self.momentum, self.weight_decay)
+            check_density(self.density)
             if self.warmup not in WARMUP:
                 raise ValueError(f"warmup must be one of {', '.join(WARMUP)}, got {self.warmup!r}")
             if self.warmup_steps < 0:
@@ -79,8 +75,8 @@ class DeepGradientCompression(MethodBase):
                 raise ValueError(f"threshold must be exact or sampled, got {self.threshold!r}")
             if not 0 < self.sample_ratio <= 1:
                 raise ValueError(f"sample_ratio must be in (0, 1], got {self.sample_ratio}")
-            if self.clip_norm < 0 or self.weight_decay < 0:
-                raise ValueError("clip_norm and weight_decay must be >= 0")
+            if self.clip_norm < 0:
+                raise ValueError(f"clip_norm must be >= 0, got {self.clip_norm}")
             if self.wire not in WIRE_FORMATS:
                 raise ValueError(f"wire must be one of {', '.join(WIRE_FORMATS)}, got {self.wire!r}")
 

@@ -28,7 +28,7 @@ import numpy as np
 from array_api_compat import device as device_of
 from thinwire.algorithms.comm import Communicator
 from thinwire.algorithms.quantizers import QUANTIZERS, Quantizer, make_quantizer
-from thinwire.algorithms.registry import MethodBase, Oracle, register
+from thinwire.algorithms.registry import MethodBase, Oracle, check_step, register
 
 
 @register
@@ -48,10 +48,7 @@ class ErrorFeedbackQuantized(MethodBase):
         seed: int = 0  # of the stochastic rounding
 
         def __post_init__(self) -> None:
-            if not self.lr > 0:
-                raise ValueError(f"lr must be > 0, got {self.lr}")
-            if not 0 <= self.momentum < 1:
-                raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+            check_step(self.lr, self.momentum)
             quantizer = make_quantizer(self.quantizer, self.levels, self.bucket_size)
             if not self.error_feedback and not quantizer.unbiased:
                 unbiased = ", ".join(n for n, q in sorted(QUANTIZERS.items()) if q.unbiased)

@@ -15,7 +15,7 @@ from typing import Any
 
 from thinwire.algorithms import grbs
 from thinwire.algorithms.comm import Communicator
-from thinwire.algorithms.registry import MethodBase, Oracle
+from thinwire.algorithms.registry import MethodBase, Oracle, check_step
 
 
 def nag_step(x: Any, m: Any, g: Any, lr: float, momentum: float, weight_decay: float) -> tuple[Any, Any]:
@@ -34,12 +34,7 @@ class LocalNAGConfig:
     seed: int = 0  # of the shared block stream: every worker must use the same
 
     def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        check_step(self.lr, self.momentum, self.weight_decay)
 
 
 def check_period(H: int) -> None:

@@ -40,6 +40,21 @@ def segments(layout: Layout) -> list[Segment]:
     return out
 
 
+def check_step(lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+    """The checks every SGD-like config shares; a ValueError names the parameter."""
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+
+
+def check_density(density: float) -> None:
+    if not 0 < density <= 1:
+        raise ValueError(f"density must be in (0, 1], got {density}")
+
+
 class MethodBase:
     """What every method keeps: its validated config and the layout of the parameters it updates."""
 

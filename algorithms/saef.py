@@ -38,7 +38,7 @@ from thinwire.algorithms import wire
 from thinwire.algorithms.comm import Communicator
 from thinwire.algorithms.ef_quant import ErrorFeedbackQuantized
 from thinwire.algorithms.quantizers import QUANTIZERS, make_quantizer
-from thinwire.algorithms.registry import MethodBase, Oracle, register
+from thinwire.algorithms.registry import MethodBase, Oracle, check_density, check_step, register
 
 TOPK = "topk"
 
@@ -86,13 +86,11 @@ class StepAheadErrorFeedback(MethodBase):
         seed: int = 0  # of the stochastic rounding
 
         def __post_init__(self) -> None:
-            if not self.lr > 0:
-                raise ValueError(f"lr must be > 0, got {self.lr}")
+            check_step(self.lr)
             if self.compressor != TOPK and self.compressor not in QUANTIZERS:
                 raise ValueError(f"compressor must be {TOPK!r} or a quantizer ({', '.join(sorted(QUANTIZERS))}), "
                                  f"got {self.compressor!r}")
-            if not 0 < self.density <= 1:
-                raise ValueError(f"density must be in (0, 1], got {self.density}")
+            check_density(self.density)
             if self.error_average_every < 0:
                 raise ValueError(f"error_average_every must be >= 0 (0 = never), got {self.error_average_every}")
             if self.compressor != TOPK:

@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 from thinwire.algorithms.comm import Communicator
-from thinwire.algorithms.registry import MethodBase, Oracle, register
+from thinwire.algorithms.registry import MethodBase, Oracle, check_step, register
 
 
 @register
@@ -25,12 +25,7 @@ class DenseSGD(MethodBase):
         weight_decay: float = 0.0
 
         def __post_init__(self) -> None:
-            if not self.lr > 0:
-                raise ValueError(f"lr must be > 0, got {self.lr}")
-            if not 0 <= self.momentum < 1:
-                raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-            if self.weight_decay < 0:
-                raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+            check_step(self.lr, self.momentum, self.weight_decay)
 
     def init_state(self, x: Any, comm: Communicator) -> dict[str, Any]:
         return {"momentum": comm.xp.zeros_like(x)}

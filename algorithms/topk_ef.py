@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from thinwire.algorithms import wire
 from thinwire.algorithms.comm import Communicator
-from thinwire.algorithms.registry import MethodBase, Oracle, register
+from thinwire.algorithms.registry import MethodBase, Oracle, check_density, check_step, register
 
 
 @register
@@ -32,12 +32,8 @@ class TopKErrorFeedback(MethodBase):
         momentum: float = 0.0  # local heavy-ball momentum applied before error feedback
 
         def __post_init__(self) -> None:
-            if not self.lr > 0:
-                raise ValueError(f"lr must be > 0, got {self.lr}")
-            if not 0 < self.density <= 1:
-                raise ValueError(f"density must be in (0, 1], got {self.density}")
-            if not 0 <= self.momentum < 1:
-                raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+            check_step(self.lr, self.momentum)
+            check_density(self.density)
 
     def k(self, n_params: int) -> int:
         return max(1, round(self.config.density * n_params))

@@ -3,9 +3,9 @@
 import array_api_compat.numpy as xp
 import numpy as np
 import pytest
+from simulate import simulate
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.registry import get_method, make_config
-from thinwire.simulators.problems import PROBLEMS, ProblemConfig
 from thinwire.simulators.simcomm import SimComm
 
 DGC = get_method("dgc")
@@ -17,16 +17,8 @@ def dgc(layout=(("w", (10, 100)),), **params):
 
 def run(name, params, steps=25, workers=3, dtype="float32"):
     """float32 by default: DGC's fp32 wire format is then lossless, so identities hold to rounding."""
-    cls = get_method(name)
-    prob = PROBLEMS["logreg"](workers, 0, ProblemConfig(dim=40, heterogeneity=0.5))
-    method = cls(make_config(cls, params), prob.layout)
-    comm, oracle = SimComm(workers, xp), prob.oracle(xp, None, dtype)
-    x = np.zeros((workers, 40), dtype=dtype)
-    state = method.init_state(x, comm)
-    for t in range(steps):
-        comm.log.step = t
-        x, state, _ = method.step(x, state, oracle, comm)
-    return x, state
+    sim = simulate(name, params, steps=steps, workers=workers, dtype=dtype, dim=40)
+    return sim.x, sim.state
 
 
 def test_paper_and_code_warmup_schedules():

@@ -1,32 +1,15 @@
 """Conformance tests every registered method passes (simulator side), plus method-specific laws."""
 
-import array_api_compat.numpy as xp_np
 import array_api_compat.torch as xp_torch
 import numpy as np
 import pytest
 import torch
+from simulate import simulate
 from thinwire.algorithms.comm import ThinwireError
+from thinwire.algorithms.quantizers import QUANTIZERS
 from thinwire.algorithms.registry import get_method, make_config, method_names
-from thinwire.simulators.problems import PROBLEMS, ProblemConfig
-from thinwire.simulators.simcomm import SimComm
 
 LAYOUT = (("weight", (1, 50)),)
-
-
-def simulate(name, params, workers=3, steps=20, dtype="float64", xp=xp_np, problem="logreg"):
-    cls = get_method(name)
-    prob = PROBLEMS[problem](workers, 0, ProblemConfig(dim=50, heterogeneity=0.5))
-    method = cls(make_config(cls, params), prob.layout)
-    comm = SimComm(workers, xp)
-    oracle = prob.oracle(xp, None, dtype)
-    x = xp.asarray(np.zeros((workers, 50), dtype=dtype))
-    state = method.init_state(x, comm)
-    losses = []
-    for t in range(steps):
-        comm.log.step = t
-        x, state, loss = method.step(x, state, oracle, comm)
-        losses.append(np.asarray(loss))
-    return method, comm, np.asarray(x), np.array(losses), state
 
 
 def test_every_method_declares_valid_tiny_params():
@@ -38,7 +21,8 @@ def test_every_method_declares_valid_tiny_params():
 @pytest.mark.parametrize("name", method_names())
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_logged_bytes_equal_stated_bits_per_parameter(name, dtype):
-    method, comm, _, losses, _ = simulate(name, get_method(name).tiny, dtype=dtype)
+    sim = simulate(name, get_method(name).tiny, dtype=dtype)
+    method, comm, losses = sim.method, sim.comm, sim.losses
     assert np.isfinite(losses).all()
     for t in range(20):
         sent, _ = comm.log.step_bytes(t)
@@ -47,14 +31,15 @@ def test_logged_bytes_equal_stated_bits_per_parameter(name, dtype):
 
 @pytest.mark.parametrize("name", method_names())
 def test_method_decreases_the_loss(name):
-    _, _, _, losses, _ = simulate(name, get_method(name).tiny, steps=60)
+    losses = simulate(name, get_method(name).tiny, steps=60).losses
     assert losses[-10:].mean() < 0.9 * losses[0].mean()
 
 
 @pytest.mark.parametrize("name", method_names())
 def test_numpy_and_torch_namespaces_agree(name):
-    *_, x_np, loss_np, _ = simulate(name, get_method(name).tiny)
-    *_, x_t, loss_t, _ = simulate(name, get_method(name).tiny, xp=xp_torch)
+    a = simulate(name, get_method(name).tiny)
+    b = simulate(name, get_method(name).tiny, xp=xp_torch)
+    x_np, loss_np, x_t, loss_t = a.x, a.losses, np.asarray(b.x), b.losses
     np.testing.assert_allclose(x_t, x_np, atol=1e-12)
     np.testing.assert_allclose(loss_t, loss_np, atol=1e-12)
 
@@ -81,34 +66,31 @@ def test_topk_density_outside_unit_interval_is_refused(density):
 
 
 def test_topk_at_full_density_is_plain_sgd():
-    *_, x_ef, loss_ef, _ = simulate("topk-ef", {"lr": 0.5, "density": 1.0})
-    *_, x_sgd, loss_sgd, _ = simulate("sgd", {"lr": 0.5, "momentum": 0.0})
+    ef, sgd = simulate("topk-ef", {"lr": 0.5, "density": 1.0}), simulate("sgd", {"lr": 0.5, "momentum": 0.0})
+    x_ef, loss_ef, x_sgd, loss_sgd = ef.x, ef.losses, sgd.x, sgd.losses
     np.testing.assert_allclose(x_ef, x_sgd, atol=1e-12)
     np.testing.assert_allclose(loss_ef, loss_sgd, atol=1e-12)
 
 
-def test_error_feedback_loses_nothing():
-    """EF's invariant: model - mean error = start - lr * sum of mean gradients, whatever k is."""
-    workers, lr = 3, 0.5
-    cls = get_method("topk-ef")
-    method = cls(make_config(cls, {"lr": lr, "density": 0.04}), LAYOUT)
-    prob = PROBLEMS["lsq"](workers, 1, ProblemConfig(dim=50))
-    comm, inner = SimComm(workers, xp_np), prob.oracle(xp_np, None, "float64")
-    grads = []
+# Error-feedback methods, with compressors that withhold something on a 50-parameter problem.
+ERROR_FEEDBACK = [
+    ("topk-ef", {"lr": 0.5, "density": 0.04}),
+    *[("ef-quant", {"lr": 0.2, "quantizer": q, "levels": 2, "bucket_size": 16}) for q in sorted(QUANTIZERS)],
+    ("saef", {"lr": 0.5, "density": 0.1, "step_ahead": True, "error_average_every": 4}),
+    ("saef", {"lr": 0.5, "step_ahead": True, "error_average_every": 4, "compressor": "qsgd", "levels": 2,
+              "bucket_size": 16}),
+]
 
-    def oracle(x):
-        loss, g = inner(x)
-        grads.append(g)
-        return loss, g
 
-    x = np.zeros((workers, 50))
-    state = method.init_state(x, comm)
-    for _ in range(30):
-        x, state, _ = method.step(x, state, oracle, comm)
-    assert np.abs(state["error"]).sum() > 0  # compression really withheld something
-    np.testing.assert_allclose(x[0] - state["error"].mean(0), -lr * np.sum([g.mean(0) for g in grads], 0),
-                               atol=1e-12)
-    np.testing.assert_array_equal(x[0], x[1])  # every worker applies the same update
+@pytest.mark.parametrize("name, params", ERROR_FEEDBACK)
+def test_error_feedback_loses_nothing(name, params):
+    """EF's invariant: model - mean error = start - lr * sum of the mean gradients taken, whatever the
+    compressor (and error averaging keeps the mean error); every worker applies the same update."""
+    sim = simulate(name, params, steps=30, problem="lsq", seed=1, heterogeneity=0.0)
+    assert np.abs(sim.state["error"]).max() > 0  # compression really withheld something
+    np.testing.assert_allclose(sim.x[0] - sim.state["error"].mean(0),
+                               -params["lr"] * np.sum([g.mean(0) for g in sim.grads], 0), atol=1e-12)
+    np.testing.assert_array_equal(sim.x[0], sim.x[2])
 
 
 def test_torch_workload_gradients_match_between_vmap_and_one_rank():
@@ -120,3 +102,21 @@ def test_torch_workload_gradients_match_between_vmap_and_one_rank():
     one_loss, one_grad = w.oracle(None, 1, "float64")(x0)
     torch.testing.assert_close(one_grad, all_grad[1], rtol=0, atol=1e-12)
     torch.testing.assert_close(one_loss, all_loss[1], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_performance_model_prices_what_the_method_sent(name):
+    """The third mode: every collective the method calls can be priced, and a step costs time exactly
+    when the method sent something in it."""
+    import pandas as pd
+    from thinwire.algorithms.comm import CommLog
+    from thinwire.simulators.perfmodel import Cluster, Tier, step_comm_times
+
+    sim = simulate(name, get_method(name).tiny)
+    log = pd.DataFrame(sim.comm.log.rows(), columns=CommLog.COLUMNS)
+    cluster = Cluster("c", nodes=4, gpus_per_node=2, sustained_tflops=1.0, intra=Tier(100, 5), inter=Tier(1, 50))
+    cost = step_comm_times(log, run_world=3, cluster=cluster, scale=1000.0).reindex(range(20), fill_value=0.0)
+    sent = log[log["category"] == "method"].groupby("step")["sent"].sum().reindex(range(20), fill_value=0)
+    assert np.isfinite(cost).all()
+    assert ((cost > 0) == (sent > 0)).all()
+    assert (sent > 0).any()

@@ -10,11 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from simulate import simulate
 from thinwire.algorithms import bits
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.quantizers import QUANTIZERS, make_quantizer
 from thinwire.algorithms.registry import get_method, make_config
-from thinwire.simulators.problems import PROBLEMS, ProblemConfig
 from thinwire.simulators.simcomm import SimComm
 
 NAMES = sorted(QUANTIZERS)
@@ -337,39 +337,10 @@ def test_ef_quant_config_errors_are_clear(params, message):
         make_config(get_method("ef-quant"), params)
 
 
-def _run_ef_quant(params, steps=30, workers=3):
-    cls = get_method("ef-quant")
-    prob = PROBLEMS["lsq"](workers, 1, ProblemConfig(dim=50))
-    method = cls(make_config(cls, params), prob.layout)
-    comm, inner = SimComm(workers, xp_np), prob.oracle(xp_np, None, "float64")
-    grads = []
-
-    def oracle(x):
-        loss, g = inner(x)
-        grads.append(g)
-        return loss, g
-
-    x = np.zeros((workers, 50))
-    state = method.init_state(x, comm)
-    for t in range(steps):
-        comm.log.step = t
-        x, state, _ = method.step(x, state, oracle, comm)
-    return x, state, grads, comm
-
-
-@pytest.mark.parametrize("quantizer", NAMES)
-def test_ef_quant_error_feedback_loses_nothing(quantizer):
-    """x - mean error = -lr * sum of mean gradients, for every quantizer (the EF invariant)."""
-    lr = 0.2
-    x, state, grads, _ = _run_ef_quant({"lr": lr, "quantizer": quantizer, "levels": 2, "bucket_size": 16})
-    assert np.abs(state["error"]).max() > 0  # quantization really withheld something
-    np.testing.assert_allclose(x[0] - state["error"].mean(0), -lr * np.sum([g.mean(0) for g in grads], 0),
-                               atol=1e-12)
-    np.testing.assert_array_equal(x[0], x[2])
-
-
 def test_ef_quant_without_error_feedback_keeps_no_error():
-    _, state, _, comm = _run_ef_quant({"lr": 0.2, "quantizer": "orq", "levels": 3, "error_feedback": False})
+    sim = simulate("ef-quant", {"lr": 0.2, "quantizer": "orq", "levels": 3, "error_feedback": False}, steps=30,
+                   problem="lsq", seed=1, heterogeneity=0.0)
+    state, comm = sim.state, sim.comm
     assert (state["error"] == 0).all()
     assert {r.sent for r in comm.log.records} == {make_quantizer("orq", 3, 512).payload_bytes(50)}
 

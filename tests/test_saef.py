@@ -120,32 +120,6 @@ def test_after_averaging_step_ahead_asks_every_worker_about_the_virtual_model():
         assert same == (t % 4 == 0), t
 
 
-@pytest.mark.parametrize("params", [BOTH, {**BOTH, "compressor": "qsgd", "levels": 2, "bucket_size": 16}])
-def test_virtual_model_follows_sgd_on_the_gradients_taken(params):
-    """x - mean e = x0 - lr * sum of the mean gradients, whatever C: averaging keeps the mean error."""
-    workers, lr = 3, params["lr"]
-    cls = get_method("saef")
-    prob = PROBLEMS["logreg"](workers, 1, ProblemConfig(dim=D, heterogeneity=0.8))
-    method = cls(make_config(cls, params), prob.layout)
-    comm, inner = SimComm(workers, xp_np), prob.oracle(xp_np, None, "float64")
-    grads = []
-
-    def oracle(x):
-        loss, g = inner(x)
-        grads.append(g)
-        return loss, g
-
-    x = np.zeros((workers, D))
-    state = method.init_state(x, comm)
-    for t in range(30):
-        comm.log.step = t
-        x, state, _ = method.step(x, state, oracle, comm)
-    assert np.abs(state["error"]).sum() > 0
-    np.testing.assert_allclose(x[0] - state["error"].mean(0), -lr * np.sum([g.mean(0) for g in grads], 0),
-                               atol=1e-12)
-    np.testing.assert_array_equal(x[0], x[2])  # every worker applies the same update
-
-
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_one_full_precision_all_reduce_of_d_values_at_exactly_the_averaging_steps(dtype):
     _, comm, *_ = run("saef", BOTH, dtype=dtype)

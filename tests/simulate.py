@@ -1,0 +1,43 @@
+"""Run a registered method in the simulator on a small problem, keeping every gradient it asked for."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import array_api_compat.numpy as xp_np
+import numpy as np
+from thinwire.algorithms.registry import get_method, make_config
+from thinwire.simulators.problems import PROBLEMS, ProblemConfig
+from thinwire.simulators.simcomm import SimComm
+
+
+class Sim(NamedTuple):
+    method: Any
+    comm: SimComm
+    x: Any  # (workers, dim) after the last step
+    state: dict
+    losses: np.ndarray  # (steps, workers)
+    grads: list  # every gradient the oracle returned, in call order
+
+
+def simulate(name: str, params: dict, *, workers: int = 3, steps: int = 20, dtype: str = "float64", xp: Any = xp_np,
+             problem: str = "logreg", dim: int = 50, seed: int = 0, heterogeneity: float = 0.5) -> Sim:
+    cls = get_method(name)
+    prob = PROBLEMS[problem](workers, seed, ProblemConfig(dim=dim, heterogeneity=heterogeneity))
+    method = cls(make_config(cls, params), prob.layout)
+    comm, inner = SimComm(workers, xp), prob.oracle(xp, None, dtype)
+    grads: list = []
+
+    def oracle(x):
+        loss, g = inner(x)
+        grads.append(g)
+        return loss, g
+
+    x = xp.asarray(np.zeros((workers, dim), dtype=dtype))
+    state = method.init_state(x, comm)
+    losses = []
+    for t in range(steps):
+        comm.log.step = t
+        x, state, loss = method.step(x, state, oracle, comm)
+        losses.append(np.asarray(loss))
+    return Sim(method, comm, x, state, np.array(losses), grads)

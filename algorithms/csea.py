@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 from thinwire.algorithms import grbs
-from thinwire.algorithms.local_nag import BlockModelAveraging, LocalNAGConfig
+from thinwire.algorithms.local_nag import BlockConfig, BlockModelAveraging
 from thinwire.algorithms.registry import Layout, register
 
 
@@ -22,18 +22,12 @@ class CSEA(BlockModelAveraging):
     tiny: ClassVar[dict[str, Any]] = {"lr": 0.2, "R": 5, "split": "out"}
 
     @dataclasses.dataclass(frozen=True)
-    class Config(LocalNAGConfig):
+    class Config(BlockConfig):
         R: int = 32  # GRBS ratio
-        split: str = "layer"  # layer | in | out | LxIxO
-
-        def __post_init__(self) -> None:
-            super().__post_init__()
-            grbs.parse_split(self.R, self.split, "R")
 
     def __init__(self, config: Config, layout: Layout) -> None:
         super().__init__(config, layout)
-        self.sparsifier = grbs.BlockSparsifier(layout, grbs.parse_split(config.R, config.split, "R"),
-                                               config.seed, "R")
+        self.sparsifier = config.sparsifier(layout)
 
     def sparsifier_at(self, step: int) -> grbs.BlockSparsifier:
         return self.sparsifier

@@ -12,7 +12,11 @@ import dataclasses
 from typing import Any, ClassVar
 
 from thinwire.algorithms import grbs
-from thinwire.algorithms.local_nag import BlockModelAveraging, LocalNAGConfig, check_period, is_period_end
+from thinwire.algorithms.local_nag import (
+    BlockModelAveraging,
+    PeriodicBlockConfig,
+    is_period_end,
+)
 from thinwire.algorithms.registry import Layout, register
 
 
@@ -22,20 +26,13 @@ class CSERPL(BlockModelAveraging):
     tiny: ClassVar[dict[str, Any]] = {"lr": 0.2, "R": 5, "split": "out", "H": 2}
 
     @dataclasses.dataclass(frozen=True)
-    class Config(LocalNAGConfig):
+    class Config(PeriodicBlockConfig):
         R: int = 8  # GRBS ratio of the periodic block averaging
         H: int = 4  # local steps per period
-        split: str = "layer"  # layer | in | out | LxIxO
-
-        def __post_init__(self) -> None:
-            super().__post_init__()
-            grbs.parse_split(self.R, self.split, "R")
-            check_period(self.H)
 
     def __init__(self, config: Config, layout: Layout) -> None:
         super().__init__(config, layout)
-        self.sparsifier = grbs.BlockSparsifier(layout, grbs.parse_split(config.R, config.split, "R"),
-                                               config.seed, "R")
+        self.sparsifier = config.sparsifier(layout)
 
     def sparsifier_at(self, step: int) -> grbs.BlockSparsifier | None:
         return self.sparsifier if is_period_end(step, self.config.H) else None

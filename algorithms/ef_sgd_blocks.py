@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from thinwire.algorithms import grbs
 from thinwire.algorithms.comm import Communicator
-from thinwire.algorithms.local_nag import LocalNAGConfig
+from thinwire.algorithms.local_nag import BlockConfig
 from thinwire.algorithms.registry import Layout, MethodBase, Oracle, register
 
 
@@ -29,18 +29,12 @@ class EFSGDBlocks(MethodBase):
     tiny: ClassVar[dict[str, Any]] = {"lr": 0.2, "R": 5, "split": "out"}
 
     @dataclasses.dataclass(frozen=True)
-    class Config(LocalNAGConfig):
+    class Config(BlockConfig):
         R: int = 32  # GRBS ratio
-        split: str = "layer"  # layer | in | out | LxIxO
-
-        def __post_init__(self) -> None:
-            super().__post_init__()
-            grbs.parse_split(self.R, self.split, "R")
 
     def __init__(self, config: Config, layout: Layout) -> None:
         super().__init__(config, layout)
-        self.sparsifier = grbs.BlockSparsifier(layout, grbs.parse_split(config.R, config.split, "R"),
-                                               config.seed, "R")
+        self.sparsifier = config.sparsifier(layout)
 
     def init_state(self, x: Any, comm: Communicator) -> dict[str, Any]:
         zeros = comm.xp.zeros_like(x)

@@ -15,7 +15,7 @@ from typing import Any
 
 from thinwire.algorithms import grbs
 from thinwire.algorithms.comm import Communicator
-from thinwire.algorithms.registry import MethodBase, Oracle, check_step
+from thinwire.algorithms.registry import Layout, MethodBase, Oracle, check_step
 
 
 def nag_step(x: Any, m: Any, g: Any, lr: float, momentum: float, weight_decay: float) -> tuple[Any, Any]:
@@ -35,6 +35,32 @@ class LocalNAGConfig:
 
     def __post_init__(self) -> None:
         check_step(self.lr, self.momentum, self.weight_decay)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockConfig(LocalNAGConfig):
+    """Local NAG that synchronises shared GRBS blocks at one ratio R (methods redeclare R's default)."""
+
+    R: int = 32  # GRBS ratio
+    split: str = "layer"  # how R splits into GRBS (layer, in, out): layer | in | out | LxIxO
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        grbs.parse_split(self.R, self.split, "R")
+
+    def sparsifier(self, layout: Layout) -> grbs.BlockSparsifier:
+        return grbs.BlockSparsifier(layout, grbs.parse_split(self.R, self.split, "R"), self.seed, "R")
+
+
+@dataclasses.dataclass(frozen=True)
+class PeriodicBlockConfig(BlockConfig):
+    """BlockConfig for methods that synchronise once every H local steps."""
+
+    H: int = 4  # local steps per period
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_period(self.H)
 
 
 def check_period(H: int) -> None:

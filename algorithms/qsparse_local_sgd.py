@@ -16,7 +16,11 @@ from typing import Any, ClassVar
 
 from thinwire.algorithms import grbs
 from thinwire.algorithms.comm import Communicator
-from thinwire.algorithms.local_nag import LocalNAGConfig, check_period, is_period_end, nag_step
+from thinwire.algorithms.local_nag import (
+    PeriodicBlockConfig,
+    is_period_end,
+    nag_step,
+)
 from thinwire.algorithms.registry import Layout, MethodBase, Oracle, register
 
 
@@ -26,20 +30,13 @@ class QSparseLocalSGD(MethodBase):
     tiny: ClassVar[dict[str, Any]] = {"lr": 0.2, "R": 5, "split": "out", "H": 2}
 
     @dataclasses.dataclass(frozen=True)
-    class Config(LocalNAGConfig):
+    class Config(PeriodicBlockConfig):
         R: int = 4  # GRBS ratio of the periodic error synchronisation
         H: int = 8  # local steps per period
-        split: str = "layer"  # layer | in | out | LxIxO
-
-        def __post_init__(self) -> None:
-            super().__post_init__()
-            grbs.parse_split(self.R, self.split, "R")
-            check_period(self.H)
 
     def __init__(self, config: Config, layout: Layout) -> None:
         super().__init__(config, layout)
-        self.sparsifier = grbs.BlockSparsifier(layout, grbs.parse_split(config.R, config.split, "R"),
-                                               config.seed, "R")
+        self.sparsifier = config.sparsifier(layout)
 
     def init_state(self, x: Any, comm: Communicator) -> dict[str, Any]:
         zeros = comm.xp.zeros_like(x)

@@ -1,16 +1,20 @@
 # make reproduce : set up .venv and run the quick CPU reproduction -> reports/index.html
 # make test      : set up .venv and run the tests
+# make validate  : (root) performance model vs real runs on shaped links -> reports/validation.csv
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 CORES ?= all
 
-.PHONY: setup reproduce test bench lint clean
+.PHONY: setup reproduce test validate bench lint clean
 
+# The constraint keeps DeepSpeed's source build (and pip) from fetching another, CUDA, torch.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,mpi,workflow]'
+	echo 'torch==2.13.0' > $(VENV)/constraints.txt
+	DS_BUILD_OPS=0 PIP_CONSTRAINT=$(abspath $(VENV))/constraints.txt \
+		$(BIN)/pip install --quiet -e '.[dev,mpi,workflow,deepspeed]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -19,12 +23,18 @@ reproduce: setup
 	$(BIN)/snakemake --cores $(CORES) --keep-going --rerun-incomplete
 	@echo "report: $(abspath reports/index.html)"
 
+validate: setup
+	$(BIN)/snakemake --cores $(CORES) validation
+	$(BIN)/snakemake --cores $(CORES) --keep-going --rerun-incomplete --forcerun report
+	@echo "validation: $(abspath reports/validation.csv)"
+
 test: setup
 	$(BIN)/python -m pytest
 
 bench: setup
 	$(BIN)/python benchmarks/bench_simulator.py
 	$(BIN)/python benchmarks/bench_compressors.py
+	$(BIN)/python benchmarks/bench_perfmodel.py
 
 lint: setup
 	$(BIN)/ruff check .

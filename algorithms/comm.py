@@ -44,6 +44,12 @@ class CommLog:
     def __init__(self) -> None:
         self.records: list[CommRecord] = []
         self.step = 0
+        self.seconds: dict[int, float] = {}  # measured seconds inside "method" collectives, per step
+
+    def add_seconds(self, seconds: float) -> None:
+        """Charge the wall time of the collective just recorded to its step (method traffic only)."""
+        if self.records and self.records[-1].category == "method":
+            self.seconds[self.step] = self.seconds.get(self.step, 0.0) + seconds
 
     def record(self, op: str, group_size: int, sent: int, recv: int, category: str = "method") -> None:
         self.records.append(CommRecord(self.step, op, int(group_size), int(sent), int(recv), category))
@@ -97,6 +103,15 @@ class Communicator(Protocol):
 
     def all_gather(self, x: Any, group: Group | None = None) -> Any:
         """Stack every group member's `x`: per-worker shape (n...) becomes (group size, n...)."""
+
+    def all_gather_v(self, x: Any, lengths: Any, group: Group | None = None) -> tuple[Any, Any]:
+        """All-gather messages of different lengths. Per worker, `x` is a 1-D buffer whose first
+        `lengths` items are the message (the rest is padding, never sent), `lengths` one host integer
+        (an array over the worker axis in the simulator). Returns (gathered, lengths): per worker,
+        gathered (group size, m) holds member j's message in the first lengths[j] items of row j, zero
+        after; lengths (group size,) as a numpy int64 array. Only the real lengths cross the wire, after
+        an all-gather of the lengths themselves (8 bytes per rank, logged as the all_gather it is).
+        Where the simulator must log one rank's bytes, it logs the first worker's: what rank 0 logs."""
 
     def reduce_scatter(self, x: Any, group: Group | None = None) -> Any:
         """Sum over the group, then keep this rank's 1/p chunk of the last axis."""

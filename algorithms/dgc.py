@@ -17,10 +17,15 @@ Sparsity warm-up: the density follows the paper's schedule (0.25, 0.0625, 0.0156
 99.6% sparsity") or the official code's (10^(-e/2): 0.316, 0.1, 0.0316, 0.01, 0.0032) in equal stages
 over `warmup_steps`, never below the final density.
 
-The sampled threshold selects a variable number c <= k of entries; the message is padded to k entries
-(index 0, value 0) so that every rank all-gathers the same size. The padding is really sent and
-counted, so for `threshold: sampled` the bytes are an upper bound on the official code's variable-size
-all-gather (by the padding fraction).
+Wire formats (algorithms/sparse_codec.py): fp32-int32, fp16-int32 (48 bits per entry), fp32-int64
+(96, the official code's default), and the paper's fp32-rl16: a 32-bit value and a 16-bit run length
+(coordinates skipped since the previous entry) per entry, 48 bits, after a 32-bit entry count. A run
+of 65535 or more is sent as escapes first: a bare run length 0xFFFF, no value, meaning "skip 65535";
+each escape costs 16 bits and is counted. Exact top-k with an index format sends exactly k entries per
+tensor and all-gathers equal sizes. The sampled threshold selects c <= k entries per tensor and the
+run-length format varies with its escapes, so those messages go through the variable-size all-gather
+(Communicator.all_gather_v): only the entries that pass are sent, after an all-gather of the lengths
+(64 bits). Their stated bits are the format's formula applied to what the step selected.
 """
 
 from __future__ import annotations
@@ -31,13 +36,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 from array_api_compat import device as device_of
-from thinwire.algorithms import wire
+from thinwire.algorithms import sparse_codec, wire
 from thinwire.algorithms.comm import Communicator
 from thinwire.algorithms.registry import MethodBase, Oracle, check_density, check_step, register, segments
 
-# name -> (value dtype, index dtype) on the wire
-WIRE_FORMATS = {"fp32-int32": ("float32", "int32"), "fp16-int32": ("float16", "int32"),
-                "fp32-int64": ("float32", "int64")}
+LENGTH_BITS = 64  # what a variable-size all-gather exchanges first: the message length, int64
 WARMUP = {"paper": [0.25 ** e for e in range(1, 5)], "code": [10 ** (-e / 2) for e in range(1, 6)], "none": []}
 
 
@@ -60,7 +63,8 @@ class DeepGradientCompression(MethodBase):
         momentum_masking: bool = True
         clip_norm: float = 0.0  # local gradient clipping threshold before the N^(-1/2) scaling; 0: off
         weight_decay: float = 0.0
-        wire: str = "fp32-int32"  # fp32-int32 (64 bits/entry), fp16-int32 (48), fp32-int64 (96, code default)
+        # fp32-int32 (64 bits/entry), fp16-int32 (48), fp32-int64 (96, code default), fp32-rl16 (paper, 48)
+        wire: str = "fp32-int32"
         seed: int = 0  # of the strided-sample offsets
         track_staleness: bool = False  # count sends per parameter after warm-up (claim D7); costs a copy per step
 
@@ -77,8 +81,8 @@ class DeepGradientCompression(MethodBase):
                 raise ValueError(f"sample_ratio must be in (0, 1], got {self.sample_ratio}")
             if self.clip_norm < 0:
                 raise ValueError(f"clip_norm must be >= 0, got {self.clip_norm}")
-            if self.wire not in WIRE_FORMATS:
-                raise ValueError(f"wire must be one of {', '.join(WIRE_FORMATS)}, got {self.wire!r}")
+            if self.wire not in sparse_codec.FORMATS:
+                raise ValueError(f"wire must be one of {', '.join(sparse_codec.FORMATS)}, got {self.wire!r}")
 
     def __init__(self, config: Config, layout) -> None:
         super().__init__(config, layout)
@@ -86,6 +90,8 @@ class DeepGradientCompression(MethodBase):
         self.sparse = [s for s in segs if len(s.shape) > 1]
         self.dense = [s for s in segs if len(s.shape) <= 1]
         self.n_dense = sum(s.stop - s.start for s in self.dense)
+        # Messages whose size depends on the data need the variable-size all-gather.
+        self.variable = config.threshold == "sampled" or sparse_codec.FORMATS[config.wire][1] == "rl16"
 
     def density(self, step: int) -> float:
         c = self.config
@@ -98,9 +104,20 @@ class DeepGradientCompression(MethodBase):
         return math.ceil(self.density(step) * numel)
 
     def bits_per_parameter(self, value_bits: int, step: int) -> float:
-        vdt, idt = WIRE_FORMATS[self.config.wire]
-        entry_bits = 8 * (np.dtype(vdt).itemsize + np.dtype(idt).itemsize)
-        sparse = sum(self.k(s.stop - s.start, step) for s in self.sparse) * entry_bits
+        """k entries of every sparsified tensor, no escapes: exact for exact top-k with an index format,
+        the nominal size otherwise (stated_bits gives a step's own)."""
+        entries = sum(self.k(s.stop - s.start, step) for s in self.sparse)
+        return self._bits(sparse_codec.size_bits(self.config.wire, entries), value_bits)
+
+    def stated_bits(self, value_bits: int, step: int, state: dict[str, Any]) -> float:
+        if not self.variable:
+            return self.bits_per_parameter(value_bits, step)
+        # This rank's message; in the simulator the first worker's, whose bytes SimComm logs.
+        return self._bits(int(state["message_bits"][0]), value_bits)
+
+    def _bits(self, message_bits: int, value_bits: int) -> float:
+        """Per parameter: the sparse message and its length, if any tensor is sparsified; the dense tensors."""
+        sparse = message_bits + (LENGTH_BITS if self.variable else 0) if self.sparse else 0
         return (sparse + self.n_dense * value_bits) / self.n_params
 
     def init_state(self, x: Any, comm: Communicator) -> dict[str, Any]:
@@ -110,7 +127,8 @@ class DeepGradientCompression(MethodBase):
         return {"u": zeros, "v": zeros, "global_momentum": zeros, "step": 0,
                 "dense_idx": xp.asarray(dense_idx.astype(np.int32), device=device_of(x)),
                 "rngs": [np.random.default_rng([self.config.seed, w]) for w in comm.workers],
-                "send_counts": np.zeros((len(comm.workers), x.shape[-1]), dtype=np.int64)}
+                "send_counts": np.zeros((len(comm.workers), x.shape[-1]), dtype=np.int64),
+                "message_bits": np.zeros(len(comm.workers), dtype=np.int64)}
 
     def step(self, x: Any, state: dict[str, Any], oracle: Oracle, comm: Communicator):
         c, xp = self.config, comm.xp
@@ -130,14 +148,16 @@ class DeepGradientCompression(MethodBase):
             v = v + g
 
         update = xp.zeros_like(x)
+        message_bits = state["message_bits"]
         if self.sparse:
-            idx, valid = self._select(v, t, state["rngs"])
-            vdt, idt = (wire.dtype_like(x, name) for name in WIRE_FORMATS[c.wire])
-            vals = wire.astype(wire.take_last(v, idx) * valid, vdt)
-            gathered = comm.all_gather(wire.pack([wire.astype(idx, idt), vals]))
-            all_idx, all_vals = wire.unpack(gathered, [(idt, idx.shape[-1]), (vdt, idx.shape[-1])])
-            update = wire.scatter_sum(all_idx, wire.astype(all_vals, x.dtype), d) / comm.world_size
-            sent = wire.scatter_sum(idx[..., None, :], valid[..., None, :], d) > 0
+            rows = self._select(v, t, state["rngs"])
+            exchange = self._exchange_variable if self.variable else self._exchange_fixed
+            update = exchange(v, rows, comm) / comm.world_size
+            message_bits = np.array([sparse_codec.message_bits(r, c.wire) for r in rows], dtype=np.int64)
+            sent = xp.zeros((len(rows), d), dtype=xp.bool, device=device_of(v))
+            for r, idx in enumerate(rows):
+                sent[r, idx] = True
+            sent = xp.reshape(sent, x.shape)
             v = xp.where(sent, xp.zeros_like(v), v)
             if c.track_staleness and t >= c.warmup_steps:
                 state["send_counts"] += np.asarray(sent.cpu() if hasattr(sent, "cpu") else sent).reshape(
@@ -155,43 +175,74 @@ class DeepGradientCompression(MethodBase):
         else:
             momentum = c.momentum * momentum + update + dense_grad
             update = momentum
-        new = {**state, "u": u, "v": v, "global_momentum": momentum, "step": t + 1}
+        new = {**state, "u": u, "v": v, "global_momentum": momentum, "step": t + 1, "message_bits": message_bits}
         return x - c.lr * update, new, loss
+
+    def _exchange_fixed(self, v: Any, rows: list, comm: Communicator) -> Any:
+        """Exactly k entries per tensor on every rank: one equal-size all-gather of indices and values.
+        Returns the sum over workers of their sparse tensors."""
+        xp = comm.xp
+        vdt, idt = (wire.dtype_like(v, name) for name in sparse_codec.FORMATS[self.config.wire])
+        idx = xp.reshape(xp.stack(rows), v.shape[:-1] + (-1,))
+        k = idx.shape[-1]
+        gathered = comm.all_gather(wire.pack([wire.astype(idx, idt), wire.astype(wire.take_last(v, idx), vdt)]))
+        all_idx, all_vals = wire.unpack(gathered, [(idt, k), (vdt, k)])
+        return wire.scatter_sum(all_idx, wire.astype(all_vals, v.dtype), v.shape[-1])
+
+    def _exchange_variable(self, v: Any, rows: list, comm: Communicator) -> Any:
+        """Each rank's own message (its selected entries, in the wire format) through the variable-size
+        all-gather; decoded on receipt, added in source order. Returns the sum over workers."""
+        xp, fmt, d = comm.xp, self.config.wire, v.shape[-1]
+        flat = xp.reshape(v, (-1, d))
+        messages = [sparse_codec.encode(idx, xp.take(flat[r], idx), fmt) for r, idx in enumerate(rows)]
+        buf = wire.pad_rows(messages)
+        lengths = np.array([m.shape[0] for m in messages], dtype=np.int64).reshape(v.shape[:-1])
+        gathered, got = comm.all_gather_v(xp.reshape(buf, v.shape[:-1] + buf.shape[-1:]), lengths)
+        p = got.shape[-1]
+        gathered, got = xp.reshape(gathered, (-1, p, gathered.shape[-1])), got.reshape(-1, p)
+        sums = []
+        for r in range(gathered.shape[0]):
+            parts = [sparse_codec.decode(gathered[r, j, :got[r, j]], fmt) for j in range(p)]
+            idx = xp.concat([i for i, _ in parts])
+            vals = wire.astype(xp.concat([val for _, val in parts]), v.dtype)
+            sums.append(wire.scatter_sum(idx[None, :], vals[None, :], d))
+        return xp.reshape(xp.stack(sums), v.shape)
 
     def diagnostics(self, state: dict[str, Any]) -> dict[str, float]:
         """With track_staleness: how many steps pass between updates of a sparsified parameter after
         warm-up (steps / sends, infinite when never sent), as the median over the first worker's
-        parameters, and the fraction of them never sent."""
+        parameters, the fraction of them never sent, and their distribution: the share of parameters
+        whose interval lies in [b, 2b), as update_interval_share_<b> for b = 1, 2, 4, ... (the last
+        bin holds the parameters sent once)."""
         steps = state["step"] - self.config.warmup_steps
         if not (self.config.track_staleness and self.sparse and steps > 0):
             return {}
         counts = np.concatenate([state["send_counts"][0, s.start:s.stop] for s in self.sparse])
         with np.errstate(divide="ignore"):
             interval = steps / counts
+        edges = 2 ** np.arange(int(math.log2(steps)) + 2)
+        shares, _ = np.histogram(interval[counts > 0], bins=edges)
+        histogram = {f"update_interval_share_{lo}": n / counts.size
+                     for lo, n in zip(edges[:-1].tolist(), shares.tolist())}
         return {"median_update_interval": float(np.median(interval)),
-                "never_updated_fraction": float(np.mean(counts == 0)), "staleness_steps": float(steps)}
+                "never_updated_fraction": float(np.mean(counts == 0)), "staleness_steps": float(steps), **histogram}
 
-    def _select(self, v: Any, step: int, rngs: list) -> tuple[Any, Any]:
-        """Indices (int32, padded to k per tensor) and a 0/1 validity mask of the entries to send."""
+    def _select(self, v: Any, step: int, rngs: list) -> list:
+        """Per worker this process holds (the rows of v): the ascending int64 indices of the entries to send."""
         xp = wire.namespace(v)
-        parts, valid = [], []
-        for s in self.sparse:
-            k = self.k(s.stop - s.start, step)
-            seg = v[..., s.start:s.stop]
-            if self.config.threshold == "exact":
-                parts.append(wire.top_k_indices(seg, k) + s.start)
-                valid.append(xp.ones(seg.shape[:-1] + (k,), dtype=v.dtype, device=device_of(v)))
-                continue
-            rows = xp.reshape(seg, (-1, seg.shape[-1]))
-            chosen = [self._sampled_row(xp.abs(rows[r]), k, step, rngs[r]) for r in range(rows.shape[0])]
-            parts.append(xp.reshape(xp.stack([i for i, _ in chosen]), seg.shape[:-1] + (k,)) + s.start)
-            valid.append(xp.astype(xp.reshape(xp.stack([m for _, m in chosen]), seg.shape[:-1] + (k,)), v.dtype))
-        return xp.concat(parts, axis=-1), xp.concat(valid, axis=-1)
+        rows = xp.reshape(v, (-1, v.shape[-1]))
+        if self.config.threshold == "exact":
+            idx = xp.concat([wire.top_k_indices(rows[:, s.start:s.stop], self.k(s.stop - s.start, step)) + s.start
+                             for s in self.sparse], axis=-1)
+            return [xp.astype(idx[r], xp.int64) for r in range(rows.shape[0])]
+        return [xp.concat([self._sampled_row(xp.abs(rows[r, s.start:s.stop]), self.k(s.stop - s.start, step),
+                                             step, rngs[r]) + s.start for s in self.sparse])
+                for r in range(rows.shape[0])]
 
-    def _sampled_row(self, importance: Any, k: int, step: int, rng: np.random.Generator) -> tuple[Any, Any]:
+    def _sampled_row(self, importance: Any, k: int, step: int, rng: np.random.Generator) -> Any:
         """The official code's selection for one tensor of one worker: threshold from a strided sample,
         up to 10 adaptations (resample to exact top-k above 1.3k, lower the threshold below 0.8k),
-        at most k entries. Returns (k int32 indices padded with 0, k booleans: which are real)."""
+        at most k entries. Returns their ascending int64 indices."""
         xp = wire.namespace(importance)
         numel, density = importance.shape[0], self.density(step)
         wanted = max(math.ceil(numel * self.config.sample_ratio), math.ceil(2 / density))
@@ -216,8 +267,4 @@ class DeepGradientCompression(MethodBase):
                     break
                 threshold = threshold * 0.8
                 idx = xp.nonzero(importance >= threshold)[0]
-        idx = idx[:k]
-        count = idx.shape[0]
-        pad = xp.zeros((k - count,), dtype=idx.dtype, device=device_of(idx))
-        mask = xp.arange(k, device=device_of(idx)) < count
-        return xp.astype(xp.concat([idx, pad]), xp.int32), mask
+        return xp.astype(idx[:k], xp.int64)

@@ -1,5 +1,6 @@
-"""Error-feedback SGD with a gradient quantizer (algorithms/quantizers.py): scaled sign, QSGD, TernGrad,
-BinGrad or ORQ. The same error feedback as topk-ef (Karimireddy et al. 2019), with a quantizer as C.
+"""Error-feedback SGD with a gradient quantizer (algorithms/quantizers.py): scaled sign, QSGD, NUQSGD,
+TernGrad, BinGrad or ORQ. The same error feedback as topk-ef (Karimireddy et al. 2019), with a quantizer
+as C.
 
 Per worker, with error e (the part of past updates not yet sent):
     p = e + lr * g            (g: local gradient, or local momentum when momentum > 0)
@@ -40,8 +41,8 @@ class ErrorFeedbackQuantized(MethodBase):
     @dataclasses.dataclass(frozen=True)
     class Config:
         lr: float = 0.1
-        quantizer: str = "qsgd"  # scaled-sign | qsgd | terngrad | bingrad | orq
-        levels: int = 4  # s: QSGD's levels per sign, ORQ's s + 1 levels; unused by the others
+        quantizer: str = "qsgd"  # scaled-sign | qsgd | nuqsgd | terngrad | bingrad | orq
+        levels: int = 4  # s: (NU)QSGD's nonzero levels per sign, ORQ's s + 1 levels; unused by the others
         bucket_size: int = 512  # values sharing one scale (or one set of levels)
         momentum: float = 0.0  # local heavy-ball momentum applied before error feedback
         error_feedback: bool = True

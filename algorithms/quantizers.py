@@ -13,6 +13,7 @@ bytes: the float32 numbers of all buckets first, then the codes packed by `bits.
 |-------------|---------------------------|-------------------|-----------------------------------|----------|
 | scaled-sign | 1                         | 1: mean abs       | +-mean|x|                         | no       |
 | qsgd        | ceil(log2(s+1)) + 1       | 1: l2 norm        | +-norm * l / s, l = 0..s          | yes      |
+| nuqsgd      | ceil(log2(s+1)) + 1       | 1: l2 norm        | +-norm * {0, 2^-(s-1), .., 1/2, 1} | yes     |
 | terngrad    | 2                         | 1: max abs        | {-max, 0, +max}                   | yes      |
 | bingrad     | 1                         | 2: b1 <= b2       | 2-level Lloyd-Max                 | no       |
 | orq         | ceil(log2(s+1))           | s + 1: b_0..b_s   | variance-optimal, b_0 = min, b_s = max | yes |
@@ -27,6 +28,7 @@ the rounding stays unbiased (up to the float resolution of the probability itsel
 1e-16 of the level spacing below hi is always rounded up).
 
 References: scaled sign as in EF-SignSGD (Karimireddy et al. 2019); QSGD (Alistarh et al. 2017);
+NUQSGD (Ramezani-Kebrya et al., JMLR 2021, arXiv 1908.06077);
 TernGrad (Wen et al. 2017; its gradient clipping and layer-wise sharing of the scale are not
 reproduced here); BinGrad and ORQ (Xu, Huo, Huang, arXiv 2002.11082; see the classes).
 """
@@ -184,11 +186,17 @@ class QSGD(Quantizer):
 
     floats = 1  # type: ignore[assignment]
 
+    @staticmethod
+    def _norm(xb: Any) -> Any:
+        """Each bucket's l2 norm, rounded up to float32: so norm >= max|x| and |x| / norm <= 1."""
+        xp = wire.namespace(xb)
+        # Scaled by max|x| so squares neither underflow nor overflow.
+        big = xp.max(xp.abs(xb), axis=-1, keepdims=True)
+        return _f32(big * xp.sqrt(xp.sum((xb / _safe(big)) ** 2, axis=-1, keepdims=True)), +1)
+
     def _encode(self, xb, mask, u):
         xp = wire.namespace(xb)
-        # Scaled by max|x| so squares neither underflow nor overflow; then norm >= max|x| exactly.
-        big = xp.max(xp.abs(xb), axis=-1, keepdims=True)
-        norm = _f32(big * xp.sqrt(xp.sum((xb / _safe(big)) ** 2, axis=-1, keepdims=True)), +1)
+        norm = self._norm(xb)
         level = xp.clip(_stochastic_round(xp.abs(xb) / _safe(norm) * self.levels, u), 0, self.levels)
         return norm, level + xp.astype(xb < 0, xp.int64) * 2 ** (self.bits - 1)
 
@@ -196,6 +204,45 @@ class QSGD(Quantizer):
         level = wire.astype(codes & (2 ** (self.bits - 1) - 1), floats.dtype)
         sign = 1 - 2 * wire.astype(codes >> (self.bits - 1), floats.dtype)
         return floats * (level / self.levels) * sign
+
+
+class NUQSGD(QSGD):
+    """NUQSGD (Ramezani-Kebrya et al. 2021): QSGD with exponentially spaced levels. |x_i| / norm is
+    rounded stochastically between its two neighbours among l_0 = 0, l_j = 2^(j - s) (j = 1..s), i.e.
+    0, 2^-(s-1), ..., 1/2, 1, so small values, the bulk of a gradient bucket, get finer levels. Same
+    code as QSGD (level index j in the low bits, sign in the top bit) and the same width at equal s.
+    `levels` counts the nonzero levels, as QSGD's s does (the NUQSGD paper writes its levels as
+    0, 2^-s', ..., 1/2, 1, so s' = s - 1 [notation not checked against the paper]). With s = 1 the
+    levels are {0, 1}: NUQSGD and QSGD coincide at 2 code bits."""
+
+    name, unbiased, stochastic = "nuqsgd", True, True
+
+    def _level(self, j: Any, dtype: Any) -> Any:
+        """l_j for integer level indices j (0 for j = 0): exact powers of two."""
+        xp = wire.namespace(j)
+        power = xp.astype(j - self.levels, dtype)
+        return xp.where(j > 0, 2.0 ** power, xp.zeros_like(power))
+
+    def _encode(self, xb, mask, u):
+        xp = wire.namespace(xb)
+        norm = self._norm(xb)
+        r = xp.abs(xb) / _safe(norm)
+        # j: index of the highest level <= r, by comparison rather than log2 (exact at the levels).
+        j = xp.zeros(xb.shape, dtype=xp.int64, device=device_of(xb))
+        for k in range(1, self.levels + 1):
+            j = j + xp.astype(r >= 2.0 ** (k - self.levels), xp.int64)
+        low = self._level(j, xb.dtype)
+        top = xp.clip(j + 1, 0, self.levels)
+        width = self._level(top, xb.dtype) - low
+        frac = xp.where(width > 0, (r - low) / _safe(width), xp.zeros_like(r))
+        level = j + xp.astype(u < frac, xp.int64)
+        return norm, level + xp.astype(xb < 0, xp.int64) * 2 ** (self.bits - 1)
+
+    def _decode(self, floats, codes):
+        xp = wire.namespace(codes)
+        j = xp.astype(codes & (2 ** (self.bits - 1) - 1), xp.int64)
+        sign = 1 - 2 * wire.astype(codes >> (self.bits - 1), floats.dtype)
+        return floats * self._level(j, floats.dtype) * sign
 
 
 class TernGrad(Quantizer):
@@ -339,7 +386,7 @@ def _best_interior_level(g: Any, left: Any, right: Any, current: Any) -> Any:
 
 
 QUANTIZERS: dict[str, Callable[..., Quantizer]] = {
-    cls.name: cls for cls in (ScaledSign, QSGD, TernGrad, BinGrad, ORQ)}
+    cls.name: cls for cls in (ScaledSign, QSGD, NUQSGD, TernGrad, BinGrad, ORQ)}
 
 
 def make_quantizer(name: str, levels: int = 4, bucket_size: int = 512) -> Quantizer:

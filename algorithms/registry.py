@@ -67,6 +67,17 @@ class MethodBase:
         """Scalars the method measured about itself over the run (e.g. DGC's update intervals)."""
         return {}
 
+    def trace(self, state: dict[str, Any]) -> dict[str, float]:
+        """Scalars of the step just taken, recorded every step (trace.csv; e.g. LARS' per-layer lr).
+        Keep them few: each name becomes a column of the results table."""
+        return {}
+
+    def stated_bits(self, value_bits: int, step: int, state: dict[str, Any]) -> float:
+        """The stated bits per parameter of the step just taken, given the state after it: the formula
+        of bits_per_parameter, unless the message size depends on the step's data (DGC's sampled
+        threshold): such a method applies its formula to what it selected, which its state keeps."""
+        return self.bits_per_parameter(value_bits, step)
+
 
 class Method(Protocol):
     """One method: a config dataclass, its state, and one step of SPMD code for one worker."""
@@ -88,6 +99,9 @@ class Method(Protocol):
 
     def bits_per_parameter(self, value_bits: int, step: int) -> float:
         """The method's stated bits sent per rank per parameter at `step` (a formula, not a measurement)."""
+
+    def stated_bits(self, value_bits: int, step: int, state: dict[str, Any]) -> float:
+        """What the training loop records as the step's stated bits (MethodBase: bits_per_parameter)."""
 
 
 METHODS: dict[str, type] = {}

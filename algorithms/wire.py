@@ -37,6 +37,8 @@ def nbytes(x: Any) -> int:
 def to_bytes(x: Any) -> Any:
     """View the last axis of `x` as bytes: shape (..., n) of itemsize s becomes (..., n * s) uint8."""
     if is_torch_array(x):
+        if x.numel() == 0:  # torch will not view an empty tensor whose stride is 0 as bytes
+            return _torch().empty(x.shape[:-1] + (0,), dtype=_torch().uint8, device=x.device)
         return x.contiguous().view(_torch().uint8)
     return np.ascontiguousarray(x).view(np.uint8)
 
@@ -69,6 +71,19 @@ def unpack(buf: Any, layout: Sequence[tuple[Any, int]]) -> list[Any]:
         start += size
     if start != buf.shape[-1]:
         raise ValueError(f"payload of {buf.shape[-1]} bytes does not match layout of {start} bytes")
+    return out
+
+
+def pad_rows(rows: Sequence[Any]) -> Any:
+    """Stack 1-D arrays of different lengths into one (len(rows), longest) array, zero after each row's end."""
+    width = max((r.shape[0] for r in rows), default=0)
+    if is_torch_array(rows[0]):
+        torch = _torch()
+        out = torch.zeros((len(rows), width), dtype=rows[0].dtype, device=rows[0].device)
+    else:
+        out = np.zeros((len(rows), width), dtype=rows[0].dtype)
+    for i, r in enumerate(rows):
+        out[i, :r.shape[0]] = r
     return out
 
 

@@ -22,6 +22,6 @@ def build_report(table_csv: Path, out_dir: Path, claims_dir: Path | None = None,
     # Studies: measurements that are not training runs (e.g. quantizer error by distribution).
     studies = {p.stem: pd.read_csv(p) for p in sorted(Path(studies_dir).glob("*.csv"))} if studies_dir else {}
     v = verdicts(table, load_claims(claims_dir), studies)
-    figures = draw_figures(table, Path(out_dir) / "figures")
-    write_report(table, v, figures, Path(out_dir))
+    figures = draw_figures(table, Path(out_dir) / "figures", studies)
+    write_report(table, v, figures, Path(out_dir), studies.get("validation"))
     return v

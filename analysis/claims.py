@@ -7,15 +7,17 @@ A claim file (analysis/claims/*.yaml) holds a list of claims:
       statement: what the paper says, in its words
       setup: what this machine runs to check it
       quantity: {name: final_loss_ratio, method: topk-ef, baseline: sgd, workload: logreg}
-      rule: at_most          # within | at_most | at_least
+      rule: at_most          # within | at_most | at_least | reported (no verdict; expected may be null)
       expected: 1.05         # a number, or "stated" for the runs' stated value
       tolerance: 0.0         # absolute, added to the bound (within: |measured - expected| <= tolerance)
       figure: loss_vs_step
       out_of_scope: "why"    # optional: no verdict is computed, the reason is reported
 
 Verdicts: reproduced, not reproduced, inconclusive (no data, or the bound lies within two standard
-errors of the seed-to-seed spread), out of scope. Tolerances are fixed in the claim file before
-any result exists; nothing here adjusts them.
+errors of the seed-to-seed spread), out of scope, reported (rule `reported`: a number computed and
+shown, such as a performance-model prediction for a setup the paper leaves unstated, where no fair
+bound exists to judge it by). Tolerances are fixed in the claim file before any result exists;
+nothing here adjusts them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import yaml
 from thinwire.algorithms.comm import ThinwireError
 
 CLAIMS_DIR = Path(__file__).parent / "claims"
-RULES = ("within", "at_most", "at_least")
+RULES = ("within", "at_most", "at_least", "reported")
 FIELDS = {"id", "source", "statement", "setup", "quantity", "rule", "expected", "tolerance", "figure",
           "out_of_scope"}
 REQUIRED = {"id", "source", "statement", "setup", "quantity", "rule", "expected"}
@@ -158,6 +160,90 @@ def final_metric_gap(table: pd.DataFrame, experiment: str, label: str, baseline:
 
 
 @quantity
+def final_eval_loss_ratio(table: pd.DataFrame, experiment: str, label: str, baseline: str,
+                          mode: str = "sim") -> Measurement | None:
+    """Final held-out loss of `label` over `baseline`'s in one experiment, paired by seed; mean over
+    seeds, with its standard error. Above 1: `label` ends worse (for a language model, the
+    perplexity ratio is exp(loss difference)). A diverged run counts as an infinite loss."""
+    rows = _select(table, experiment=experiment, mode=mode)
+    finals = rows.dropna(subset=["eval_loss"]).sort_values("step").groupby(["label", "seed"])["eval_loss"].last()
+    diverged = rows[rows["status"] == "diverged"].groupby(["label", "seed"]).size().index
+    finals[finals.index.isin(diverged)] = math.inf
+    labels = finals.index.get_level_values(0)
+    if label not in labels or baseline not in labels:
+        return None
+    ratio = (finals[label] / finals[baseline]).dropna()
+    if ratio.empty:
+        return None
+    spread = len(ratio) > 1 and bool(np.isfinite(ratio).all())
+    sem = float(ratio.std(ddof=1) / math.sqrt(len(ratio))) if spread else math.inf
+    return Measurement(float(ratio.mean()), None, sem,
+                       f"final eval loss {baseline} {finals[baseline].mean():.4f} vs {label} {finals[label].mean():.4f} "
+                       f"on {experiment} ({mode}), {len(ratio)} seeds; ratio per seed "
+                       f"{', '.join(f'{r:.4f}' for r in ratio)}; {len(diverged)} diverged runs")
+
+
+@quantity
+def eval_loss_ratio_at_step(table: pd.DataFrame, experiment: str, label: str, baseline: str, step: int,
+                            mode: str = "sim") -> Measurement | None:
+    """Held-out loss of `label` over `baseline`'s in the row of `step` (the model after step + 1
+    updates), paired by seed; mean over seeds, with its standard error: an ordering early in training
+    (e.g. after 1, 2, 5 epochs). A run that diverged before that step counts as an infinite loss."""
+    rows = _select(table, experiment=experiment, label=[label, baseline], mode=mode)
+    runs = rows.groupby(["label", "seed"])
+    at = rows[rows["step"] == step].groupby(["label", "seed"])["eval_loss"].first()
+    at = at.reindex(runs.size().index)
+    diverged = runs["status"].first() == "diverged"
+    at[at.isna() & diverged] = math.inf
+    at = at.dropna()
+    labels = at.index.get_level_values(0)
+    if label not in labels or baseline not in labels:
+        return None
+    ratio = (at[label] / at[baseline]).dropna()
+    if ratio.empty:
+        return None
+    spread = len(ratio) > 1 and bool(np.isfinite(ratio).all())
+    sem = float(ratio.std(ddof=1) / math.sqrt(len(ratio))) if spread else math.inf
+    return Measurement(float(ratio.mean()), None, sem,
+                       f"eval loss after step {step}: {baseline} {at[baseline].mean():.4f} vs {label} "
+                       f"{at[label].mean():.4f} on {experiment} ({mode}), {len(ratio)} seeds; ratio per seed "
+                       f"{', '.join(f'{r:.4f}' for r in ratio)}")
+
+
+@quantity
+def volume_ratio(table: pd.DataFrame, experiment: str, label: str, baseline: str, steps: str = "all",
+                 baseline_bits: int | None = None) -> Measurement | None:
+    """Link volume of `baseline` over that of `label` (column link_bytes: the bytes one rank puts on the
+    links under the performance model's ring collectives), paired by seed, mean over seeds. steps "all":
+    whole runs; "last": each run's last step (e.g. 1-bit Adam's compression stage against a dense step).
+    baseline_bits: count the baseline's values at this many bits (16: an fp16 all-reduce, from an fp32 one)."""
+    if steps not in ("all", "last"):
+        raise ThinwireError(f"volume_ratio: steps must be all or last, got {steps!r}")
+    rows = _select(table, experiment=experiment, label=[label, baseline], mode=["sim", "real"])
+    if rows.empty or "link_bytes" not in rows:
+        return None
+    rows = rows.sort_values("step")
+    runs = rows.groupby(["label", "seed"])
+    link = runs["link_bytes"].sum() if steps == "all" else runs["link_bytes"].last()
+    handed = runs["bytes_sent"].sum() if steps == "all" else runs["bytes_sent"].last()
+    value_bits = runs["dtype"].first().map(lambda d: np.dtype(d).itemsize * 8)
+    labels = link.index.get_level_values(0)
+    if label not in labels or baseline not in labels:
+        return None
+    scale = (baseline_bits / value_bits[baseline]) if baseline_bits else 1.0
+    ratio = (link[baseline] * scale / link[label]).dropna()
+    if ratio.empty:
+        return None
+    sem = float(ratio.std(ddof=1) / math.sqrt(len(ratio))) if len(ratio) > 1 else 0.0
+    as_handed = (handed[baseline] * scale / handed[label]).mean()
+    bits = f" counted at {baseline_bits} bits" if baseline_bits else ""
+    return Measurement(float(ratio.mean()), None, sem,
+                       f"{baseline}{bits} / {label} link bytes per rank ({'whole runs' if steps == 'all' else 'last step'}"
+                       f", {experiment}): {(link[baseline] * scale).mean():,.0f} / {link[label].mean():,.0f} = "
+                       f"{ratio.mean():.4g} over {len(ratio)} seeds; bytes handed to collectives: {as_handed:.4g}x")
+
+
+@quantity
 def diagnostic(table: pd.DataFrame, experiment: str, label: str, diagnostic: str) -> Measurement | None:
     """A method's own end-of-run diagnostic (column diag_<name>), mean over the runs (seeds)."""
     name = diagnostic
@@ -177,7 +263,9 @@ def diagnostic(table: pd.DataFrame, experiment: str, label: str, diagnostic: str
 def study_ratio(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study: str, a: str, b: str,
                 match: list[str], metric: str = "mse") -> Measurement | None:
     """The largest metric(a) / metric(b) over the cases of a study (results/studies/<study>.csv)
-    where a and b share the `match` columns, e.g. ORQ against QSGD per distribution and code bits."""
+    where a and b share the `match` columns, e.g. ORQ against QSGD per distribution and code bits.
+    When the study gives standard errors (<metric>_sem) of independent estimates, the ratio's is
+    ratio * sqrt((sem_a / a)^2 + (sem_b / b)^2), and the worst case is the largest ratio + 2 sem."""
     df = studies.get(study)
     if df is None:
         return None
@@ -185,13 +273,106 @@ def study_ratio(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study: st
     if pair.empty:
         return None
     pair["ratio"] = pair[f"{metric}_a"] / pair[f"{metric}_b"]
-    worst = pair["ratio"].idxmax()
+    pair["sem"] = 0.0
+    if f"{metric}_sem" in df:
+        pair["sem"] = pair["ratio"] * np.hypot(pair[f"{metric}_sem_a"] / pair[f"{metric}_a"],
+                                               pair[f"{metric}_sem_b"] / pair[f"{metric}_b"])
+    worst = (pair["ratio"] + 2 * pair["sem"]).idxmax()
     cases = "; ".join(f"{' '.join(str(r[m]) for m in match)}: {r['ratio']:.3g}" for _, r in pair.iterrows())
     bits = (f" (bits per value {pair['bits_per_value_a'].mean():.3g} vs {pair['bits_per_value_b'].mean():.3g})"
             if "bits_per_value_a" in pair else "")
-    return Measurement(float(pair.at[worst, "ratio"]), None, 0.0,
+    return Measurement(float(pair.at[worst, "ratio"]), None, float(pair.at[worst, "sem"]),
                        f"{metric} of {a} / {b}{bits}, worst case "
                        f"{' '.join(str(pair.at[worst, m]) for m in match)}; all: {cases}")
+
+
+@quantity
+def study_value(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study: str, a: str, metric: str,
+                worst: str = "max") -> Measurement | None:
+    """metric of quantizer `a` in its worst case over a study's rows, with the standard error the
+    study gives (<metric>_sem, else 0): `worst: max` picks the largest metric + 2 sem (for at_most
+    rules), `min` the smallest metric - 2 sem (for at_least), e.g. ORQ's largest bias."""
+    if worst not in ("max", "min"):
+        raise ThinwireError(f"study_value: worst must be max or min, got {worst!r}")
+    df = studies.get(study)
+    if df is None:
+        return None
+    rows = df[df["quantizer"] == a]
+    if rows.empty:
+        return None
+    sem = rows[f"{metric}_sem"] if f"{metric}_sem" in rows else pd.Series(0.0, index=rows.index)
+    sign = 1 if worst == "max" else -1
+    pick = (sign * rows[metric] + 2 * sem).idxmax()
+    case = ", ".join(f"{k} {rows.at[pick, k]}" for k in ("distribution", "code_bits") if k in rows)
+    cases = "; ".join(f"{' '.join(str(r[k]) for k in ('distribution', 'code_bits') if k in rows)}: "
+                      f"{r[metric]:.3g} +- {sem[i]:.2g}" for i, r in rows.iterrows())
+    return Measurement(float(rows.at[pick, metric]), None, float(sem[pick]),
+                       f"{metric} of {a} ({worst} + 2 standard errors over {len(rows)} cases): "
+                       f"{rows.at[pick, metric]:.3g} +- {sem[pick]:.2g} at {case}; all: {cases}")
+
+
+@quantity
+def rate_exponent(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study: str, label: str, column: str,
+                  by: str = "rounds", group: str = "sign") -> Measurement | None:
+    """The exponent b of column ~ a * by^b (e.g. the mean squared gradient norm against the horizon T)
+    for a study's rows whose `group` is `label`: a least-squares line in log-log per seed, then the mean
+    slope over seeds with its standard error. A rate check, not a proof of a rate."""
+    df = studies.get(study)
+    if df is None:
+        return None
+    rows = df[df[group] == label]
+    if rows[by].nunique() < 2:
+        return None
+    slopes = pd.Series({seed: np.polyfit(np.log(g[by]), np.log(g[column]), 1)[0] for seed, g in rows.groupby("seed")})
+    sem = float(slopes.std(ddof=1) / math.sqrt(len(slopes))) if len(slopes) > 1 else math.inf
+    means = rows.groupby(by)[column].mean()
+    return Measurement(float(slopes.mean()), None, sem,
+                       f"{column} of {label} ({study}), mean over {len(slopes)} seeds at {by} "
+                       f"{', '.join(f'{t:g}: {v:.3g}' for t, v in means.items())}; log-log slope per seed "
+                       f"{', '.join(f'{b:.3f}' for b in slopes)}")
+
+
+@quantity
+def model_bandwidth(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study: str, label: str,
+                    speedup: float) -> Measurement | None:
+    """Inter-node Gbit/s below which `label` steps `speedup` times faster than its dense baseline, from
+    a model job's summary (results/studies/model-<job>.csv); mean over seeds. inf: at every bandwidth
+    the model tried; 0: at none."""
+    df = studies.get(study)
+    if df is None:
+        return None
+    rows = df[(df["quantity"] == "bandwidth_at_speedup") & (df["label"] == label)]
+    at = rows[np.isclose(rows["target"], speedup)]["value"]
+    if at.empty:
+        return None
+    sem = float(at.std(ddof=1) / math.sqrt(len(at))) if len(at) > 1 and np.isfinite(at).all() else 0.0
+
+    def below(values: pd.Series) -> str:
+        if np.isinf(values).all():
+            return "at every bandwidth the model tried"
+        return "below " + ", ".join("never" if v == 0 else f"{v:.3g}" for v in values) + " Gbit/s"
+
+    each = "; ".join(f"{t:g}x {below(g['value'])}" for t, g in rows.groupby("target"))
+    return Measurement(float(at.mean()), None, sem,
+                       f"{label} against its baseline on {rows['cluster'].iloc[0]}, per seed ({len(at)}): {each}")
+
+
+@quantity
+def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat: str,
+                     study: str = "validation") -> Measurement | None:
+    """median or max over the shaped-link cases of |predicted - measured| / measured step time
+    (results/studies/validation.csv, from `thinwire validate`)."""
+    if stat not in ("median", "max"):
+        raise ThinwireError(f"validation_error: stat must be median or max, got {stat!r}")
+    df = studies.get(study)
+    if df is None or df.empty:
+        return None
+    err = df["error"].abs()
+    worst = df.loc[err.idxmax()]
+    return Measurement(float(getattr(err, stat)()), None, 0.0,
+                       f"{len(df)} cases ({', '.join(sorted(df['bandwidth'].unique()))}); median {err.median():.1%}, "
+                       f"max {err.max():.1%} ({worst['label']} at {worst['bandwidth']}: predicted "
+                       f"{worst['predicted_s'] * 1e3:.3g} ms, measured {worst['measured_s'] * 1e3:.3g} ms)")
 
 
 def load_claims(folder: Path | None = None) -> list[dict]:
@@ -262,6 +443,11 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
             raise ThinwireError(f"claim {c['id']}: bad quantity arguments: {e}") from None
         if m is None:
             row.update(verdict="inconclusive", reason="no results for this claim's setup")
+            rows.append(row)
+            continue
+        if c["rule"] == "reported":
+            # The setup says what is measured and what assumed: the report shows it as the reason.
+            row.update(verdict="reported", measured=m.value, evidence=m.evidence, reason=c["setup"])
             rows.append(row)
             continue
         expected = m.expected if c["expected"] == "stated" else float(c["expected"])

@@ -10,10 +10,12 @@ diverged run) are dropped first: a diverged run shows up as a curve that stops.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -27,8 +29,9 @@ BANDWIDTH = "bandwidth (Gbit/s)"
 BOOT_SEED = 0
 
 
-def draw_figures(table: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
-    """Draw every figure that has data; return {name: png path}."""
+def draw_figures(table: pd.DataFrame, out_dir: Path, studies: dict[str, pd.DataFrame] | None = None) -> dict[str, Path]:
+    """Draw every figure that has data (from the results table and the study tables); return {name: png path}."""
+    studies = studies or {}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = _loss_rows(table)
@@ -36,10 +39,17 @@ def draw_figures(table: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     plans = {
         "accuracy_vs_ratio": (_accuracy_rows(table), _accuracy_vs_ratio),
         "dgc_sparsity_warmup": (_warmup_rows(table), _dgc_warmup),
+        "dgc_staleness_histogram": (_staleness_rows(table), _dgc_staleness_histogram),
+        "lars_layer_lr": (_layer_lr_rows(table), _lars_layer_lr),
+        "quantizer_accuracy": (_quantizer_rows(table), _quantizer_accuracy),
         "loss_vs_step": (curves, _loss_vs_step),
         "loss_vs_bytes": (curves[curves["cum_bytes_sent"] > 0], _loss_vs_bytes),
         "model_step_time": (model[model["step_time"] > 0], _model_step_time),
         "model_speedup": (model[np.isfinite(model["speedup"])], _model_speedup),
+        "model_time_to_target": (_time_rows(table), _model_time_to_target),
+        "model_time_profile": (_time_rows(table), _model_time_profile),
+        "model_validation": (studies.get("validation", pd.DataFrame()), _model_validation),
+        "sign_rate": (_sign_rate_rows(studies), _sign_rate),
     }
     drawn = {}
     for name, (rows, draw) in plans.items():
@@ -81,6 +91,91 @@ def _warmup_rows(table: pd.DataFrame) -> pd.DataFrame:
     rows = table[table["mode"].isin(["sim", "real"]) & (table["method"] == "dgc")].dropna(subset=["stated_bits"])
     varying = rows.groupby("run")["stated_bits"].nunique()
     return rows[rows["run"].isin(varying[varying > 1].index)]
+
+
+def _staleness_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """DGC runs that tracked staleness (claim D7): per run, the share of sparsified parameters in each
+    bin of steps between sends (diagnostics update_interval_share_<b>: [b, 2b)), and those never sent."""
+    shares = [c for c in table.columns if c.startswith("diag_update_interval_share_")]
+    if not shares:
+        return pd.DataFrame()
+    runs = table.dropna(subset=shares, how="all").groupby("run").first()
+    rows = [{"run": run, "experiment": r["experiment"], "label": r["label"], "bin": int(c.rsplit("_", 1)[1]),
+             "share": r[c]} for run, r in runs.iterrows() for c in shares if pd.notna(r[c])]
+    never = [{"run": run, "experiment": r["experiment"], "label": r["label"], "bin": np.inf,
+              "share": r["diag_never_updated_fraction"]} for run, r in runs.iterrows()]
+    out = pd.DataFrame(rows + never)
+    if out.empty:
+        return out
+    # Bins below the shortest interval any run has are empty: leave them out.
+    out = out[out["bin"] >= out.loc[out["share"] > 0, "bin"].min()].sort_values("bin")
+    return out.assign(interval=[f"[{b:.0f}, {2 * b:.0f})" if np.isfinite(b) else "never" for b in out["bin"]])
+
+
+def _dgc_staleness_histogram(rows: pd.DataFrame) -> sns.FacetGrid:
+    grid = sns.catplot(data=rows, x="interval", y="share", hue="label", kind="bar", errorbar=None,
+                       sharey=False, **_facets(rows, "experiment"))
+    grid.set_xticklabels(rotation=45, horizontalalignment="right")
+    grid.set_axis_labels("steps between sends after warm-up (the paper: 600-1000)",
+                         "share of sparsified parameters")
+    grid.set_titles("{col_name}")
+    grid.figure.suptitle("DGC: how often each sparsified parameter is sent", y=1.02)
+    return grid
+
+
+def _layer_lr_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The lr each weight tensor got at every step (the trace_lr:<tensor> columns LARS and CLARS
+    record), one row per run, step and tensor; a panel per experiment and tensor."""
+    traced = [c for c in table.columns if c.startswith("trace_lr:")]
+    if not traced:
+        return pd.DataFrame()
+    rows = table[table["mode"].isin(["sim", "real"])].dropna(subset=traced, how="all")
+    long = rows.melt(id_vars=["run", "experiment", "label", "mode", "step"], value_vars=traced,
+                     var_name="tensor", value_name="lr").dropna(subset=["lr"])
+    return long.assign(panel=long["experiment"] + ": " + long["tensor"].str.removeprefix("trace_lr:"))
+
+
+def _lars_layer_lr(rows: pd.DataFrame) -> sns.FacetGrid:
+    grid = sns.relplot(data=rows, x="step", y="lr", hue="label", style="mode", kind="line", seed=BOOT_SEED,
+                       facet_kws={"sharex": False, "sharey": False}, **_facets(rows, "panel"))
+    if (rows["lr"] > 0).all():
+        grid.set(yscale="log")
+    grid.set_axis_labels("step", "lr of the tensor (global lr x trust ratio)")
+    grid.set_titles("{col_name}")
+    grid.figure.suptitle("LARS / CLARS: per-layer learning rate (mean over seeds, 95% CI)", y=1.02)
+    return grid
+
+
+def _quantizer_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Final accuracy of every run in the experiments that train with ef-quant, with its quantizer
+    (" + EF" with error feedback) and code bits per value; the experiment's dense runs as "dense", 32."""
+    from thinwire.algorithms.quantizers import make_quantizer
+    from thinwire.algorithms.registry import get_method, make_config
+
+    rows = table[table["mode"].isin(["sim", "real"])].dropna(subset=["metric"])
+    quantized = rows.loc[rows["method"] == "ef-quant", "experiment"].unique()
+    rows = rows[rows["experiment"].isin(quantized) & rows["method"].isin(["ef-quant", "sgd"])]
+    last = rows.sort_values("step").groupby("run").tail(1)
+    names, code_bits = [], []
+    for method, params in zip(last["method"], last["params"]):
+        if method == "sgd":
+            names.append("dense")
+            code_bits.append(32)
+            continue
+        c = make_config(get_method("ef-quant"), json.loads(params))
+        names.append(c.quantizer + (" + EF" if c.error_feedback else ""))
+        code_bits.append(make_quantizer(c.quantizer, c.levels, c.bucket_size).bits)
+    return last.assign(quantizer=names, code_bits=code_bits)
+
+
+def _quantizer_accuracy(rows: pd.DataFrame) -> sns.FacetGrid:
+    grid = sns.catplot(data=rows, x="code_bits", y="metric", hue="quantizer", kind="point", dodge=0.5,
+                       linestyle="none", errorbar=("ci", 95), seed=BOOT_SEED, sharey=False,
+                       **_facets(rows, "experiment"))
+    grid.set_axis_labels("code bits per value (32: dense float32)", "final accuracy (average model)")
+    grid.set_titles("{col_name}")
+    grid.figure.suptitle("Final accuracy by quantizer and code bits (mean over seeds, 95% CI)", y=1.02)
+    return grid
 
 
 def _accuracy_vs_ratio(rows: pd.DataFrame) -> sns.FacetGrid:
@@ -168,7 +263,90 @@ def _model_speedup(rows: pd.DataFrame) -> sns.FacetGrid:
     grid.set(xscale="log")
     # Above the line a method beats dense SGD on that cluster and bandwidth.
     grid.refline(y=1.0, color="grey", linestyle="--")
-    grid.set_axis_labels(BANDWIDTH, "predicted speedup over sgd (x)")
+    grid.set_axis_labels(BANDWIDTH, "predicted speedup over the dense baseline (x)")
     grid.set_titles("{col_name}")
-    grid.figure.suptitle("Predicted speedup over dense SGD", y=1.02)
+    grid.figure.suptitle("Predicted speedup over the dense baseline (sgd unless the model job names one)", y=1.02)
+    return grid
+
+
+def _time_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per model run that reaches its target loss (a factor times its dense baseline's final
+    loss, same seed): predicted seconds to get there, and that time over the fastest label's on the same
+    experiment, cluster, bandwidth and seed (the ratio of a performance profile, Dolan and More 2002)."""
+    if "seconds_to_target" not in table:
+        return pd.DataFrame()
+    rows = table[table["mode"] == "model"].dropna(subset=["seconds_to_target"])
+    problem = ["experiment", "cluster", "bandwidth_gbps", "seed"]
+    per_run = rows.groupby(["run", "label"] + problem, as_index=False)["seconds_to_target"].first()
+    per_run["ratio"] = per_run["seconds_to_target"] / per_run.groupby(problem)["seconds_to_target"].transform("min")
+    per_run["setup"] = per_run["experiment"] + " @ " + per_run["cluster"]
+    # A profile counts the problems a label never solved too: its share is out of all its setup's problems.
+    problems = per_run.drop_duplicates(["setup", "bandwidth_gbps", "seed"]).groupby("setup").size()
+    per_run["problems"] = per_run["setup"].map(problems)
+    return per_run
+
+
+def _model_time_to_target(rows: pd.DataFrame) -> sns.FacetGrid:
+    grid = sns.relplot(
+        data=rows, x="bandwidth_gbps", y="seconds_to_target", hue="label", style="experiment", kind="line",
+        marker="o", seed=BOOT_SEED, **_facets(rows, "cluster"),
+    )
+    grid.set(xscale="log", yscale="log")
+    grid.set_axis_labels(BANDWIDTH, "predicted seconds to the target loss")
+    grid.set_titles("{col_name}")
+    grid.figure.suptitle("Time to target: steps each run needed x predicted step times (runs that got there)",
+                         y=1.02)
+    return grid
+
+
+def _model_time_profile(rows: pd.DataFrame) -> sns.FacetGrid:
+    # Each run weighs 1 / its setup's problems, so a curve ends below 1 by the share a label never solved.
+    grid = sns.displot(data=rows.assign(share=1 / rows["problems"]), x="ratio", hue="label", kind="ecdf",
+                       stat="count", weights="share", log_scale=True, facet_kws={"sharex": False},
+                       **_facets(rows, "setup"))
+    grid.set(ylim=(0, 1.05))
+    grid.set_axis_labels("time to target / the fastest label's (tau)", "share of bandwidths x seeds within tau")
+    grid.set_titles("{col_name}")
+    grid.figure.suptitle("Performance profile of time to target over the modelled bandwidths and seeds", y=1.02)
+    return grid
+
+
+def _model_validation(rows: pd.DataFrame) -> sns.FacetGrid:
+    """Predicted against measured step time on shaped links, one point per method and link; the
+    diagonal is a perfect model, the band +-25% the acceptance bound."""
+    grid = sns.relplot(data=rows, x="measured_s", y="predicted_s", hue="label", style="bandwidth", s=70,
+                       height=4.5, aspect=1.2)
+    ax = grid.ax
+    lo = min(rows["measured_s"].min(), rows["predicted_s"].min()) / 1.5
+    hi = max(rows["measured_s"].max(), rows["predicted_s"].max()) * 1.5
+    line = np.geomspace(lo, hi, 50)
+    ax.plot(line, line, color="black", lw=1)
+    ax.fill_between(line, line * 0.75, line * 1.25, color="grey", alpha=0.15, lw=0)
+    ax.set(xscale="log", yscale="log", xlabel="measured step time (s)", ylabel="predicted step time (s)",
+           title="performance model vs shaped-link runs (2 gloo ranks)")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_minor_formatter(mticker.NullFormatter())
+    return grid
+
+
+def _sign_rate_rows(studies: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Claim S3's study in long form: each gradient-norm statistic of each run against its horizon."""
+    df = studies.get("sign_rate", pd.DataFrame())
+    if df.empty:
+        return df
+    return df.melt(id_vars=["sign", "seed", "rounds"], value_vars=["avg_grad_sq", "min_grad_sq", "avg_grad_l1"],
+                   var_name="statistic")
+
+
+def _sign_rate(rows: pd.DataFrame) -> sns.FacetGrid:
+    grid = sns.relplot(data=rows, x="rounds", y="value", hue="sign", kind="line", marker="o", seed=BOOT_SEED,
+                       facet_kws={"sharey": False}, **_facets(rows, "statistic"))
+    grid.set(xscale="log", yscale="log")
+    # A T^(-1/2) guide through each panel's first randomized-sign point.
+    for statistic, ax in grid.axes_dict.items():
+        first = rows[(rows["statistic"] == statistic) & (rows["sign"] == "randomized")].groupby("rounds")["value"].mean()
+        ax.plot(first.index, first.iloc[0] * (first.index / first.index[0]) ** -0.5, color="grey", linestyle="--")
+    grid.set_axis_labels("global rounds T (local lr 0.5 / sqrt(T))", "gradient norm statistic at the global model")
+    grid.set_titles("{col_name}")
+    grid.figure.suptitle("DSM-LS on logreg-nc: gradient norm against the horizon (dashed: T^-1/2)", y=1.02)
     return grid

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-VERDICTS = ["reproduced", "not reproduced", "inconclusive", "out of scope"]
+VERDICTS = ["reproduced", "not reproduced", "inconclusive", "out of scope", "reported"]
 CLAIM_FIRST = ["id", "verdict", "measured", "expected", "evidence"]
 CLAIM_PAGE = ["id", "source", "statement", "verdict", "measured", "expected", "evidence", "reason", "figure"]
 
@@ -31,6 +31,7 @@ th { background: #f0f0f0; }
 .verdict-not-reproduced td.verdict { background: #f5c6c6; }
 .verdict-inconclusive td.verdict { background: #fbe7b0; }
 .verdict-out-of-scope td.verdict { background: #e2e2e2; }
+.verdict-reported td.verdict { background: #dbe7f5; }
 tr.diverged { background: #f5c6c6; font-weight: bold; }
 img.thumb { width: 160px; }
 figure img { max-width: 100%; }
@@ -38,7 +39,8 @@ figure img { max-width: 100%; }
 
 
 def write_report(
-    table: pd.DataFrame, verdicts: pd.DataFrame, figures: dict[str, Path], out_dir: Path
+    table: pd.DataFrame, verdicts: pd.DataFrame, figures: dict[str, Path], out_dir: Path,
+    validation: pd.DataFrame | None = None,
 ) -> None:
     """Write claims.csv, claims.md and index.html into out_dir."""
     out_dir = Path(out_dir)
@@ -47,7 +49,9 @@ def write_report(
     claims.to_csv(out_dir / "claims.csv", index=False)
     (out_dir / "claims.md").write_text(_markdown(claims.reindex(columns=CLAIM_PAGE)))
     figure_src = _collect_figures(figures, out_dir)
-    (out_dir / "index.html").write_text(_page(table, claims, figure_src))
+    (out_dir / "index.html").write_text(_page(table, claims, figure_src, validation))
+    if validation is not None:
+        validation.to_csv(out_dir / "validation.csv", index=False)
 
 
 def _collect_figures(figures: dict[str, Path], out_dir: Path) -> dict[str, str]:
@@ -63,7 +67,7 @@ def _collect_figures(figures: dict[str, Path], out_dir: Path) -> dict[str, str]:
 
 
 def _summary(verdicts: pd.Series) -> str:
-    """'2 reproduced, 1 not reproduced, ...': the four verdicts first, then any other value."""
+    """'2 reproduced, 1 not reproduced, ...': the five verdicts first, then any other value."""
     counts = verdicts.value_counts()
     order = VERDICTS + sorted(set(counts.index) - set(VERDICTS))
     return ", ".join(f"{counts.get(v, 0)} {v}" for v in order)
@@ -149,7 +153,21 @@ def _runs(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _page(table: pd.DataFrame, claims: pd.DataFrame, figure_src: dict[str, str]) -> str:
+def _validation_section(validation: pd.DataFrame | None) -> str:
+    if validation is None or validation.empty:
+        return ""
+    err = validation["error"].abs()
+    shown = validation.assign(**{c: validation[c] * 1e3 for c in ("local_s", "comm_predicted_s", "comm_measured_s",
+                                                                    "predicted_s", "measured_s")})
+    shown = shown.rename(columns=lambda c: c.replace("_s", " (ms)") if c.endswith("_s") else c)
+    shown["error"] = [f"{e:+.1%}" for e in validation["error"]]
+    return (f"<h2>Performance model against measurement (shaped links)</h2>\n<p>{len(validation)} cases: "
+            f"median |error| {err.median():.1%}, mean {err.mean():.1%}, max {err.max():.1%}. "
+            f"Also in validation.csv.</p>\n{_html_table(shown.drop(columns=['case']), [''] * len(shown))}")
+
+
+def _page(table: pd.DataFrame, claims: pd.DataFrame, figure_src: dict[str, str],
+          validation: pd.DataFrame | None = None) -> str:
     page_claims = claims.reindex(columns=CLAIM_PAGE)
     page_claims["figure"] = [_figure_cell(f, figure_src) for f in page_claims["figure"]]
     claim_classes = [f"verdict-{_slug(v)}" for v in page_claims["verdict"]]
@@ -172,6 +190,7 @@ def _page(table: pd.DataFrame, claims: pd.DataFrame, figure_src: dict[str, str])
 <p>Claims: {escape(_summary(claims["verdict"]))}. Runs: {len(runs)} ({n_diverged} diverged).</p>
 <h2>Claims</h2>
 {_html_table(page_claims, claim_classes, frozenset({"figure"}))}
+{_validation_section(validation)}
 <h2>Figures</h2>
 {figures_html}
 <h2>Runs</h2>

@@ -13,8 +13,8 @@ import pandas as pd
 from thinwire.algorithms.comm import ThinwireError
 
 COLUMNS = ["run", "method", "params", "mode", "backend", "workload", "experiment", "label", "world_size", "seed", "dtype", "step",
-           "loss", "eval_loss", "metric", "bytes_sent", "bytes_recv", "stated_bits", "cum_bytes_sent", "wall_s", "status",
-           "n_params", "stated_bits_per_param", "cluster", "bandwidth_gbps", "speedup", "env"]
+           "loss", "eval_loss", "metric", "bytes_sent", "bytes_recv", "stated_bits", "cum_bytes_sent", "link_bytes", "wall_s", "status",
+           "n_params", "stated_bits_per_param", "cluster", "bandwidth_gbps", "speedup", "seconds_to_target", "env"]
 
 
 def read_run(run_dir: Path) -> pd.DataFrame:
@@ -23,10 +23,15 @@ def read_run(run_dir: Path) -> pd.DataFrame:
         meta = json.loads((run_dir / "meta.json").read_text())
         traj = pd.read_csv(run_dir / "trajectory.csv")
         timing = pd.read_csv(run_dir / "timing.csv")
+        commlog = pd.read_csv(run_dir / "commlog.csv")
     except (OSError, ValueError) as e:
         raise ThinwireError(f"{run_dir} is not a complete run directory: {e}") from None
     t = traj.merge(timing, on="step", how="left")
+    if (run_dir / "trace.csv").exists():  # a method's per-step scalars: one column trace_<name> each
+        trace = pd.read_csv(run_dir / "trace.csv").pivot(index="step", columns="name", values="value")
+        t = t.merge(trace.add_prefix("trace_"), left_on="step", right_index=True, how="left")
     t["cum_bytes_sent"] = t["bytes_sent"].cumsum()
+    t["link_bytes"] = t["step"].map(link_bytes(commlog, meta["world_size"])).fillna(0.0)
     for key in ("run", "method", "mode", "backend", "workload", "experiment", "label", "world_size", "seed", "dtype", "status",
                 "n_params", "stated_bits_per_param"):
         t[key] = meta[key]
@@ -34,8 +39,21 @@ def read_run(run_dir: Path) -> pd.DataFrame:
     for name, value in meta.get("diagnostics", {}).items():
         t[f"diag_{name}"] = value
     t["env"] = json.dumps(meta["env"], sort_keys=True)
-    t["cluster"], t["bandwidth_gbps"], t["speedup"] = "", np.nan, np.nan
+    t["cluster"], t["bandwidth_gbps"], t["speedup"], t["seconds_to_target"] = "", np.nan, np.nan, np.nan
     return t
+
+
+def link_bytes(commlog: pd.DataFrame, world_size: int) -> pd.Series:
+    """Bytes one rank puts on the links per step when the run's own collectives use the performance
+    model's ring algorithms (simulators/collectives.py: all_reduce 2(p-1)/p n, all_gather (p-1) n,
+    all_to_all (p-1)/p n, ...): the volume papers compare, where `bytes_sent` is what a rank hands in.
+    Priced as seconds on one node of the run's size whose links move one byte per second, no latency."""
+    from thinwire.simulators.collectives import Tier
+    from thinwire.simulators.perfmodel import Cluster, step_comm_times
+
+    unit = Tier(bandwidth_gbps=8e-9, latency_us=0.0)
+    nodes = Cluster("links", nodes=1, gpus_per_node=world_size, sustained_tflops=1.0, intra=unit, inter=unit)
+    return step_comm_times(commlog, world_size, nodes, scale=1.0)
 
 
 def model_rows(model_csv: Path, runs: pd.DataFrame) -> pd.DataFrame:
@@ -50,6 +68,8 @@ def model_rows(model_csv: Path, runs: pd.DataFrame) -> pd.DataFrame:
         "world_size": m["world_size"], "seed": m["seed"], "step": m["step"], "loss": m["loss"],
         "wall_s": m["wall_s"], "status": m["run"].map(source["status"]), "cluster": m["cluster"],
         "bandwidth_gbps": m["bandwidth_gbps"], "speedup": m["speedup"],
+        # Predicted seconds to the target loss (perfmodel / breakeven.time_to_target); absent in old CSVs.
+        "seconds_to_target": m.get("seconds_to_target", np.nan),
     })
     for key in ("params", "experiment", "label", "dtype", "n_params", "stated_bits_per_param", "env"):
         out[key] = m["run"].map(source[key])
@@ -64,7 +84,7 @@ def aggregate(run_dirs: list[Path], model_csvs: list[Path], out: Path) -> pd.Dat
     frames = [read_run(d) for d in run_dirs]
     runs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     models = [model_rows(p, runs) for p in model_csvs]
-    diag = sorted(c for c in runs.columns if c.startswith("diag_"))
+    diag = sorted(c for c in runs.columns if c.startswith(("diag_", "trace_")))
     table = pd.concat([runs] + models, ignore_index=True).reindex(columns=COLUMNS + diag)
     table = table.sort_values(["mode", "run", "step"], kind="stable").reset_index(drop=True)
     Path(out).parent.mkdir(parents=True, exist_ok=True)

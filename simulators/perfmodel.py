@@ -1,44 +1,44 @@
-"""Performance model v0: price what a run actually sent (its CommLog) on a described cluster.
+"""Performance model: price what a run actually sent (its CommLog) on a described cluster.
 
-Each collective is priced with the alpha-beta model of its ring algorithm (Thakur, Rabenseifner and
-Gropp 2005), for p ranks and n bytes handed in per rank, alpha the link latency and beta its seconds
-per byte:
-    all_reduce       2(p-1) alpha + 2(p-1)/p n beta
-    all_gather       (p-1) alpha + (p-1) n beta          (every rank receives p-1 payloads of n)
-    reduce_scatter   (p-1) alpha + (p-1)/p n beta
-    all_to_all       (p-1) alpha + (p-1)/p n beta
-    broadcast        ceil(log2 p) (alpha + n beta)        (binomial tree)
-A collective over more ranks than one node holds runs at the inter-node tier, else at the intra-node
-tier. A step costs compute + communication (no overlap in v0). No method has a cost formula of its
-own: the model prices the bytes the method's code handed to each collective.
+A step costs compute + encode/decode + communication, each from data, none from a method's own formula:
+- communication: every logged collective, priced by the alpha-beta formulas of collectives.py (ring,
+  tree or the cheaper per call; flat or hierarchical when a group spans nodes; the cluster file says
+  which). Calls over the whole run world become calls over the whole cluster, sub-groups keep their
+  size, bytes scale by target_params over the run's parameter count. A variable-size all-gather
+  (all_gather_v) is priced as a ring all-gather of the mean message: the log's recv (the total over
+  the run's group) divided by the group size.
+- compute: flops_per_step, or 6 x params x tokens_per_step for a transformer (Kaplan et al. 2020),
+  at the cluster's sustained_tflops.
+- encode/decode: params / the cluster's codec_values_per_s[method] on every step the method sends;
+  0 where the cluster states no rate for the method (the `codec` column says which).
+- overlap (off by default, as v0): backward is 2/3 of compute (4 N D of the 6 N D rule); the step's
+  communication splits into k equal buckets, bucket i ready after i/k of the backward, the link
+  serving buckets in order, so
+      step = codec + forward + max(backward / k + comm, backward + comm / k)
+  with k the dense fp32 gradient over PyTorch DDP's 25 MiB buckets unless given. It treats every
+  method as if its traffic were per-bucket gradients: generous to methods that compress the whole
+  flattened gradient or send after the optimizer step (local steps, model averaging).
+The speedup of a run is its dense baseline's mean predicted step time over its own, at the same
+bandwidth (breakeven.py finds the bandwidth where it crosses 1 or any target, and time to a loss).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 from thinwire.algorithms.comm import ThinwireError
+from thinwire.simulators.breakeven import baseline_runs, summary, time_to_target
+from thinwire.simulators.collectives import ALGORITHMS, Tier, on_cluster, one_tier
 
 BASELINE = "sgd"
-
-
-@dataclass(frozen=True)
-class Tier:
-    bandwidth_gbps: float
-    latency_us: float
-
-    @property
-    def alpha(self) -> float:
-        return self.latency_us * 1e-6
-
-    @property
-    def beta(self) -> float:
-        return 8 / (self.bandwidth_gbps * 1e9)
+BACKWARD_SHARE = 2 / 3  # of compute: the backward pass costs twice the forward (4 N D of the 6 N D)
+DDP_BUCKET_BYTES = 25 * 2**20  # torch DistributedDataParallel's default bucket_cap_mb
 
 
 @dataclass(frozen=True)
@@ -49,77 +49,168 @@ class Cluster:
     sustained_tflops: float
     intra: Tier
     inter: Tier
+    algorithm: str = "ring"  # all_reduce and broadcast: ring, tree or auto (collectives.py)
+    hierarchical: bool = False  # all_reduce / reduce_scatter over whole nodes: intra, inter, intra
+    # Encode + decode throughput per method, parameters per second per GPU; a method absent costs 0.
+    codec_values_per_s: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def world_size(self) -> int:
         return self.nodes * self.gpus_per_node
 
     def with_inter_bandwidth(self, gbps: float) -> Cluster:
-        return Cluster(self.name, self.nodes, self.gpus_per_node, self.sustained_tflops, self.intra,
-                       Tier(gbps, self.inter.latency_us))
+        return replace(self, inter=Tier(gbps, self.inter.latency_us))
 
-    def tier(self, p: int) -> Tier:
-        return self.inter if p > self.gpus_per_node else self.intra
+
+CLUSTER_KEYS = {"name", "nodes", "gpus_per_node", "sustained_tflops", "tiers", "algorithm", "hierarchical",
+                "codec_values_per_s"}
 
 
 def load_cluster(path: Path) -> Cluster:
     try:
         d = yaml.safe_load(Path(path).read_text())
+        unknown = sorted(set(d) - CLUSTER_KEYS)
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}")
+        if d.get("algorithm", "ring") not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}")
+        codec = {str(k): float(v) for k, v in (d.get("codec_values_per_s") or {}).items()}
         return Cluster(d["name"], int(d["nodes"]), int(d["gpus_per_node"]), float(d["sustained_tflops"]),
-                       Tier(**d["tiers"]["intra"]), Tier(**d["tiers"]["inter"]))
+                       Tier(**d["tiers"]["intra"]), Tier(**d["tiers"]["inter"]), d.get("algorithm", "ring"),
+                       bool(d.get("hierarchical", False)), codec)
     except FileNotFoundError:
         raise ThinwireError(f"cluster file {path} does not exist") from None
-    except (KeyError, TypeError, ValueError, yaml.YAMLError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, yaml.YAMLError) as e:
         raise ThinwireError(f"cluster file {path} is malformed: {e!r}") from None
 
 
-def collective_time(op: str, p: int, n: float, tier: Tier) -> float:
-    """Seconds for one collective of p ranks, n bytes handed in per rank."""
-    if p <= 1:
-        return 0.0
-    a, b = tier.alpha, tier.beta
-    if op == "all_reduce":
-        return 2 * (p - 1) * a + 2 * (p - 1) / p * n * b
-    if op == "all_gather":
-        return (p - 1) * a + (p - 1) * n * b
-    if op in ("reduce_scatter", "all_to_all"):
-        return (p - 1) * a + (p - 1) / p * n * b
-    if op == "broadcast":
-        return math.ceil(math.log2(p)) * (a + n * b)
-    raise ThinwireError(f"the performance model cannot price collective {op!r}")
+def collective_time(op: str, p: int, n: float, tier: Tier, algorithm: str = "ring") -> float:
+    """Seconds for one collective of p ranks on one tier, n bytes handed in per rank (for
+    all_gather_v: the mean message)."""
+    return float(one_tier("all_gather" if op == "all_gather_v" else op, p, n, tier, algorithm))
+
+
+@dataclass(frozen=True)
+class Calls:
+    """A log's method calls as arrays: step, ranks on the cluster (p), bytes per rank (n), and the
+    rows of each op (a variable-size all-gather is priced as an all-gather of its mean message)."""
+
+    step: np.ndarray
+    p: np.ndarray
+    n: np.ndarray
+    rows: dict[str, np.ndarray]
+
+
+def log_calls(commlog: pd.DataFrame, run_world: int, world_size: int, scale: float) -> Calls:
+    """Calls over the whole run world become calls over all `world_size` ranks; sub-groups keep their
+    size; bytes are multiplied by `scale`. Metrics traffic is not the method's and is dropped."""
+    log = commlog[commlog["category"] == "method"]
+    group = log["group_size"].to_numpy()
+    ops = log["op"].to_numpy().astype(str)
+    # Messages of different lengths: what one rank sent says little about the others; their mean does.
+    n = np.where(ops == "all_gather_v", log["recv"].to_numpy() / np.maximum(group, 1), log["sent"].to_numpy())
+    rows: dict[str, list] = {}
+    for op in np.unique(ops):
+        rows.setdefault("all_gather" if op == "all_gather_v" else op, []).append(np.flatnonzero(ops == op))
+    return Calls(log["step"].to_numpy(), np.where(group == run_world, world_size, group), n * scale,
+                 {op: np.concatenate(r) for op, r in rows.items()})
+
+
+def price(calls: Calls, cluster: Cluster) -> np.ndarray:
+    """Seconds of each call on `cluster`, all calls of one op at once."""
+    cost = np.zeros(len(calls.step))
+    for op, at in calls.rows.items():
+        cost[at] = on_cluster(op, calls.p[at], calls.n[at], cluster)
+    return cost
 
 
 def step_comm_times(commlog: pd.DataFrame, run_world: int, cluster: Cluster, scale: float) -> pd.Series:
-    """Communication seconds per step of a run's log, replayed on `cluster` with bytes times `scale`.
-
-    Calls over the whole run world become calls over the whole cluster; sub-groups keep their size.
-    """
-    log = commlog[commlog["category"] == "method"]
-    if log.empty:
+    """Communication seconds per step of a run's log, replayed on `cluster` with bytes times `scale`."""
+    calls = log_calls(commlog, run_world, cluster.world_size, scale)
+    if not len(calls.step):
         return pd.Series(dtype=float)
-    p = log["group_size"].where(log["group_size"] != run_world, cluster.world_size)
-    cost = [collective_time(op, int(pi), n * scale, cluster.tier(int(pi)))
-            for op, pi, n in zip(log["op"], p, log["sent"])]
-    return pd.Series(cost, index=log.index).groupby(log["step"]).sum()
+    return pd.Series(price(calls, cluster)).groupby(calls.step).sum()
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a step costs besides its logged communication (see the module docstring)."""
+
+    target_params: float | None = None
+    flops_per_step: float | None = None
+    tokens_per_step: float | None = None
+    overlap: bool = False
+    buckets: int | None = None
+
+
+class StepModel:
+    """One run's steps on a cluster: per-step compute, encode/decode and communication seconds.
+
+    The log is read once; `wall(bandwidth)` reprices it at any inter-node bandwidth, which is what
+    the break-even search calls many times.
+    """
+
+    def __init__(self, commlog: pd.DataFrame, steps: np.ndarray, meta: dict, cluster: Cluster,
+                 options: Options) -> None:
+        self.cluster, self.options, self.steps = cluster, options, np.asarray(steps)
+        params = options.target_params or meta["n_params"]
+        if options.flops_per_step is not None:
+            flops = options.flops_per_step
+        else:
+            flops = 6 * params * (options.tokens_per_step or 0.0)  # Kaplan et al. 2020, C = 6 N D
+        self.compute_s = flops / (cluster.sustained_tflops * 1e12)
+        calls = log_calls(commlog, meta["world_size"], cluster.world_size, params / meta["n_params"])
+        sends = np.isin(self.steps, calls.step)
+        rate = cluster.codec_values_per_s.get(meta["method"])
+        self.codec = f"{rate:g} values/s" if rate else "not stated: 0 s"
+        self.codec_s = np.where(sends, params / rate if rate else 0.0, 0.0)
+        self.buckets = options.buckets or max(1, math.ceil(params * 4 / DDP_BUCKET_BYTES))
+        # As v0: calls logged at a step the trajectory lacks cost nothing.
+        self._row = pd.Index(self.steps).get_indexer(calls.step)
+        self.calls = calls
+        self._mean: dict[float, float] = {}
+
+    def comm(self, bandwidth_gbps: float) -> np.ndarray:
+        cost = price(self.calls, self.cluster.with_inter_bandwidth(bandwidth_gbps))
+        kept = self._row >= 0
+        return np.bincount(self._row[kept], weights=cost[kept], minlength=len(self.steps))
+
+    def wall(self, bandwidth_gbps: float, comm: np.ndarray | None = None) -> np.ndarray:
+        comm = self.comm(bandwidth_gbps) if comm is None else comm
+        if not self.options.overlap:
+            return self.compute_s + self.codec_s + comm
+        backward, k = BACKWARD_SHARE * self.compute_s, self.buckets
+        return self.codec_s + (self.compute_s - backward) + np.maximum(backward / k + comm, backward + comm / k)
+
+    def mean_wall(self, bandwidth_gbps: float) -> float:
+        """Mean predicted step time; cached, as the break-even search asks for the same bandwidths often."""
+        if bandwidth_gbps not in self._mean:
+            self._mean[bandwidth_gbps] = float(self.wall(bandwidth_gbps).mean())
+        return self._mean[bandwidth_gbps]
 
 
 def model_runs(run_dirs: list[Path], cluster_path: Path, out: Path, target_params: float | None = None,
-               flops_per_step: float | None = None, bandwidths: list[float] | None = None) -> pd.DataFrame:
-    """Predict step time and speedup over dense SGD for every run, at each inter-node bandwidth."""
+               flops_per_step: float | None = None, bandwidths: list[float] | None = None, *,
+               tokens_per_step: float | None = None, overlap: bool = False, buckets: int | None = None,
+               baseline: str = BASELINE, speedups: list[float] | None = None, target_loss_factor: float = 1.05,
+               summary_out: Path | None = None, name: str | None = None) -> pd.DataFrame:
+    """Predict step time, speedup over the dense baseline and time to target for every run, at each
+    inter-node bandwidth; optionally the break-even summary (breakeven.summary) as a second CSV.
+    `name` (default: the cluster's) fills the cluster column, so two setups on one cluster stay apart."""
     cluster = load_cluster(cluster_path)
-    compute_s = (flops_per_step or 0.0) / (cluster.sustained_tflops * 1e12)
-    frames = []
+    options = Options(target_params, flops_per_step, tokens_per_step, overlap, buckets)
+    models, frames = {}, []
     for d in map(Path, run_dirs):
         meta = json.loads((d / "meta.json").read_text())
-        log = pd.read_csv(d / "commlog.csv")
-        steps = pd.read_csv(d / "trajectory.csv")[["step", "loss"]]
-        scale = (target_params or meta["n_params"]) / meta["n_params"]
+        trajectory = pd.read_csv(d / "trajectory.csv")
+        steps = trajectory[[c for c in ("step", "loss", "eval_loss") if c in trajectory]]
+        model = StepModel(pd.read_csv(d / "commlog.csv"), steps["step"].to_numpy(), meta, cluster, options)
+        models[meta["run"]] = model.mean_wall
         for bw in bandwidths or [cluster.inter.bandwidth_gbps]:
-            comm = step_comm_times(log, meta["world_size"], cluster.with_inter_bandwidth(bw), scale)
-            f = steps.assign(run=meta["run"], cluster=cluster.name, bandwidth_gbps=float(bw),
-                             world_size=cluster.world_size, compute_s=compute_s)
-            f["comm_s"] = f["step"].map(comm).fillna(0.0)
-            f["wall_s"] = f["compute_s"] + f["comm_s"]
+            comm = model.comm(bw)
+            f = steps.assign(run=meta["run"], cluster=name or cluster.name, bandwidth_gbps=float(bw),
+                             world_size=cluster.world_size, compute_s=model.compute_s, codec_s=model.codec_s,
+                             comm_s=comm, wall_s=model.wall(bw, comm), codec=model.codec, overlap=overlap)
             f["method"], f["workload"], f["seed"] = meta["method"], meta["workload"], meta["seed"]
             f["experiment"], f["label"] = meta["experiment"], meta.get("label", meta["method"])
             f["source_mode"], f["source_backend"] = meta["mode"], meta["backend"]
@@ -128,23 +219,22 @@ def model_runs(run_dirs: list[Path], cluster_path: Path, out: Path, target_param
     if not frames:
         raise ThinwireError("no runs to model")
     table = pd.concat(frames, ignore_index=True)
-    table["speedup"] = _speedup(table)
+    base = baseline_runs(table, baseline)
+    table["speedup"] = _speedup(table, base)
+    table[["target_loss", "seconds_to_target"]] = time_to_target(table, base, target_loss_factor)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
+    if summary_out is not None:
+        Path(summary_out).parent.mkdir(parents=True, exist_ok=True)
+        summary(models, table, base, speedups or [1.0]).to_csv(summary_out, index=False)
     return table
 
 
-def _speedup(table: pd.DataFrame) -> pd.Series:
-    """Mean predicted step time of the dense baseline over the run's, at the same bandwidth.
-
-    The baseline is the dense SGD run with the same workload, seed and source (mode, backend, world
-    size); where a sheet has several, the first is used. No baseline: NaN.
-    """
-    keys = ["experiment", "workload", "seed", "source_mode", "source_backend", "source_world_size", "bandwidth_gbps"]
-    per_run = table.groupby(["run", "method"] + keys, as_index=False)["wall_s"].mean()
-    base = (per_run[per_run["method"] == BASELINE].drop_duplicates(keys)
-            .set_index(keys)["wall_s"])
-    per_run["speedup"] = base.reindex(pd.MultiIndex.from_frame(per_run[keys])).to_numpy() / per_run["wall_s"]
-    speedup = per_run.set_index(["run", "bandwidth_gbps"])["speedup"]
-    return pd.Series(speedup.reindex(pd.MultiIndex.from_frame(table[["run", "bandwidth_gbps"]])).to_numpy(),
-                     index=table.index)
+def _speedup(table: pd.DataFrame, base: pd.Series) -> pd.Series:
+    """Mean predicted step time of each run's baseline over the run's own, at the same bandwidth."""
+    mean = table.groupby(["run", "bandwidth_gbps"])["wall_s"].mean()
+    bw = table["bandwidth_gbps"].to_numpy()
+    own = mean.reindex(pd.MultiIndex.from_arrays([table["run"].to_numpy(), bw])).to_numpy()
+    ref = mean.reindex(pd.MultiIndex.from_arrays([base.reindex(table["run"]).to_numpy(), bw])).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):  # a step that costs nothing: inf or NaN
+        return pd.Series(ref / own, index=table.index)

@@ -1,4 +1,5 @@
-"""Convex test problems, vectorised over workers: least squares and logistic regression.
+"""Test problems, vectorised over workers: least squares and logistic regression (convex), and
+logistic regression with a nonconvex regulariser (logreg-nc, for nonconvex rate checks).
 
 All data is generated with numpy from the seed, for all W workers at once, so the simulator (all
 workers) and a real rank (one worker's slice) see bit-identical data and minibatches. The
@@ -22,7 +23,7 @@ class ProblemConfig:
     batch_size: int = 16
     heterogeneity: float = 0.0
     noise: float = 0.1
-    l2: float = 1e-3  # ridge term, keeps both problems strongly convex
+    l2: float = 1e-3  # ridge term, keeps lsq and logreg strongly convex
 
     def __post_init__(self) -> None:
         for name in ("samples_per_worker", "dim", "batch_size"):
@@ -114,6 +115,20 @@ class LogisticRegression(Problem):
         return float(np.mean(np.where(z >= 0, 1.0, -1.0) == y))
 
 
+class NonconvexLogisticRegression(LogisticRegression):
+    """Logistic regression plus 0.1 sum_j x_j^2 / (1 + x_j^2), the nonconvex regulariser of the
+    variance-reduction literature (e.g. Wang et al. 2019, SpiderBoost): smooth, bounded below, and
+    nonconvex wherever some |x_j| > 1 / sqrt(3), as most coordinates of the data's x_star ~ N(0, 1)."""
+
+    kind = "logreg-nc"
+    nonconvex = 0.1
+
+    def loss_grad(self, xp, x, a, y):
+        loss, grad = super().loss_grad(xp, x, a, y)
+        s = 1 + x * x
+        return loss + self.nonconvex * xp.sum(x * x / s, axis=-1), grad + self.nonconvex * 2 * x / (s * s)
+
+
 def _sigmoid(xp, t):
     # exp of a non-positive number only: no overflow for large |t|.
     e = xp.exp(-xp.abs(t))
@@ -148,4 +163,5 @@ class ProblemOracle:
         return self.problem.loss_grad(self.xp, x, self._asarray(a), self._asarray(y))
 
 
-PROBLEMS: dict[str, type[Problem]] = {p.kind: p for p in (LeastSquares, LogisticRegression)}
+PROBLEMS: dict[str, type[Problem]] = {p.kind: p for p in (LeastSquares, LogisticRegression,
+                                                         NonconvexLogisticRegression)}

@@ -10,7 +10,9 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from array_api_compat import array_namespace
+from array_api_compat import device as device_of
 from thinwire.algorithms import wire
 from thinwire.algorithms.comm import CommLog, check_partition
 
@@ -74,6 +76,25 @@ class SimComm:
         p = (group or self._world).size
         self.log.record("all_gather", p, wire.nbytes(x[0]), p * wire.nbytes(x[0]))
         return self._per_block(x, group, lambda rows: self.xp.broadcast_to(rows[None], (rows.shape[0],) + rows.shape))
+
+    def all_gather_v(self, x: Any, lengths: Any, group: SimGroup | None = None) -> tuple[Any, np.ndarray]:
+        """Messages of different lengths: x (W, n) padded rows, lengths (W,). Each worker gets its
+        group's rows, zeroed past their lengths, and their lengths: (W, p, n) and (W, p). The log holds
+        the first worker's bytes, as rank 0's log in a real run (the ranks' messages differ in size)."""
+        self._check(x)
+        xp, group = self.xp, group or self._world
+        lengths = np.asarray(lengths, dtype=np.int64).reshape(self.world_size)
+        block0 = next(b for b in group.blocks if 0 in b)
+        item = wire.itemsize(x)
+        self.log.record("all_gather", group.size, 8, 8 * group.size)  # the lengths themselves
+        self.log.record("all_gather_v", group.size, int(lengths[0]) * item,
+                        int(lengths[list(block0)].sum()) * item)
+        inside = xp.asarray(np.arange(x.shape[-1])[None, :] < lengths[:, None], device=device_of(x))
+        x = xp.where(inside, x, xp.zeros_like(x))
+        gathered = self._per_block(x, group,
+                                   lambda rows: xp.broadcast_to(rows[None], (rows.shape[0],) + rows.shape))
+        block_of = {r: b for b in group.blocks for r in b}
+        return gathered, np.stack([lengths[list(block_of[w])] for w in self.workers])
 
     def reduce_scatter(self, x: Any, group: SimGroup | None = None) -> Any:
         self._check(x)

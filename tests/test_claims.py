@@ -113,16 +113,55 @@ def test_study_ratio_reads_the_named_study():
     v = verdicts(_table(), [claim], {"q": study}).iloc[0]
     assert v["measured"] == 1.5 and v["verdict"] == "not reproduced" and "worst case l" in v["evidence"]
     assert verdicts(_table(), [claim], {}).iloc[0]["verdict"] == "inconclusive"  # study not run
+    # With standard errors: the ratio's is propagated, and the worst case is the largest ratio + 2 sem.
+    noisy = study.assign(mse=[0.5, 1.0, 0.8, 1.0], mse_sem=[0.05, 0.0, 0.0, 0.0])
+    v = verdicts(_table(), [claim], {"q": noisy}).iloc[0]
+    assert v["measured"] == 0.8 and v["verdict"] == "reproduced"  # 0.8 beats 0.5 + 2 * 0.05
+    noisy = noisy.assign(mse_sem=[0.5, 0.0, 0.0, 0.0])
+    v = verdicts(_table(), [claim], {"q": noisy}).iloc[0]
+    assert v["measured"] == 0.5 and v["verdict"] == "inconclusive"  # 0.5 + 2 * 0.5 > 1
+
+
+def test_study_value_takes_the_worst_case_with_its_standard_error():
+    study = pd.DataFrame({"distribution": ["g", "l", "t"], "code_bits": [2, 2, 2], "quantizer": "a",
+                          "bias": [0.01, 0.02, 0.001], "bias_sem": [0.001, 0.001, 0.02]})
+
+    def claim(rule, expected, worst):
+        return _claim(rule=rule, expected=expected, tolerance=0.0,
+                      quantity={"name": "study_value", "study": "q", "a": "a", "metric": "bias", "worst": worst})
+
+    upper = verdicts(_table(), [claim("at_most", 0.03, "max")], {"q": study}).iloc[0]
+    assert upper["measured"] == 0.001 and upper["verdict"] == "inconclusive"  # 0.001 + 2 * 0.02 > 0.03
+    assert "t 2" in upper["evidence"]
+    lower = verdicts(_table(), [claim("at_least", 0.005, "min")], {"q": study}).iloc[0]
+    assert lower["measured"] == 0.001 and lower["verdict"] == "inconclusive"
+    clear = study.assign(bias_sem=0.0)
+    assert verdicts(_table(), [claim("at_least", 0.005, "min")], {"q": clear}).iloc[0]["verdict"] == "not reproduced"
+    assert verdicts(_table(), [claim("at_most", 0.03, "max")], {"q": clear}).iloc[0]["verdict"] == "reproduced"
+    with pytest.raises(ThinwireError, match="worst must be max or min"):
+        verdicts(_table(), [claim("at_most", 0.03, "median")], {"q": study})
+
+
+def test_a_reported_claim_shows_the_model_bandwidth_without_a_verdict():
+    summary = pd.DataFrame({"run": ["a0", "a1", "a0", "a1"], "label": "a", "cluster": "c",
+                            "quantity": "bandwidth_at_speedup", "target": [1.0, 1.0, 10.0, 10.0],
+                            "value": [np.inf, np.inf, 2.0, 4.0]})
+    claim = _claim(rule="reported", expected=None,
+                   quantity={"name": "model_bandwidth", "study": "model-c", "label": "a", "speedup": 10})
+    v = verdicts(_table(), [claim], {"model-c": summary}).iloc[0]
+    assert v["verdict"] == "reported" and v["measured"] == 3.0 and np.isnan(v["expected"])
+    assert "10x below 2, 4 Gbit/s" in v["evidence"] and "1x at every bandwidth" in v["evidence"]
+    assert verdicts(_table(), [claim], {}).iloc[0]["verdict"] == "inconclusive"  # model job not run
 
 
 def test_quantizer_study_measures_every_case(tmp_path):
     from thinwire.simulators.quantizer_study import CASES, run_study
 
     table = run_study(tmp_path / "q.csv", n=2048, draws=3)
-    assert len(table) == 4 * len(CASES)
-    assert (table["mse"] > 0).all() and (table["bias"] <= table["mse"] + 1e-12).all()
+    assert len(table) == 5 * len(CASES)
+    assert (table["mse"] > 0).all() and np.allclose(table["bias"] + table["variance"], table["mse"])
     deterministic = table[~table["unbiased"]]
-    assert (deterministic["bias"] == deterministic["mse"]).all()  # one draw: all error is bias
+    assert np.allclose(deterministic["bias"], deterministic["mse"])  # every draw the same: all error is bias
     assert pd.read_csv(tmp_path / "q.csv").shape == table.shape
 
 
@@ -147,4 +186,23 @@ def test_every_claim_in_scope_has_its_runs_in_the_quick_config():
         if "method" in q:
             assert q["method"] in methods, claim["id"]
         if "study" in q:
-            assert q["study"] in config.get("studies", []), claim["id"]
+            model = config.get("model", {})
+            jobs = model.get("clusters", []) + [s["name"] for s in model.get("setups", [])]
+            assert q["study"] in config.get("studies", []) + [f"model-{j}" for j in jobs], claim["id"]
+
+
+def test_eval_loss_ratio_at_step_pairs_seeds_and_counts_a_diverged_run_as_infinite():
+    from thinwire.analysis.claims import eval_loss_ratio_at_step
+
+    rows = []
+    for label, losses in (("base", [[2.0, 1.0, 0.5]] * 3), ("new", [[2.0, 0.8, 0.4], [2.0, 0.9, 0.6], [2.0, 0.7]])):
+        for seed, per_step in enumerate(losses):
+            status = "diverged" if len(per_step) < 3 else "ok"
+            rows += [{"experiment": "e", "label": label, "mode": "sim", "seed": seed, "step": step, "eval_loss": v,
+                      "status": status} for step, v in enumerate(per_step)]
+    table = pd.DataFrame(rows)
+    early = eval_loss_ratio_at_step(table, "e", "new", "base", step=1)
+    assert early.value == pytest.approx(0.8) and early.sem == pytest.approx(np.std([0.8, 0.9, 0.7], ddof=1) / 3 ** 0.5)
+    late = eval_loss_ratio_at_step(table, "e", "new", "base", step=2)
+    assert late.value == math.inf and late.sem == math.inf  # seed 2 diverged before step 2
+    assert eval_loss_ratio_at_step(table, "e", "new", "other", step=1) is None

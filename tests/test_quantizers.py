@@ -20,6 +20,7 @@ from thinwire.simulators.simcomm import SimComm
 NAMES = sorted(QUANTIZERS)
 # Written out here, not read from the code: name -> (code bits, float32 numbers per bucket) given s.
 WIRE = {"scaled-sign": (lambda s: 1, lambda s: 1), "qsgd": (lambda s: math.ceil(math.log2(s + 1)) + 1, lambda s: 1),
+        "nuqsgd": (lambda s: math.ceil(math.log2(s + 1)) + 1, lambda s: 1),
         "terngrad": (lambda s: 2, lambda s: 1), "bingrad": (lambda s: 1, lambda s: 2),
         "orq": (lambda s: math.ceil(math.log2(s + 1)), lambda s: s + 1)}
 JUST_BELOW_ONE = np.nextafter(1.0, 0.0)
@@ -132,7 +133,7 @@ def test_payload_is_exactly_the_stated_bytes_and_roundtrips_shape(name, library,
 
 
 def test_unknown_quantizer_and_bad_parameters_are_named():
-    with pytest.raises(ValueError, match="unknown quantizer 'nope'; known quantizers: bingrad, orq, qsgd"):
+    with pytest.raises(ValueError, match="unknown quantizer 'nope'; known quantizers: bingrad, nuqsgd, orq, qsgd"):
         make_quantizer("nope")
     with pytest.raises(ValueError, match="levels"):
         make_quantizer("qsgd", 0)
@@ -162,6 +163,7 @@ def test_values_already_on_the_levels_come_back_exactly(library, data, bucket, n
         "terngrad": lambda: draw(positive_f32) * np.concatenate(
             [signs()[:1], draw(st.lists(st.sampled_from([-1.0, 0.0, 1.0]), min_size=bucket - 1, max_size=bucket - 1))]),
         "qsgd": lambda: np.roll(np.concatenate([[draw(f32_values)], np.zeros(bucket - 1)]), draw(st.integers(0, 9))),
+        "nuqsgd": lambda: np.roll(np.concatenate([[draw(f32_values)], np.zeros(bucket - 1)]), draw(st.integers(0, 9))),
         "bingrad": lambda: np.array(draw(st.sampled_from([(-2.5, 7.0), (1.0, 2.0), (-3.0, -0.5), (4.0, 4.0)])))[
             (np.arange(bucket) + draw(st.integers(0, 1))) % 2],
         "orq": lambda: (draw(st.integers(-50, 50)) + draw(st.integers(1, 20)) * np.concatenate(
@@ -182,6 +184,38 @@ def test_values_already_on_the_levels_come_back_exactly(library, data, bucket, n
                         for _ in range(n_buckets)])
     got = roundtrip(make_quantizer("qsgd", even, 4), lib(x, library), lib(np.full_like(x, JUST_BELOW_ONE), library))
     np.testing.assert_array_equal(as_np(got), x)
+    # NUQSGD: a bucket of 4^k values +-a has norm 2^k a, every value sits on level 2^-k (there when s > k).
+    k = draw(st.integers(1, 2))
+    x = np.concatenate([a * np.array(draw(st.lists(st.sampled_from([-1.0, 1.0]), min_size=4 ** k, max_size=4 ** k)))
+                        for _ in range(n_buckets)])
+    u = lib(np.array(draw(st.lists(st.floats(0, 1, exclude_max=True), min_size=x.size, max_size=x.size))), library)
+    got = roundtrip(make_quantizer("nuqsgd", draw(st.integers(k + 1, 7)), 4 ** k), lib(x, library), u)
+    np.testing.assert_array_equal(as_np(got), x)
+
+
+@settings(max_examples=60, deadline=None)
+@given(levels=st.integers(1, 12), bucket=st.integers(1, 40), data=st.data())
+def test_nuqsgd_rounds_between_neighbouring_powers_of_two_of_the_norm(levels, bucket, data):
+    """Each |x_i| / norm is rounded to one of its two neighbours among 0, 2^-(s-1), ..., 1/2, 1: the two
+    ends (u = 0 and u just below 1) are levels of that set, adjacent in it, and enclose |x_i|."""
+    x = data.draw(arrays(np.float64, st.integers(1, 90), elements=f32_values))
+    q = make_quantizer("nuqsgd", levels, bucket)
+    buckets = math.ceil(x.size / bucket)
+    norms = q.compress(x)[:4 * buckets].copy().view(np.float32).astype(np.float64)
+    norm = np.repeat(norms, bucket)[:x.size]
+    up, down = rounding_ends(q, x)
+    table = [0.0] + [2.0 ** (j - levels) for j in range(1, levels + 1)]
+    live = norm > 0
+    assert (up[~live] == 0).all() and (down[~live] == 0).all()
+    index = {}
+    for name, end in (("up", up), ("down", down)):
+        ratio = np.abs(end[live]) / norm[live]
+        assert np.isin(ratio, table).all(), name
+        index[name] = np.searchsorted(table, ratio)
+    assert np.isin(index["up"] - index["down"], [0, 1]).all()
+    assert (np.abs(down) <= np.abs(x)).all() and (np.abs(x) <= np.abs(up)).all()
+    on_level = index["up"] == index["down"]
+    np.testing.assert_array_equal(np.abs(x[live][on_level]), np.abs(up[live][on_level]))
 
 
 # -- unbiasedness ------------------------------------------------------------------------------
@@ -199,8 +233,8 @@ def _z_scores(q, x, uniforms):
     return np.where(se > 0, err / np.where(se > 0, se, 1), np.nan)
 
 
-@pytest.mark.parametrize("name, levels", [("qsgd", 1), ("qsgd", 5), ("terngrad", 1), ("orq", 1), ("orq", 3),
-                                          ("orq", 7)])
+@pytest.mark.parametrize("name, levels", [("qsgd", 1), ("qsgd", 5), ("nuqsgd", 3), ("nuqsgd", 7), ("terngrad", 1),
+                                          ("orq", 1), ("orq", 3), ("orq", 7)])
 def test_stochastic_quantizers_are_unbiased(name, levels):
     """Mean of R = 20000 draws vs x, per value of a Student-t(3) 64-vector in buckets of 20 (the last one
     holds 4). Each value's draws are i.i.d. two-point (lo w.p. 1-p, hi w.p. p) with variance exactly
@@ -283,12 +317,12 @@ def test_bingrad_never_worse_than_scaled_sign_on_any_input(x, bucket):
 EQUAL_BITS = {2: (3, 1), 3: (7, 3), 4: (15, 7)}  # code bits -> (ORQ s, QSGD s)
 
 
-def test_orq_variance_is_below_qsgd_and_terngrad_at_equal_code_bits():
+def test_orq_variance_is_below_qsgd_nuqsgd_and_terngrad_at_equal_code_bits():
     """Rounding variance / mean(x^2), exact per value ((hi - x)(x - lo)), 2^16 samples (seed 0),
-    buckets of 512. Measured (ORQ | QSGD at the same code bits):
+    buckets of 512. Measured (ORQ | QSGD | NUQSGD at the same code bits; NUQSGD is QSGD at 2 bits):
       2 bits: gaussian 0.555 | 17.1 (TernGrad 1.61); laplace 0.796 | 15.0 (2.46); t3 0.941 | 13.2 (4.28)
-      3 bits: gaussian 0.0887 | 5.02; laplace 0.121 | 4.34; t3 0.140 | 3.82
-      4 bits: gaussian 0.0189 | 1.58; laplace 0.0274 | 1.33; t3 0.0355 | 1.24
+      3 bits: gaussian 0.0887 | 5.02 | 3.52; laplace 0.121 | 4.34 | 3.00; t3 0.140 | 3.82 | 2.68
+      4 bits: gaussian 0.0189 | 1.58 | 0.0868; laplace 0.0274 | 1.33 | 0.0892; t3 0.0355 | 1.24 | 0.0915
     ORQ also sends s + 1 floats per bucket against QSGD's one: 2.25 / 3.5 / 5 bits per value in all
     against 2.06 / 3.06 / 4.06. It still beats QSGD one code bit up (2 bits ORQ 0.555 < 3 bits QSGD
     5.02 on the Gaussian), so the comparison holds at equal total bits too."""
@@ -296,9 +330,12 @@ def test_orq_variance_is_below_qsgd_and_terngrad_at_equal_code_bits():
         orq = {b: relative(rounding_variance(make_quantizer("orq", s, BUCKET), x), x) for b, (s, _) in EQUAL_BITS.items()}
         qsgd = {b: relative(rounding_variance(make_quantizer("qsgd", s, BUCKET), x), x)
                 for b, (_, s) in EQUAL_BITS.items()}
+        nuqsgd = {b: relative(rounding_variance(make_quantizer("nuqsgd", s, BUCKET), x), x)
+                  for b, (_, s) in EQUAL_BITS.items()}
         terngrad = relative(rounding_variance(make_quantizer("terngrad", 1, BUCKET), x), x)
         for b in EQUAL_BITS:
             assert orq[b] < qsgd[b], (dist, b, orq[b], qsgd[b])
+            assert orq[b] < nuqsgd[b], (dist, b, orq[b], nuqsgd[b])
         assert orq[2] < terngrad, (dist, orq[2], terngrad)
         assert orq[2] < qsgd[3] and orq[3] < qsgd[4], dist  # more total bits for QSGD, still behind
 
@@ -322,10 +359,49 @@ def test_orq_interior_level_is_globally_optimal_for_three_levels(x):
         assert ours <= brute + x.size * (2 * delta * (hi - lo) + delta ** 2)
 
 
+# -- the quantizer study's estimates -------------------------------------------------------------
+
+def test_study_bias_estimate_is_unbiased_and_its_standard_error_is_not_optimistic():
+    """300 repetitions of R = 20 draws of errors e_r = b + sigma * z_r over 200 values (seed 3): the bias
+    estimate averages to |b|^2 (within 3 standard errors of that average) where the naive |mean_r e_r|^2
+    is off by sum sigma^2 / R; (estimate - |b|^2) / its jackknife standard error has a spread between
+    0.6 (the jackknife's known sqrt(2) excess at b = 0) and 1.1; mse = bias + variance always."""
+    from thinwire.simulators.quantizer_study import estimates
+
+    rng = np.random.default_rng(3)
+    n, r, reps = 200, 20, 300
+    sigma = rng.uniform(0.5, 1.5, n)
+    for b in (np.zeros(n), 0.05 * rng.standard_normal(n)):
+        truth = b @ b
+        est, z, naive = [], [], []
+        for _ in range(reps):
+            e = b + sigma * rng.standard_normal((r, n))
+            out = estimates(e, 1.0)
+            assert out["mse"] == pytest.approx(out["bias"] + out["variance"])
+            est.append(out["bias"])
+            z.append((out["bias"] - truth) / out["bias_sem"])
+            naive.append(e.mean(0) @ e.mean(0))
+        se = np.std(est) / np.sqrt(reps)
+        assert abs(np.mean(est) - truth) < 3 * se
+        assert np.mean(naive) - truth > 10 * se  # the check has the power to see the naive estimator's bias
+        assert 0.6 < np.std(z) < 1.1, np.std(z)
+
+
+def test_study_estimates_of_a_deterministic_quantizer_are_all_bias():
+    from thinwire.simulators.quantizer_study import estimates
+
+    e = np.broadcast_to(np.random.default_rng(0).standard_normal(50), (5, 50))
+    out = estimates(e, 2.0)
+    assert out["mse"] == pytest.approx(e[0] @ e[0] / 2) and out["bias"] == pytest.approx(out["mse"])
+    assert out["bias_share"] == pytest.approx(1.0)
+    assert out["variance"] == pytest.approx(0, abs=1e-12) and out["bias_sem"] == pytest.approx(0, abs=1e-12)
+
+
 # -- ef-quant: configuration and error feedback -------------------------------------------------
 
 @pytest.mark.parametrize("params, message", [
-    ({"quantizer": "nope"}, "unknown quantizer 'nope'; known quantizers: bingrad, orq, qsgd, scaled-sign, terngrad"),
+    ({"quantizer": "nope"}, ("unknown quantizer 'nope'; known quantizers: bingrad, nuqsgd, orq, qsgd, "
+                             "scaled-sign, terngrad")),
     ({"levels": 0}, r"levels \(s\) must be >= 1, got 0"),
     ({"bucket_size": 0}, "bucket_size must be >= 1, got 0"),
     ({"quantizer": "bingrad", "error_feedback": False}, "needs an unbiased quantizer .*bingrad is biased"),

@@ -167,3 +167,38 @@ def test_accuracy_and_warmup_figures_from_their_rows(tmp_path: Path) -> None:
     assert {"accuracy_vs_ratio", "dgc_sparsity_warmup"} <= set(figures)
     no_dgc = pd.DataFrame([r for r in rows if r["method"] == "sgd"])
     assert "dgc_sparsity_warmup" not in draw_figures(no_dgc, tmp_path / "b")
+
+
+def test_quantizer_accuracy_figure_reads_quantizer_and_code_bits_from_params(tmp_path: Path) -> None:
+    from thinwire.analysis.figures import _quantizer_rows
+
+    runs = [("sgd", {}), ("ef-quant", {"quantizer": "orq", "levels": 3, "error_feedback": False}),
+            ("ef-quant", {"quantizer": "bingrad"}), ("topk-ef", {"density": 0.01})]
+    rows = [_row(f"{method}-{i}-s{seed}", method, "sim", step, params=json.dumps(params), seed=seed,
+                 experiment="quant", metric=0.9 + 0.01 * seed)
+            for i, (method, params) in enumerate(runs) for seed in (0, 1) for step in range(2)]
+    table = pd.DataFrame(rows)
+    final = _quantizer_rows(table).set_index("run")
+    assert len(final) == 6 and set(final["step"]) == {1}  # one final row per run, topk-ef left out
+    assert final.loc["ef-quant-1-s0", "quantizer"] == "orq" and final.loc["ef-quant-1-s0", "code_bits"] == 2
+    assert final.loc["ef-quant-2-s1", "quantizer"] == "bingrad + EF" and final.loc["ef-quant-2-s1", "code_bits"] == 1
+    assert final.loc["sgd-0-s0", "quantizer"] == "dense" and final.loc["sgd-0-s0", "code_bits"] == 32
+    assert "quantizer_accuracy" in draw_figures(table, tmp_path)
+    assert "quantizer_accuracy" not in draw_figures(table[table["method"] != "ef-quant"], tmp_path / "b")
+
+
+def test_staleness_histogram_from_the_dgc_diagnostics(tmp_path: Path) -> None:
+    shares = {"diag_update_interval_share_1": 0.1, "diag_update_interval_share_2": 0.5,
+              "diag_update_interval_share_4": 0.3, "diag_never_updated_fraction": 0.1}
+    rows = [_row("dgc-run", "dgc", "sim", step, experiment="dgc_staleness", label="dgc", **shares) for step in range(3)]
+    rows += [_row("sgd-run", "sgd", "sim", step) for step in range(3)]  # no diagnostics: NaN columns
+    table = pd.DataFrame(rows)
+    figures = draw_figures(table, tmp_path)
+    assert _is_png(figures["dgc_staleness_histogram"])
+    from thinwire.analysis.figures import _staleness_rows
+
+    got = _staleness_rows(table)
+    assert got["interval"].tolist() == ["[1, 2)", "[2, 4)", "[4, 8)", "never"]
+    assert got["share"].tolist() == [0.1, 0.5, 0.3, 0.1] and set(got["run"]) == {"dgc-run"}
+    without = table[table["method"] == "sgd"].drop(columns=list(shares))
+    assert "dgc_staleness_histogram" not in draw_figures(without, tmp_path / "b")

@@ -4,9 +4,11 @@
     thinwire sim topk-ef --workload logreg --workers 8 --steps 200 --param density=0.01
     torchrun --standalone --nproc_per_node 2 -m thinwire run sgd --workload digits-mlp --steps 200
     mpiexec -n 2 thinwire run sgd --workload digits-mlp --backend mpi
-    thinwire model results/runs/* --cluster simulators/clusters/dgc-64x4.yaml --out results/model/dgc.csv
+    thinwire model results/runs/* --cluster simulators/clusters/dgc-64x4-titanxp.yaml --out results/model/dgc.csv \
+        --bandwidth 1 --bandwidth 10 --speedup 1 --speedup 10 --summary results/studies/model-dgc.csv
     thinwire aggregate results/runs/* --model results/model/*.csv --out results/table.csv
     thinwire report results/table.csv --out reports
+    thinwire validate config/validation.yaml     (root: model vs measurement on shaped links)
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a method as this process's rank (under torchrun or mpiexec)")
     _run_args(run)
-    run.add_argument("--backend", default="auto", help="auto (default: mpi under mpiexec, else torch), torch or mpi")
+    run.add_argument("--backend", default="auto", help="auto (default: mpi under mpiexec, else torch), torch, mpi, "
+                     "or deepspeed (DeepSpeed's own OnebitAdam, for onebit-adam with deepspeed_compat=true)")
     run.add_argument("--device", help="torch device (default cuda:LOCAL_RANK when CUDA is present, else cpu)")
     run.add_argument("--timeout", type=float, default=120.0, help="seconds any collective may take (default 120)")
     run.add_argument("--inject-failure", metavar="RANK:STEP:HOW", help="for testing: make RANK exit or hang at STEP")
@@ -57,8 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--cluster", required=True, type=Path, help="cluster description (YAML)")
     model.add_argument("--target-params", type=float, help="scale bytes to a model of this many parameters")
     model.add_argument("--flops-per-step", type=float, help="compute per worker per step of the target model")
+    model.add_argument("--tokens-per-step", type=float,
+                       help="transformer tokens per worker per step: compute 6 x params x tokens, unless --flops-per-step")
     model.add_argument("--bandwidth", type=float, action="append", help="inter-node Gbit/s to sweep, repeatable")
+    model.add_argument("--overlap", action="store_true", help="overlap communication with the backward pass")
+    model.add_argument("--buckets", type=int, help="gradient buckets for --overlap (default: DDP's 25 MiB)")
+    model.add_argument("--baseline", default="sgd", help="method or label of the dense baseline (default sgd)")
+    model.add_argument("--speedup", type=float, action="append",
+                       help="find the bandwidth below which a run beats its baseline by this factor, repeatable "
+                            "(default 1: the break-even bandwidth)")
+    model.add_argument("--target-loss-factor", type=float, default=1.05,
+                       help="time to target: reach this times the baseline's final loss (default 1.05)")
     model.add_argument("--out", required=True, type=Path, help="output CSV")
+    model.add_argument("--summary", type=Path, help="output CSV of break-even bandwidths and times to target")
+    model.add_argument("--name", help="name in the cluster column (default: the cluster's own)")
 
     agg = sub.add_parser("aggregate", help="concatenate runs and model predictions into one long table")
     agg.add_argument("runs", nargs="*", type=Path, help="run directories")
@@ -71,8 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--claims", type=Path, help="claims folder (default: the packaged claims)")
     rep.add_argument("--studies", type=Path, help="folder of study tables (from `thinwire study`)")
 
+    val = sub.add_parser("validate", help="performance model vs measured step times on shaped links (root)")
+    val.add_argument("sheet", type=Path, help="validation sheet (e.g. config/validation.yaml)")
+    val.add_argument("--work", type=Path, default=Path("results/validation"),
+                     help="run directories and link measurements, kept for resuming (default results/validation)")
+    val.add_argument("--out", type=Path, default=Path("reports/validation.csv"), help="the table (CSV)")
+
     study = sub.add_parser("study", help="a measurement that is not a training run, as a table")
-    study.add_argument("name", choices=["quantizers"], help="quantizers: error of every quantizer by distribution")
+    study.add_argument("name", choices=["quantizers", "sign_rate"],
+                       help="quantizers: error of every quantizer by distribution; "
+                            "sign_rate: DSM-LS's gradient norm against the horizon (claim S3)")
     study.add_argument("--out", required=True, type=Path, help="output CSV")
     study.add_argument("--seed", type=int, default=0)
     return parser
@@ -120,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "model":
             from thinwire.simulators.perfmodel import model_runs
 
-            model_runs(args.runs, args.cluster, args.out, args.target_params, args.flops_per_step, args.bandwidth)
+            model_runs(args.runs, args.cluster, args.out, args.target_params, args.flops_per_step, args.bandwidth,
+                       tokens_per_step=args.tokens_per_step, overlap=args.overlap, buckets=args.buckets,
+                       baseline=args.baseline, speedups=args.speedup, target_loss_factor=args.target_loss_factor,
+                       summary_out=args.summary, name=args.name)
         elif args.command == "aggregate":
             from thinwire.analysis.table import aggregate
 
@@ -129,10 +155,19 @@ def main(argv: list[str] | None = None) -> int:
             from thinwire.analysis.build import build_report
 
             build_report(args.table, args.out, args.claims, args.studies)
-        elif args.command == "study":
-            from thinwire.simulators.quantizer_study import run_study
+        elif args.command == "validate":
+            from thinwire.validate import summary, validate
 
-            run_study(args.out, seed=args.seed)
+            print(summary(validate(args.sheet, args.work, args.out)))
+        elif args.command == "study":
+            if args.name == "sign_rate":
+                from thinwire.simulators.sign_rate_study import run_study as run_rate
+
+                run_rate(args.out)
+            else:
+                from thinwire.simulators.quantizer_study import run_study
+
+                run_study(args.out, seed=args.seed)
     except CollectiveError as e:
         print(f"thinwire: error: {e}", file=sys.stderr, flush=True)
         # Peers may be dead or stuck: leave now rather than hang in process-group teardown.

@@ -3,6 +3,8 @@
 Under torchrun:   torchrun --standalone --nproc_per_node 2 -m thinwire run topk-ef --workload digits-mlp
 Under mpiexec:    mpiexec -n 2 thinwire run topk-ef --workload logreg --backend mpi
 Simulator:        thinwire sim topk-ef --workload logreg --workers 8
+DeepSpeed's own OnebitAdam (workloads/deepspeed_backend.py), under torchrun:
+                  ... -m thinwire run onebit-adam --backend deepspeed --param deepspeed_compat=true ...
 """
 
 from __future__ import annotations
@@ -47,7 +49,12 @@ class RunSpec:
         if self.eval_every < 1:
             raise ThinwireError(f"eval_every must be >= 1, got {self.eval_every}")
         cls = get_method(self.method)
-        return cls, make_config(cls, self.params)
+        config = make_config(cls, self.params)
+        try:  # a config whose validity depends on the run's length (e.g. 1-bit Adam's freeze_step)
+            getattr(config, "check_run", lambda steps: None)(self.steps)
+        except ValueError as e:
+            raise ThinwireError(f"method {self.method!r}: {e}") from None
+        return cls, config
 
 
 def _meta(spec: RunSpec, run_id: str, mode: str, backend: str, world_size: int, method: Any,
@@ -58,9 +65,12 @@ def _meta(spec: RunSpec, run_id: str, mode: str, backend: str, world_size: int, 
         "mode": mode, "backend": backend, "workload": spec.workload, "experiment": spec.experiment or spec.workload,
         "label": spec.label or spec.method,
         "workload_params": dataclasses.asdict(workload.config), "world_size": world_size,
+        "workload_provenance": getattr(workload, "provenance", {}),  # e.g. the corpus hash of a text workload
         "seed": spec.seed, "dtype": spec.dtype, "steps": spec.steps, "steps_done": len(traj.rows),
         "status": traj.status, "message": traj.message, "n_params": workload.n_params,
-        "stated_bits_per_param": method.bits_per_parameter(value_bits, spec.steps - 1),
+        # The last step's: for some methods (DGC's sampled threshold) they depend on the step's data.
+        "stated_bits_per_param": (traj.rows[-1][traj.COLUMNS.index("stated_bits")] if traj.rows
+                                  else method.bits_per_parameter(value_bits, 0)),
         "diagnostics": traj.diagnostics,
         "env": environment(backend),
     }
@@ -94,6 +104,14 @@ def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float =
     cls, config = spec.validate()
     backend = _detect_backend(backend)
     fail_at = _failure(inject_failure)
+    if backend == "deepspeed":
+        from thinwire.workloads.deepspeed_backend import train_deepspeed
+
+        traj, log, method, workload, world, rank = train_deepspeed(spec, cls, config, timeout_s, progress)
+        meta = _meta(spec, out.name, "real", "deepspeed", world, method, workload, traj)
+        if rank == 0:
+            write_run(out, meta, traj, log)
+        return meta if rank == 0 else None
     if backend == "mpi":
         from thinwire.workloads.mpicomm import MPIComm
 
@@ -138,8 +156,8 @@ def _namespace(name: str) -> Any:
 
 
 def _detect_backend(backend: str) -> str:
-    if backend not in ("auto", "torch", "mpi"):
-        raise ThinwireError(f"backend must be auto, torch or mpi, got {backend!r}")
+    if backend not in ("auto", "torch", "mpi", "deepspeed"):
+        raise ThinwireError(f"backend must be auto, torch, mpi or deepspeed, got {backend!r}")
     if backend != "auto":
         return backend
     launched_by_mpi = any(k in os.environ for k in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"))

@@ -3,9 +3,12 @@
     results/runs/<run id>/
         trajectory.csv   step, loss, eval_loss, metric, bytes_sent, bytes_recv (deterministic)
         commlog.csv      every collective: step, op, group_size, sent, recv, category (deterministic)
-        timing.csv       step, wall_s (measured, so it differs between repeats)
+        timing.csv       step, wall_s, comm_s: the step's seconds and those inside the method's
+                         collectives (measured, so they differ between repeats)
         params.npy       the workers' average model after the last step (deterministic)
         meta.json        what ran, where, the status, the environment fingerprint
+        trace.csv        optional: step, name, value: scalars the method records every step (e.g.
+                         LARS' per-layer lr), only when it records any (deterministic)
 
 The directory is built under a temporary name and renamed into place, so an interrupted or failed
 run leaves no partial result behind.
@@ -44,8 +47,10 @@ def write_run(out: Path, meta: dict, trajectory: Any, commlog: Any) -> Path:
     try:
         _write_csv(tmp / "trajectory.csv", trajectory.COLUMNS, trajectory.rows)
         _write_csv(tmp / "commlog.csv", commlog.COLUMNS, commlog.rows())
-        _write_csv(tmp / "timing.csv", ("step", "wall_s"), trajectory.wall)
+        _write_csv(tmp / "timing.csv", ("step", "wall_s", "comm_s"), trajectory.wall)
         np.save(tmp / "params.npy", trajectory.params)
+        if trajectory.trace:
+            _write_csv(tmp / "trace.csv", ("step", "name", "value"), trajectory.trace)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         if out.exists():
             shutil.rmtree(out)

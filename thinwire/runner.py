@@ -21,11 +21,12 @@ from thinwire.algorithms.comm import Communicator
 @dataclasses.dataclass
 class Trajectory:
     rows: list[tuple] = dataclasses.field(default_factory=list)  # one per step, see COLUMNS
-    wall: list[tuple] = dataclasses.field(default_factory=list)  # (step, seconds)
+    wall: list[tuple] = dataclasses.field(default_factory=list)  # (step, seconds, seconds in collectives)
     status: str = "ok"
     message: str = ""
     params: np.ndarray | None = None  # the workers' average model after the last step
     diagnostics: dict[str, float] = dataclasses.field(default_factory=dict)  # the method's, at the end
+    trace: list[tuple] = dataclasses.field(default_factory=list)  # (step, name, value): the method's, per step
 
     COLUMNS = ("step", "loss", "eval_loss", "metric", "bytes_sent", "bytes_recv", "stated_bits")
 
@@ -62,14 +63,15 @@ def _loop(method, x, state, oracle, comm, workload, steps, simulated, eval_every
         comm.log.step = t
         start = time.perf_counter()
         x, state, loss = method.step(x, state, oracle, comm)
-        traj.wall.append((t, time.perf_counter() - start))
+        traj.wall.append((t, time.perf_counter() - start, comm.log.seconds.get(t, 0.0)))
         loss = comm.mean_over_workers(loss)
         eval_loss = metric = math.nan
         if t % eval_every == 0 or t == steps - 1 or not math.isfinite(loss):
             eval_loss, metric = workload.evaluate(worker_mean(x, comm, simulated))
         sent, recv = comm.log.step_bytes(t)
-        stated = method.bits_per_parameter(value_bits, t)
+        stated = method.stated_bits(value_bits, t, state)
         traj.rows.append((t, loss, eval_loss, metric, sent, recv, stated))
+        traj.trace.extend((t, name, value) for name, value in method.trace(state).items())
         if not (math.isfinite(loss) and (math.isnan(eval_loss) or math.isfinite(eval_loss))):
             traj.status, traj.message = "diverged", f"loss became {loss} at step {t}"
             break

@@ -3,7 +3,9 @@ shipped with scikit-learn).
 
 The model is a plain nn.Module; methods see its parameters as one flat vector, and the oracle maps
 the vector back with torch.func.functional_call. In the simulator the same oracle is vmapped over the
-workers' leading axis, so the simulator and real ranks compute the same gradients.
+workers' leading axis, so the simulator and real ranks compute the same gradients. `per_example_grads`
+is vmap(grad) over the examples of a batch (CLARS needs per-example gradient norms); the oracle's
+`per_example` serves them for the same batch a call would draw.
 """
 
 from __future__ import annotations
@@ -104,6 +106,13 @@ class DigitsWorkload:
         logits = torch.func.functional_call(self.model, self._params(flat), (a,))
         return nn.functional.cross_entropy(logits, y)
 
+    def per_example_grads(self, flat: torch.Tensor, a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(B, n_params): the gradient of each example's loss; their mean is the batch gradient."""
+        def one(f, ai, yi):
+            return self._loss(f, ai[None], yi[None])
+
+        return torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))(flat, a, y)
+
     def oracle(self, xp: Any, rank: int | None, dtype: str, device: Any = None) -> DigitsOracle:
         return DigitsOracle(self, rank, getattr(torch, dtype), device)
 
@@ -131,7 +140,8 @@ class DigitsOracle:
     def _loss(self, flat, a, y):
         return self.w._loss(flat, a, y)
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch, (W, B, ...) or (B, ...): every rank draws all workers' indices and keeps its own."""
         per, b = self.w.features.shape[1], self.w.config.batch_size
         idx = self._rng.integers(0, per, size=(self.w.world_size, b))
         if self.rank is None:
@@ -141,5 +151,18 @@ class DigitsOracle:
         else:
             pick = torch.as_tensor(idx[self.rank], device=self._features.device)
             a, y = self._features[pick], self._labels[pick]
-        grad, loss = self._value_and_grad(x, a, y)
+        return a, y
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        grad, loss = self._value_and_grad(x, *self._batch())
         return loss.detach(), grad.detach()
+
+    def per_example(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like a call, with per-example gradients: loss (W,) or (), gradients (W, B, d) or (B, d)."""
+        a, y = self._batch()
+        grads, loss = self.w.per_example_grads, self.w._loss
+        if self.rank is None:
+            grads, loss = torch.func.vmap(grads), torch.func.vmap(loss)
+        with torch.no_grad():
+            batch_loss = loss(x, a, y)
+        return batch_loss, grads(x, a, y).detach()

@@ -58,6 +58,7 @@ class MPIComm:
         return self.world if group is None else group.handle
 
     def _wait(self, name: str, request: Any) -> None:
+        start = time.perf_counter()
         deadline = time.monotonic() + self.timeout
         spins = 0
         while not request.Test():
@@ -67,6 +68,7 @@ class MPIComm:
             spins += 1
             if spins > 1000:  # spin briefly for latency, then stop burning the core a peer may need
                 time.sleep(1e-4)
+        self.log.add_seconds(time.perf_counter() - start)
 
     @staticmethod
     def _np(x: Any) -> np.ndarray:
@@ -100,6 +102,17 @@ class MPIComm:
         out = np.empty((p,) + send.shape, dtype=send.dtype)
         self._wait("all_gather", comm.Iallgather(send, out))
         return self._like(out, x)
+
+    def all_gather_v(self, x: Any, lengths: Any, group: MPIGroup | None = None) -> tuple[Any, np.ndarray]:
+        comm = self._comm(group)
+        p, n = comm.Get_size(), int(lengths)
+        sizes = self.all_gather(np.array([n], dtype=np.int64), group).reshape(p)
+        self.log.record("all_gather_v", p, n * wire.itemsize(x), int(sizes.sum()) * wire.itemsize(x))
+        send = np.ascontiguousarray(self._np(x)[:n])
+        out = np.empty(int(sizes.sum()), dtype=send.dtype)
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self._wait("all_gather_v", comm.Iallgatherv(send, [out, (sizes.tolist(), offsets.tolist())]))
+        return self._like(wire.pad_rows(np.split(out, offsets[1:])), x), sizes
 
     def reduce_scatter(self, x: Any, group: MPIGroup | None = None) -> Any:
         comm = self._comm(group)

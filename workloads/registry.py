@@ -22,15 +22,31 @@ def _digits(model: str):
     return functools.partial(DigitsWorkload, model), DigitsConfig
 
 
+def _text(model: str):
+    from thinwire.workloads.text import GPTConfig, LSTMConfig, TextWorkload
+
+    return functools.partial(TextWorkload, model), {"lstm": LSTMConfig, "gpt": GPTConfig}[model]
+
+
 # name -> (kind shown by `thinwire list`, loader returning (class, config class))
 WORKLOADS: dict[str, tuple[str, Any]] = {
     **{name: ("problem", (lambda cls=cls: (cls, ProblemConfig))) for name, cls in PROBLEMS.items()},
     "digits-mlp": ("workload", lambda: _digits("mlp")),
     "digits-cnn": ("workload", lambda: _digits("cnn")),
+    "text-lstm": ("workload", lambda: _text("lstm")),
+    "text-gpt": ("workload", lambda: _text("gpt")),
     "resnet50-shapes": ("shapes", lambda: _shapes("resnet50")),
     "alexnet-shapes": ("shapes", lambda: _shapes("alexnet")),
     "ptb-lstm-shapes": ("shapes", lambda: _shapes("ptb-lstm")),
+    "deepspeech-shapes": ("shapes", lambda: _shapes("deepspeech")),
 }
+
+
+def per_example_workloads() -> list[str]:
+    """The workloads whose oracle also gives per-example gradients (`per_example`; CLARS needs them):
+    those whose class has `per_example_grads`."""
+    classes = {name: load()[0] for name, (_, load) in WORKLOADS.items()}
+    return sorted(name for name, cls in classes.items() if hasattr(getattr(cls, "func", cls), "per_example_grads"))
 
 
 def make_workload(name: str, world_size: int, seed: int, params: dict[str, Any] | None = None) -> Any:

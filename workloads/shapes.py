@@ -50,11 +50,38 @@ def ptb_lstm() -> list[tuple[str, tuple[int, ...]]]:
     return shapes + [("decoder.bias", (10_000,))]
 
 
+def deepspeech(hidden: int = 1200, layers: int = 7) -> list[tuple[str, tuple[int, ...]]]:
+    """DGC's LibriSpeech model: DeepSpeech, "a multi-layer RNN following a stack of convolution layers
+    ... a 7-layer GRU of 1200 hidden units per layer" (Sec. 4.1), which states no more. Built as
+    deepspeech.pytorch built DeepSpeech in 2017 (the AN4/LibriSpeech code of the time): two
+    convolutions, 41x11 stride 2x2 and 21x11 stride 2x1, 32 channels, unpadded along frequency, on a
+    161-bin spectrogram (16 kHz, 20 ms windows); bidirectional GRUs without biases whose directions
+    are summed, batch norm before every GRU but the first and before the output layer; 29 characters
+    out, no bias. With hidden=800, layers=5 this gives deepspeech.pytorch's printed 38,067,968
+    parameters. The defaults give 117,461,168 parameters: 448.08 MB (MiB) of fp32 gradients, where
+    DGC's Table 4 prints 488.08 MB (claims D1, D5)."""
+    shapes: list[tuple[str, tuple[int, ...]]] = [("conv.0.weight", (32, 1, 41, 11)), ("conv.0.bias", (32,)),
+                                                 *_bn("conv.1", 32), ("conv.3.weight", (32, 32, 21, 11)),
+                                                 ("conv.3.bias", (32,)), *_bn("conv.4", 32)]
+    bins = 161
+    for kernel in (41, 21):  # both convolutions stride 2 along frequency
+        bins = (bins - kernel) // 2 + 1
+    size = 32 * bins
+    for layer in range(layers):
+        if layer:
+            shapes += _bn(f"rnns.{layer}.batch_norm", hidden)
+        for direction in ("", "_reverse"):  # r, z, n gates stacked
+            shapes += [(f"rnns.{layer}.rnn.weight_ih_l0{direction}", (3 * hidden, size)),
+                       (f"rnns.{layer}.rnn.weight_hh_l0{direction}", (3 * hidden, hidden))]
+        size = hidden
+    return shapes + [*_bn("fc.0", hidden), ("fc.1.weight", (29, hidden))]
+
+
 def _bn(name: str, channels: int) -> list[tuple[str, tuple[int, ...]]]:
     return [(f"{name}.weight", (channels,)), (f"{name}.bias", (channels,))]
 
 
-MODELS = {"resnet50": resnet50, "alexnet": alexnet, "ptb-lstm": ptb_lstm}
+MODELS = {"resnet50": resnet50, "alexnet": alexnet, "ptb-lstm": ptb_lstm, "deepspeech": deepspeech}
 
 
 @dataclasses.dataclass(frozen=True)

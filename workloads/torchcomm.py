@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import array_api_compat.torch as xp_torch
+import numpy as np
 import torch
 import torch.distributed as dist
 from thinwire.algorithms import wire
@@ -71,12 +73,14 @@ class TorchComm:
         return self.world_size if group is None else group.size
 
     def _run(self, name: str, fn) -> None:
+        start = time.perf_counter()
         try:
             fn()
         except (RuntimeError, dist.DistBackendError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CollectiveError(f"{name} failed on rank {self.rank} (a peer died or the "
                                   f"{self.timeout.total_seconds():g} s timeout expired): {first}") from None
+        self.log.add_seconds(time.perf_counter() - start)
 
     def all_reduce(self, x: torch.Tensor, op: str = "sum", group: TorchGroup | None = None,
                    category: str = "method") -> torch.Tensor:
@@ -93,6 +97,19 @@ class TorchComm:
         outs = [torch.empty_like(x) for _ in range(p)]
         self._run("all_gather", lambda: dist.all_gather(outs, x, group=self._pg(group)))
         return torch.stack(outs)
+
+    def all_gather_v(self, x: torch.Tensor, lengths: Any,
+                     group: TorchGroup | None = None) -> tuple[torch.Tensor, np.ndarray]:
+        p, n = self._size(group), int(lengths)
+        sizes = self.all_gather(torch.tensor([n], dtype=torch.int64, device=x.device), group).reshape(p).tolist()
+        self.log.record("all_gather_v", p, n * wire.itemsize(x), sum(sizes) * wire.itemsize(x))
+        out = torch.empty(sum(sizes), dtype=x.dtype, device=x.device)
+        # gloo's all_gather needs equal sizes; an all-to-all with uneven splits hands every member this
+        # rank's message and nothing more.
+        send = x[:n].contiguous().repeat(p)
+        self._run("all_gather_v", lambda: dist.all_to_all_single(
+            out, send, output_split_sizes=sizes, input_split_sizes=[n] * p, group=self._pg(group)))
+        return wire.pad_rows(torch.split(out, sizes)), np.asarray(sizes, dtype=np.int64)
 
     def reduce_scatter(self, x: torch.Tensor, group: TorchGroup | None = None) -> torch.Tensor:
         p, n = self._size(group), x.shape[-1]

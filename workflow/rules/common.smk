@@ -13,7 +13,15 @@ SIM_IDS = [r.id for r in RUNS if r.mode == "sim"]
 REAL_IDS = [r.id for r in RUNS if r.mode == "real"]
 RESULTS, REPORTS = CONFIG["results"], CONFIG["reports"]
 MODEL = CONFIG.get("model", {})
-MODEL_IDS = [r.id for r in RUNS if r.experiment in MODEL.get("experiments", [r.experiment])]
+# One model job per cluster of the model section (with the section's settings) and per setup (a
+# paper's setup on its cluster, for the model-side claims). Each writes results/model/<job>.csv, rows
+# of the results table, and results/studies/model-<job>.csv, its break-even summary.
+MODEL_JOBS = {c: {**{k: v for k, v in MODEL.items() if k not in ("clusters", "setups")}, "cluster": c}
+              for c in MODEL.get("clusters", [])}
+for _setup in MODEL.get("setups", []):
+    if _setup["name"] in MODEL_JOBS:
+        sys.exit(f"thinwire: error: model setup {_setup['name']!r} has the name of another model job")
+    MODEL_JOBS[_setup["name"]] = _setup
 BIN = Path(sys.executable).parent
 RUN_FILES = list(FILES)
 CLUSTERS = ROOT / "simulators" / "clusters"
@@ -34,12 +42,24 @@ def one_of(ids):
     return "|".join(map(re.escape, ids)) or "(?!)"
 
 
-def model_args():
-    """`thinwire model` options from the config's model section."""
-    args = []
-    if "target_params" in MODEL:
-        args.append(f"--target-params {MODEL['target_params']}")
-    if "flops_per_step" in MODEL:
-        args.append(f"--flops-per-step {MODEL['flops_per_step']}")
-    args += [f"--bandwidth {b}" for b in MODEL.get("bandwidths_gbps", [])]
+def model_run_ids(job):
+    """The runs a model job prices: its experiments (default all), its labels (default all)."""
+    s = MODEL_JOBS[job]
+    return [r.id for r in RUNS
+            if r.experiment in s.get("experiments", [r.experiment]) and r.label in s.get("labels", [r.label])]
+
+
+MODEL_FLAGS = {"name": "--name", "target_params": "--target-params", "flops_per_step": "--flops-per-step",
+               "tokens_per_step": "--tokens-per-step", "buckets": "--buckets", "baseline": "--baseline",
+               "target_loss_factor": "--target-loss-factor"}
+
+
+def model_args(job):
+    """`thinwire model` options of a model job."""
+    s = MODEL_JOBS[job]
+    args = [f"{flag} {s[key]}" for key, flag in MODEL_FLAGS.items() if key in s]
+    args += [f"--bandwidth {b}" for b in s.get("bandwidths_gbps", [])]
+    args += [f"--speedup {x}" for x in s.get("speedups", [])]
+    if s.get("overlap"):
+        args.append("--overlap")
     return " ".join(args)

@@ -4,7 +4,7 @@
 rule aggregate:
     input:
         runs=expand(f"{RESULTS}/runs/{{run}}/meta.json", run=RUN),
-        model=expand(f"{RESULTS}/model/{{cluster}}.csv", cluster=MODEL.get("clusters", [])),
+        model=expand(f"{RESULTS}/model/{{job}}.csv", job=MODEL_JOBS),
     output:
         f"{RESULTS}/table.csv",
     log:
@@ -20,6 +20,7 @@ rule report:
         table=f"{RESULTS}/table.csv",
         claims=CLAIMS,
         studies=expand(f"{RESULTS}/studies/{{name}}.csv", name=CONFIG.get("studies", [])),
+        model_summaries=expand(f"{RESULTS}/studies/model-{{job}}.csv", job=MODEL_JOBS),
     output:
         html=f"{REPORTS}/index.html",
         csv=f"{REPORTS}/claims.csv",
@@ -36,5 +37,21 @@ rule study:
         f"{RESULTS}/studies/{{name}}.csv",
     log:
         f"{RESULTS}/logs/study-{{name}}.log",
+    wildcard_constraints:
+        name=one_of(CONFIG.get("studies", [])),
     shell:
         "OMP_NUM_THREADS=1 {BIN}/thinwire study {wildcards.name} --out {output} > {log} 2>&1"
+
+
+# Opt-in (needs root for network namespaces): `snakemake validation`, or `make validate`, which then
+# rebuilds the report with the table. Not part of `all`: CI and laptops without root skip it.
+rule validation:
+    input:
+        sheet=ROOT / "config" / "validation.yaml",
+    output:
+        f"{RESULTS}/studies/validation.csv",
+    log:
+        f"{RESULTS}/logs/validation.log",
+    threads: workflow.cores
+    shell:
+        "{BIN}/thinwire validate {input.sheet} --work {RESULTS}/validation --out {output} > {log} 2>&1"

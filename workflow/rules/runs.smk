@@ -33,14 +33,18 @@ rule real_run:
 
 rule model:
     input:
-        runs=expand(f"{RESULTS}/runs/{{run}}/meta.json", run=MODEL_IDS),
-        cluster=CLUSTERS / "{cluster}.yaml",
+        runs=lambda wc: expand(f"{RESULTS}/runs/{{run}}/meta.json", run=model_run_ids(wc.job)),
+        cluster=lambda wc: CLUSTERS / f"{MODEL_JOBS[wc.job]['cluster']}.yaml",
     output:
-        f"{RESULTS}/model/{{cluster}}.csv",
+        table=f"{RESULTS}/model/{{job}}.csv",
+        summary=f"{RESULTS}/studies/model-{{job}}.csv",
     log:
-        f"{RESULTS}/logs/model-{{cluster}}.log",
+        f"{RESULTS}/logs/model-{{job}}.log",
+    wildcard_constraints:
+        job=one_of(MODEL_JOBS),
     params:
         dirs=lambda wc, input: " ".join(str(Path(m).parent) for m in input.runs),
-        scale=model_args(),
+        args=lambda wc: model_args(wc.job),
     shell:
-        "{BIN}/thinwire model {params.dirs} --cluster {input.cluster} {params.scale} --out {output} > {log} 2>&1"
+        "{BIN}/thinwire model {params.dirs} --cluster {input.cluster} {params.args} --out {output.table} "
+        "--summary {output.summary} > {log} 2>&1"

@@ -1,0 +1,121 @@
+"""Shaped links between network namespaces, the link fit and the validation sheet."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from thinwire.algorithms.comm import ThinwireError
+from thinwire.workloads.linkbench import fit_alpha_beta
+from thinwire.workloads.shaped import ShapedNet, unavailable
+
+from thinwire.validate import load_sheet
+
+REASON = unavailable()
+needs_netns = pytest.mark.skipif(REASON is not None, reason=f"shaped links unavailable: {REASON}")
+
+
+def _namespaces() -> str:
+    return subprocess.run(["ip", "netns", "list"], check=False, capture_output=True, text=True).stdout
+
+
+RECEIVER = textwrap.dedent("""
+    import socket, sys, time
+    s = socket.create_server((sys.argv[1], 29700)); c, _ = s.accept(); n = 0; start = None
+    while chunk := c.recv(1 << 16):
+        start = start or time.perf_counter(); n += len(chunk)
+    print(n * 8 / (time.perf_counter() - start) / 1e6)
+""")
+SENDER = textwrap.dedent("""
+    import socket, sys, time
+    for _ in range(100):
+        try:
+            c = socket.create_connection((sys.argv[1], 29700)); break
+        except OSError:
+            time.sleep(0.05)
+    c.sendall(bytes(int(sys.argv[2]))); c.close()
+""")
+
+
+@needs_netns
+def test_link_rate_and_cleanup():
+    """A 100 Mbit/s link carries a bulk transfer at 90-100 Mbit/s; the namespaces are gone afterwards."""
+    with ShapedNet(2, 100, prefix="twtest") as net:
+        assert "twtest-r0" in _namespaces() and "twtest-sw" in _namespaces()
+        rx = net.popen(1, [sys.executable, "-c", RECEIVER, net.address(1)], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.2)
+        tx = net.popen(0, [sys.executable, "-c", SENDER, net.address(1), str(4 << 20)])
+        assert tx.wait(timeout=30) == 0
+        mbit = float(rx.communicate(timeout=30)[0])
+    assert 90 <= mbit <= 100, mbit
+    assert "twtest" not in _namespaces()
+
+
+@needs_netns
+def test_namespaces_removed_when_the_body_fails():
+    with pytest.raises(RuntimeError), ShapedNet(2, None, prefix="twfail"):
+        assert "twfail-r1" in _namespaces()
+        raise RuntimeError("boom")
+    assert "twfail" not in _namespaces()
+
+
+def test_shaped_net_rejects_impossible_links():
+    with pytest.raises(ThinwireError, match="at least 2 ranks"):
+        ShapedNet(1, 100)
+    with pytest.raises(ThinwireError, match="rate must be positive"):
+        ShapedNet(2, 0)
+
+
+def test_alpha_beta_fit_recovers_the_ring_formula():
+    sizes = [1 << 10, 1 << 13, 1 << 16, 1 << 18, 1 << 20, 1 << 22]
+    alpha, beta, p = 50e-6, 8 / 1e8, 2
+    seconds = [2 * (p - 1) * alpha + 2 * (p - 1) / p * n * beta for n in sizes]
+    a, b = fit_alpha_beta(sizes, seconds, p)
+    assert a == pytest.approx(alpha, rel=1e-6) and b == pytest.approx(beta, rel=1e-6)
+    noisy = np.asarray(seconds) * (1 + 0.02 * np.random.default_rng(0).standard_normal(len(sizes)))
+    a, b = fit_alpha_beta(sizes, list(noisy), p)
+    assert b == pytest.approx(beta, rel=0.1)
+
+
+def test_validation_sheet_errors(tmp_path):
+    sheet = tmp_path / "v.yaml"
+    sheet.write_text("workload: digits-mlp\nsteps: 10\nskip: 2\nrates_mbit: [100]\n"
+                     "methods: [{method: topk-ef}]\n")
+    with pytest.raises(ThinwireError, match="labelled 'sgd'"):
+        load_sheet(sheet)
+    sheet.write_text("workload: digits-mlp\nsteps: 10\nskip: 10\nrates_mbit: [100]\nmethods: [{method: sgd}]\n")
+    with pytest.raises(ThinwireError, match="skip must be in"):
+        load_sheet(sheet)
+    sheet.write_text("workload: digits-mlp\nsteps: 10\n")
+    with pytest.raises(ThinwireError, match="no 'skip'"):
+        load_sheet(sheet)
+
+
+def test_prediction_is_calibrated_local_time_plus_priced_communication(tmp_path):
+    """predicted = (wall - collective time) of the calibration run + the run's CommLog priced on the fit."""
+    import json
+
+    import pandas as pd
+
+    from thinwire.validate import predict
+
+    cal, run = tmp_path / "cal", tmp_path / "run"
+    for d in (cal, run):
+        d.mkdir()
+    steps = range(6)
+    pd.DataFrame({"step": steps, "wall_s": 0.010, "comm_s": 0.004}).to_csv(cal / "timing.csv", index=False)
+    pd.DataFrame({"step": steps, "wall_s": [1.0] + [0.020] * 5, "comm_s": 0.012}).to_csv(run / "timing.csv", index=False)
+    pd.DataFrame({"step": steps, "op": "all_reduce", "group_size": 2, "sent": 1_000_000, "recv": 1_000_000,
+                  "category": "method"}).to_csv(run / "commlog.csv", index=False)
+    link = tmp_path / "link.json"
+    link.write_text(json.dumps({"bandwidth_gbps": 1.0, "latency_us": 50.0}))
+    row = predict(run, cal, link, skip=1)
+    comm = 2 * 50e-6 + 1_000_000 * 8 / 1e9  # ring all-reduce of 2 ranks: 2 alpha + n beta
+    assert row["local_s"] == pytest.approx(0.006)
+    assert row["comm_predicted_s"] == pytest.approx(comm)
+    assert row["predicted_s"] == pytest.approx(0.006 + comm)
+    assert row["measured_s"] == pytest.approx(0.020)  # the skipped first step does not count

@@ -96,26 +96,34 @@ def test_validation_sheet_errors(tmp_path):
 
 
 def test_prediction_is_calibrated_local_time_plus_priced_communication(tmp_path):
-    """predicted = (wall - collective time) of the calibration run + the run's CommLog priced on the fit."""
+    """predicted = the calibration run's step time minus its own CommLog priced on the calibration link,
+    plus the run's CommLog priced on the run's link; the first `skip` steps count nowhere."""
     import json
 
     import pandas as pd
 
     from thinwire.validate import predict
 
-    cal, run = tmp_path / "cal", tmp_path / "run"
-    for d in (cal, run):
+    def run_dir(name, walls, sent):
+        d = tmp_path / name
         d.mkdir()
-    steps = range(6)
-    pd.DataFrame({"step": steps, "wall_s": 0.010, "comm_s": 0.004}).to_csv(cal / "timing.csv", index=False)
-    pd.DataFrame({"step": steps, "wall_s": [1.0] + [0.020] * 5, "comm_s": 0.012}).to_csv(run / "timing.csv", index=False)
-    pd.DataFrame({"step": steps, "op": "all_reduce", "group_size": 2, "sent": 1_000_000, "recv": 1_000_000,
-                  "category": "method"}).to_csv(run / "commlog.csv", index=False)
-    link = tmp_path / "link.json"
-    link.write_text(json.dumps({"bandwidth_gbps": 1.0, "latency_us": 50.0}))
-    row = predict(run, cal, link, skip=1)
-    comm = 2 * 50e-6 + 1_000_000 * 8 / 1e9  # ring all-reduce of 2 ranks: 2 alpha + n beta
-    assert row["local_s"] == pytest.approx(0.006)
-    assert row["comm_predicted_s"] == pytest.approx(comm)
-    assert row["predicted_s"] == pytest.approx(0.006 + comm)
-    assert row["measured_s"] == pytest.approx(0.020)  # the skipped first step does not count
+        steps = range(len(walls))
+        pd.DataFrame({"step": steps, "wall_s": walls, "comm_s": 0.0}).to_csv(d / "timing.csv", index=False)
+        pd.DataFrame({"step": steps, "op": "all_reduce", "group_size": 2, "sent": sent, "recv": sent,
+                      "category": "method"}).to_csv(d / "commlog.csv", index=False)
+        return d
+
+    def link(name, gbps, latency_us):
+        path = tmp_path / name
+        path.write_text(json.dumps({"bandwidth_gbps": gbps, "latency_us": latency_us}))
+        return path
+
+    cal = run_dir("cal", [1.0] + [0.010] * 5, 1_000_000)
+    run = run_dir("run", [1.0] + [0.020] * 5, 1_000_000)
+    row = predict(run, cal, link("loop.json", 8.0, 10.0), link("shaped.json", 1.0, 50.0), skip=1)
+    # ring all-reduce of 2 ranks: 2 alpha + n beta
+    cal_comm, run_comm = 2 * 10e-6 + 1_000_000 / 1e9, 2 * 50e-6 + 1_000_000 * 8 / 1e9
+    assert row["local_s"] == pytest.approx(0.010 - cal_comm)
+    assert row["comm_predicted_s"] == pytest.approx(run_comm)
+    assert row["predicted_s"] == pytest.approx(0.010 - cal_comm + run_comm)
+    assert row["measured_s"] == pytest.approx(0.020)

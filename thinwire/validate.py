@@ -8,9 +8,12 @@ runs every method of the sheet as 2 real gloo ranks across it. The model then pr
 step time from quantities measured elsewhere:
 
     predicted = local + priced communication
-    local     = wall time minus time inside the method's collectives, per step, of a calibration run of
-                the same method on loopback (its gradient, encode and decode: measured, not assumed)
-    priced    = the run's own CommLog priced by simulators/perfmodel.py with the measured alpha and beta
+    priced    = the run's own CommLog priced by simulators/perfmodel.py with the alpha and beta that
+                the link micro-benchmark measured at that rate
+    local     = the mean step time of a calibration run of the same method on loopback, minus its own
+                CommLog priced on the loopback link (measured the same way): the gradient, encode and
+                decode, and what the link does not explain (the ranks waiting for each other, software
+                overhead per call); measured on another run, not assumed
 
 and the table compares it with the measured mean step time (steps after `skip`), per case, with the
 relative error and the speedup over dense SGD both ways. Every run directory and link measurement is
@@ -87,12 +90,25 @@ def _wait_all(procs: list[subprocess.Popen], what: str, timeout_s: float) -> Non
 RANK_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+
+
+def calibrate_link(sheet: dict, work: Path) -> Path:
+    """The loopback link of the calibration runs, measured as the shaped ones are."""
+    link = work / "calibration" / "link.json"
+    if not link.exists():
+        proc = subprocess.Popen(_torchrun("-m", "thinwire.workloads.linkbench", "--out", str(link)),
+                                env={**os.environ, **RANK_ENV}, stdout=subprocess.DEVNULL)
+        _wait_all([proc], "loopback link benchmark", sheet.get("run_timeout_s", 600))
+    return link
+
+
 def calibrate_local(sheet: dict, method: dict, work: Path) -> Path:
-    """A loopback run of the method (2 ranks, torchrun): its time outside collectives is `local`."""
+    """A loopback run of the method (2 ranks, torchrun), from which `local` is measured."""
     out = work / "calibration" / method.get("label", method["method"])
     if not (out / "meta.json").exists():
-        argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                "-m", "thinwire", *_run_argv(sheet, method, out)]
+        argv = _torchrun("-m", "thinwire", *_run_argv(sheet, method, out))
         proc = subprocess.Popen(argv, env={**os.environ, **RANK_ENV}, stdout=subprocess.DEVNULL)
         _wait_all([proc], f"calibration run of {method['method']}", sheet.get("run_timeout_s", 600))
     return out
@@ -126,21 +142,25 @@ def _timing(run: Path, skip: int) -> pd.DataFrame:
     return t[t["step"] >= skip]
 
 
-def predict(run: Path, calibration: Path, link: Path, skip: int) -> dict[str, float]:
+def priced(run: Path, link: Path, skip: int) -> float:
+    """Mean seconds per step (after `skip`) of the run's CommLog priced on a measured 2-rank link."""
     from thinwire.simulators.perfmodel import Cluster, Tier, step_comm_times
 
     fit = json.loads(link.read_text())
     tier = Tier(fit["bandwidth_gbps"], fit["latency_us"])
-    cluster = Cluster("shaped", 2, 1, 1.0, tier, tier)
-    log = pd.read_csv(run / "commlog.csv")
     steps = _timing(run, skip)["step"]
-    comm = step_comm_times(log, 2, cluster, 1.0).reindex(steps).fillna(0.0)
-    cal = _timing(calibration, skip)
-    local = float((cal["wall_s"] - cal["comm_s"]).mean())
+    per_step = step_comm_times(pd.read_csv(run / "commlog.csv"), 2, Cluster("link", 2, 1, 1.0, tier, tier), 1.0)
+    return float(per_step.reindex(steps).fillna(0.0).mean())
+
+
+def predict(run: Path, calibration: Path, calibration_link: Path, link: Path, skip: int) -> dict[str, float]:
+    fit = json.loads(link.read_text())
+    local = float(_timing(calibration, skip)["wall_s"].mean()) - priced(calibration, calibration_link, skip)
+    comm = priced(run, link, skip)
     measured = _timing(run, skip)
     return {"link_gbps": fit["bandwidth_gbps"], "link_latency_us": fit["latency_us"], "local_s": local,
-            "comm_predicted_s": float(comm.mean()), "comm_measured_s": float(measured["comm_s"].mean()),
-            "predicted_s": local + float(comm.mean()), "measured_s": float(measured["wall_s"].mean())}
+            "comm_predicted_s": comm, "comm_measured_s": float(measured["comm_s"].mean()),
+            "predicted_s": local + comm, "measured_s": float(measured["wall_s"].mean())}
 
 
 def validate(sheet_path: Path, work: Path, out: Path, progress: bool = True) -> pd.DataFrame:
@@ -151,6 +171,7 @@ def validate(sheet_path: Path, work: Path, out: Path, progress: bool = True) -> 
     if reason:
         raise ThinwireError(f"shaped-link validation skipped: {reason}")
     rates = [None if r in (None, "unshaped") else float(r) for r in sheet["rates_mbit"]]
+    calibration_link = calibrate_link(sheet, work)
     calibrations = {}
     for m in sheet["methods"]:
         if progress:
@@ -163,7 +184,7 @@ def validate(sheet_path: Path, work: Path, out: Path, progress: bool = True) -> 
         link, runs = measure_rate(sheet, rate, work)
         for m, run in zip(sheet["methods"], runs):
             label = m.get("label", m["method"])
-            row = predict(run, calibrations[label], link, sheet["skip"])
+            row = predict(run, calibrations[label], calibration_link, link, sheet["skip"])
             rows.append({"case": f"{sheet['workload']}@{_rate_name(rate)}", "method": m["method"], "label": label,
                          "bandwidth": _rate_name(rate), "bandwidth_mbit": math.nan if rate is None else rate, **row})
     table = pd.DataFrame(rows)

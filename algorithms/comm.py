@@ -101,8 +101,12 @@ class Communicator(Protocol):
     def all_reduce(self, x: Any, op: str = "sum", group: Group | None = None,
                    category: str = "method") -> Any: ...
 
-    def all_gather(self, x: Any, group: Group | None = None) -> Any:
-        """Stack every group member's `x`: per-worker shape (n...) becomes (group size, n...)."""
+    def all_gather(self, x: Any, group: Group | None = None, sharded: bool = False) -> Any:
+        """Stack every group member's `x`: per-worker shape (n...) becomes (group size, n...).
+        `sharded`: x is this rank's 1/p share of one vector (1-bit Adam's server chunk, a ZeRO weight
+        shard), so on p' ranks each share would be p/p' as large; logged as op "all_gather_shards" so
+        the performance model can replay it on another world size. Otherwise (top-k entries, scales)
+        each rank's payload does not depend on p."""
 
     def all_gather_v(self, x: Any, lengths: Any, group: Group | None = None) -> tuple[Any, Any]:
         """All-gather messages of different lengths. Per worker, `x` is a 1-D buffer whose first

@@ -211,7 +211,7 @@ class OnebitAdam(MethodBase):
         zbar = (xp.mean(self._decode(received, n, m.dtype), axis=-2) + state["server_error"]) * mask
         server_scale = xp.sqrt(xp.sum(zbar * zbar, axis=-1, keepdims=True) / served_counts)
         server_error = zbar - server_scale * _signs(zbar) * mask
-        gathered = comm.all_gather(wire.pack([_pack_signs(zbar), server_scale]))
+        gathered = comm.all_gather(wire.pack([_pack_signs(zbar), server_scale]), sharded=True)
         average = xp.reshape(self._decode(gathered, n, m.dtype), lead + (block.padded,))[..., :d]
         return {"m": average, "error": error, "server_error": server_error}
 

@@ -87,7 +87,7 @@ def load_cluster(path: Path) -> Cluster:
 def collective_time(op: str, p: int, n: float, tier: Tier, algorithm: str = "ring") -> float:
     """Seconds for one collective of p ranks on one tier, n bytes handed in per rank (for
     all_gather_v: the mean message)."""
-    return float(one_tier("all_gather" if op == "all_gather_v" else op, p, n, tier, algorithm))
+    return float(one_tier("all_gather" if op in ("all_gather_v", "all_gather_shards") else op, p, n, tier, algorithm))
 
 
 @dataclass(frozen=True)
@@ -102,17 +102,21 @@ class Calls:
 
 
 def log_calls(commlog: pd.DataFrame, run_world: int, world_size: int, scale: float) -> Calls:
-    """Calls over the whole run world become calls over all `world_size` ranks; sub-groups keep their
-    size; bytes are multiplied by `scale`. Metrics traffic is not the method's and is dropped."""
+    """Calls over the whole run world become calls over all `world_size` ranks (an all-gather of
+    shards then carries smaller shards); sub-groups keep their size; bytes are multiplied by `scale`. Metrics traffic is not the method's and is dropped."""
     log = commlog[commlog["category"] == "method"]
     group = log["group_size"].to_numpy()
     ops = log["op"].to_numpy().astype(str)
+    p = np.where(group == run_world, world_size, group)
     # Messages of different lengths: what one rank sent says little about the others; their mean does.
     n = np.where(ops == "all_gather_v", log["recv"].to_numpy() / np.maximum(group, 1), log["sent"].to_numpy())
+    # Shares of one vector: on p' ranks instead of p each share is p/p' as large.
+    n = np.where(ops == "all_gather_shards", n * group / p, n)
     rows: dict[str, list] = {}
     for op in np.unique(ops):
-        rows.setdefault("all_gather" if op == "all_gather_v" else op, []).append(np.flatnonzero(ops == op))
-    return Calls(log["step"].to_numpy(), np.where(group == run_world, world_size, group), n * scale,
+        priced_as = "all_gather" if op in ("all_gather_v", "all_gather_shards") else op
+        rows.setdefault(priced_as, []).append(np.flatnonzero(ops == op))
+    return Calls(log["step"].to_numpy(), p, n * scale,
                  {op: np.concatenate(r) for op, r in rows.items()})
 
 

@@ -71,10 +71,10 @@ class SimComm:
 
         return self._per_block(x, group, reduce)
 
-    def all_gather(self, x: Any, group: SimGroup | None = None) -> Any:
+    def all_gather(self, x: Any, group: SimGroup | None = None, sharded: bool = False) -> Any:
         self._check(x)
         p = (group or self._world).size
-        self.log.record("all_gather", p, wire.nbytes(x[0]), p * wire.nbytes(x[0]))
+        self.log.record("all_gather_shards" if sharded else "all_gather", p, wire.nbytes(x[0]), p * wire.nbytes(x[0]))
         return self._per_block(x, group, lambda rows: self.xp.broadcast_to(rows[None], (rows.shape[0],) + rows.shape))
 
     def all_gather_v(self, x: Any, lengths: Any, group: SimGroup | None = None) -> tuple[Any, np.ndarray]:

@@ -45,7 +45,7 @@ def test_a_payload_is_packed_sign_bits_and_one_scale_per_chunk():
     m._average(z, m.init_state(z, comm), comm)
     (a2a, gather) = comm.log.records
     # d = 50 over 3 ranks: chunks of 24 coordinates = 3 bytes of signs, plus an 8-byte scale.
-    assert (a2a.op, a2a.sent) == ("all_to_all", 3 * (3 + 8)) and (gather.op, gather.sent) == ("all_gather", 3 + 8)
+    assert (a2a.op, a2a.sent) == ("all_to_all", 3 * (3 + 8)) and (gather.op, gather.sent) == ("all_gather_shards", 3 + 8)
 
 
 @pytest.mark.parametrize("workers", [2, 3])

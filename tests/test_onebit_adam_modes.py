@@ -29,7 +29,7 @@ def test_default_mode_sends_dense_then_one_all_to_all_and_one_all_gather(runs):
     dense, compressed = calls[calls["step"] < 5], calls[calls["step"] >= 5]
     assert (dense["op"] == "all_reduce").all() and (dense["sent"] == DENSE).all() and len(dense) == 5
     # d = 50 on 2 ranks: chunks of 32 coordinates = 4 bytes of sign bits, each with an 8-byte scale.
-    assert list(compressed["op"]) == ["all_to_all", "all_gather"] * 15
+    assert list(compressed["op"]) == ["all_to_all", "all_gather_shards"] * 15
     assert list(compressed["sent"]) == [2 * (4 + 8), 4 + 8] * 15
 
 

@@ -295,3 +295,19 @@ def test_model_command_writes_the_table_and_the_summary(tmp_path):
     assert set(table["cluster"]) == {"job"} and table["overlap"].all()
     assert table["compute_s"].iloc[0] == pytest.approx(6 * 1e6 * 100 / 6.28e12)
     assert sorted(summary.query("quantity == 'bandwidth_at_speedup'")["target"]) == [1.0, 2.0]
+
+
+def test_an_all_gather_of_shards_is_replayed_with_smaller_shards():
+    """1-bit Adam's server chunks (d/p per rank) logged on 4 ranks, priced on 64: each rank's share is
+    d/64, not d/4; an all-gather of whole payloads (top-k entries) keeps its size."""
+    import pandas as pd
+    from thinwire.simulators.collectives import Tier
+    from thinwire.simulators.perfmodel import Cluster, step_comm_times
+
+    tier = Tier(bandwidth_gbps=8e-9, latency_us=0.0)  # 1 byte per second, no latency
+    cluster = Cluster("flat", nodes=1, gpus_per_node=64, sustained_tflops=1.0, intra=tier, inter=tier)
+    log = pd.DataFrame({"step": [0, 1], "op": ["all_gather_shards", "all_gather"], "group_size": 4,
+                        "sent": 1000, "recv": 4000, "category": "method"})
+    seconds = step_comm_times(log, 4, cluster, scale=1.0)
+    assert seconds[0] == pytest.approx(63 * 1000 * 4 / 64)  # (p-1) n with n = 4000 / 64
+    assert seconds[1] == pytest.approx(63 * 1000)

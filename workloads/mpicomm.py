@@ -94,10 +94,10 @@ class MPIComm:
             out = out / comm.Get_size()
         return self._like(out, x)
 
-    def all_gather(self, x: Any, group: MPIGroup | None = None) -> Any:
+    def all_gather(self, x: Any, group: MPIGroup | None = None, sharded: bool = False) -> Any:
         comm = self._comm(group)
         p = comm.Get_size()
-        self.log.record("all_gather", p, wire.nbytes(x), p * wire.nbytes(x))
+        self.log.record("all_gather_shards" if sharded else "all_gather", p, wire.nbytes(x), p * wire.nbytes(x))
         send = self._np(x)
         out = np.empty((p,) + send.shape, dtype=send.dtype)
         self._wait("all_gather", comm.Iallgather(send, out))

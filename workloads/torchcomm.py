@@ -90,9 +90,9 @@ class TorchComm:
         self._run("all_reduce", lambda: dist.all_reduce(out, op=red, group=self._pg(group)))
         return out / self._size(group) if op == "avg" else out
 
-    def all_gather(self, x: torch.Tensor, group: TorchGroup | None = None) -> torch.Tensor:
+    def all_gather(self, x: torch.Tensor, group: TorchGroup | None = None, sharded: bool = False) -> torch.Tensor:
         p = self._size(group)
-        self.log.record("all_gather", p, wire.nbytes(x), p * wire.nbytes(x))
+        self.log.record("all_gather_shards" if sharded else "all_gather", p, wire.nbytes(x), p * wire.nbytes(x))
         x = x.contiguous()
         outs = [torch.empty_like(x) for _ in range(p)]
         self._run("all_gather", lambda: dist.all_gather(outs, x, group=self._pg(group)))

@@ -127,3 +127,20 @@ def test_prediction_is_calibrated_local_time_plus_priced_communication(tmp_path)
     assert row["comm_predicted_s"] == pytest.approx(run_comm)
     assert row["predicted_s"] == pytest.approx(0.010 - cal_comm + run_comm)
     assert row["measured_s"] == pytest.approx(0.020)
+
+
+def test_a_kept_run_is_reused_only_if_it_ran_what_the_sheet_asks(tmp_path):
+    import json
+
+    from thinwire.validate import _done
+
+    sheet = {"workload": "digits-mlp", "steps": 60, "workload_params": {"hidden": 64}}
+    method = {"method": "topk-ef", "params": {"density": 0.01}}
+    run = tmp_path / "run"
+    run.mkdir()
+    meta = {"method": "topk-ef", "steps": 60, "workload": "digits-mlp", "params": {"density": 0.01, "lr": 0.1},
+            "workload_params": {"hidden": 64, "batch_size": 32}}
+    (run / "meta.json").write_text(json.dumps(meta))
+    assert _done(run, sheet, method)
+    (run / "meta.json").write_text(json.dumps({**meta, "steps": 30}))
+    assert not _done(run, sheet, method) and not run.exists()  # stale: removed, to be run again

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,21 @@ def _run_argv(sheet: dict, method: dict, out: Path) -> list[str]:
     return argv
 
 
+def _done(out: Path, sheet: dict, method: dict) -> bool:
+    """A kept run counts only if it ran what the sheet asks now (the sheet may have changed since)."""
+    try:
+        meta = json.loads((out / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    same = (meta["method"] == method["method"] and meta["steps"] == sheet["steps"]
+            and meta["workload"] == sheet["workload"]
+            and all(meta["params"].get(k) == v for k, v in (method.get("params") or {}).items())
+            and all(meta["workload_params"].get(k) == v for k, v in (sheet.get("workload_params") or {}).items()))
+    if not same:
+        shutil.rmtree(out)
+    return same
+
+
 def _wait_all(procs: list[subprocess.Popen], what: str, timeout_s: float) -> None:
     try:
         codes = [p.wait(timeout=timeout_s) for p in procs]
@@ -107,7 +123,7 @@ def calibrate_link(sheet: dict, work: Path) -> Path:
 def calibrate_local(sheet: dict, method: dict, work: Path) -> Path:
     """A loopback run of the method (2 ranks, torchrun), from which `local` is measured."""
     out = work / "calibration" / method.get("label", method["method"])
-    if not (out / "meta.json").exists():
+    if not _done(out, sheet, method):
         argv = _torchrun("-m", "thinwire", *_run_argv(sheet, method, out))
         proc = subprocess.Popen(argv, env={**os.environ, **RANK_ENV}, stdout=subprocess.DEVNULL)
         _wait_all([proc], f"calibration run of {method['method']}", sheet.get("run_timeout_s", 600))
@@ -121,7 +137,7 @@ def measure_rate(sheet: dict, rate: float | None, work: Path) -> tuple[Path, lis
     case_dir = work / _rate_name(rate)
     link = case_dir / "link.json"
     runs = [case_dir / m.get("label", m["method"]) for m in sheet["methods"]]
-    if link.exists() and all((r / "meta.json").exists() for r in runs):
+    if link.exists() and all(_done(r, sheet, m) for r, m in zip(runs, sheet["methods"])):
         return link, runs
     limit = sheet.get("run_timeout_s", 600)
     with ShapedNet(2, rate) as net:
@@ -130,7 +146,7 @@ def measure_rate(sheet: dict, rate: float | None, work: Path) -> tuple[Path, lis
             _wait_all([net.popen(r, bench, env=RANK_ENV, stdout=subprocess.DEVNULL) for r in range(2)],
                       f"link benchmark at {_rate_name(rate)}", limit)
         for method, out in zip(sheet["methods"], runs):
-            if not (out / "meta.json").exists():
+            if not _done(out, sheet, method):
                 argv = [sys.executable, "-m", "thinwire", *_run_argv(sheet, method, out)]
                 _wait_all([net.popen(r, argv, env=RANK_ENV, stdout=subprocess.DEVNULL) for r in range(2)],
                           f"{method['method']} at {_rate_name(rate)}", limit)

@@ -261,15 +261,16 @@ def diagnostic(table: pd.DataFrame, experiment: str, label: str, diagnostic: str
 
 @quantity
 def study_ratio(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study: str, a: str, b: str,
-                match: list[str], metric: str = "mse") -> Measurement | None:
+                match: list[str], metric: str = "mse", group: str = "quantizer") -> Measurement | None:
     """The largest metric(a) / metric(b) over the cases of a study (results/studies/<study>.csv)
-    where a and b share the `match` columns, e.g. ORQ against QSGD per distribution and code bits.
+    where a and b (values of the `group` column) share the `match` columns, e.g. ORQ against QSGD
+    per distribution and code bits.
     When the study gives standard errors (<metric>_sem) of independent estimates, the ratio's is
     ratio * sqrt((sem_a / a)^2 + (sem_b / b)^2), and the worst case is the largest ratio + 2 sem."""
     df = studies.get(study)
     if df is None:
         return None
-    pair = df[df["quantizer"] == a].merge(df[df["quantizer"] == b], on=match, suffixes=("_a", "_b"))
+    pair = df[df[group] == a].merge(df[df[group] == b], on=match, suffixes=("_a", "_b"))
     if pair.empty:
         return None
     pair["ratio"] = pair[f"{metric}_a"] / pair[f"{metric}_b"]

@@ -41,6 +41,7 @@ def draw_figures(table: pd.DataFrame, out_dir: Path, studies: dict[str, pd.DataF
         "dgc_sparsity_warmup": (_warmup_rows(table), _dgc_warmup),
         "dgc_staleness_histogram": (_staleness_rows(table), _dgc_staleness_histogram),
         "lars_layer_lr": (_layer_lr_rows(table), _lars_layer_lr),
+        "onebit_volume_vs_warmup": (_onebit_volume_rows(table), _onebit_volume_vs_warmup),
         "quantizer_accuracy": (_quantizer_rows(table), _quantizer_accuracy),
         "loss_vs_step": (curves, _loss_vs_step),
         "loss_vs_bytes": (curves[curves["cum_bytes_sent"] > 0], _loss_vs_bytes),
@@ -50,6 +51,8 @@ def draw_figures(table: pd.DataFrame, out_dir: Path, studies: dict[str, pd.DataF
         "model_time_profile": (_time_rows(table), _model_time_profile),
         "model_validation": (studies.get("validation", pd.DataFrame()), _model_validation),
         "sign_rate": (_sign_rate_rows(studies), _sign_rate),
+        "zo_rate": (_zo_rate_rows(studies), _zo_rate),
+        "zo_queries": (_zo_budget_rows(studies), _zo_queries),
     }
     drawn = {}
     for name, (rows, draw) in plans.items():
@@ -349,4 +352,71 @@ def _sign_rate(rows: pd.DataFrame) -> sns.FacetGrid:
     grid.set_axis_labels("global rounds T (local lr 0.5 / sqrt(T))", "gradient norm statistic at the global model")
     grid.set_titles("{col_name}")
     grid.figure.suptitle("DSM-LS on logreg-nc: gradient norm against the horizon (dashed: T^-1/2)", y=1.02)
+    return grid
+
+
+def _zo_rate_rows(studies: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Claims ZO-1/ZO-2's runs (study zo_rate) over horizons, against steps and against queries, each
+    label named with its log-log slopes of avg_gm_sq against both (mean over seeds)."""
+    df = studies.get("zo_rate", pd.DataFrame())
+    if df.empty:
+        return df
+    df = df[df.groupby("label")["steps"].transform("nunique") > 1]
+    axes, rows = ("steps", "queries"), []
+    for label, g in df.groupby("label"):
+        slopes = [np.mean([np.polyfit(np.log(s[a]), np.log(s["avg_gm_sq"]), 1)[0] for _, s in g.groupby("seed")])
+                  for a in axes]
+        name = f"{label} (slope {slopes[0]:.2f} steps, {slopes[1]:.2f} queries)"
+        rows.extend(g.assign(axis=a, x=g[a], method=name) for a in axes)
+    return pd.concat(rows, ignore_index=True)
+
+
+def _zo_rate(rows: pd.DataFrame) -> sns.FacetGrid:
+    grid = sns.relplot(data=rows, x="x", y="avg_gm_sq", hue="method", col="axis", kind="line", marker="o",
+                       seed=BOOT_SEED, facet_kws={"sharex": False})
+    grid.set(xscale="log", yscale="log")
+    grid.set_axis_labels("", "mean_t |G(x_t)|^2 (exact gradient mapping)")
+    grid.set_titles("against {col_name}")
+    grid.figure.suptitle("zeroth-order proximal methods on sigmoid + l1 (log-log, fitted slopes)", y=1.02)
+    return grid
+
+
+def _zo_budget_rows(studies: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Claim ZO-3: function queries until |G|^2 <= EPS at an equal budget (runs budget_*; inf: never)."""
+    df = studies.get("zo_rate", pd.DataFrame())
+    return df[df["label"].str.startswith("budget_")] if not df.empty else df
+
+
+def _zo_queries(rows: pd.DataFrame) -> sns.FacetGrid:
+    grid = sns.catplot(data=rows.replace(np.inf, np.nan), x="label", y="queries_to_eps", kind="bar",
+                       errorbar=("ci", 95), seed=BOOT_SEED, aspect=1.6)
+    grid.set_axis_labels("", "function queries to |G|^2 <= 1e-4")
+    grid.figure.suptitle("queries to accuracy at an equal budget of ~2e6 queries (sigmoid + l1)", y=1.02)
+    return grid
+
+
+def _onebit_volume_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Per 1-bit Adam run: its warm-up fraction (freeze_step / steps) and its whole-run link volume
+    relative to the dense Adam run of the same experiment and seed."""
+    rows = table[table["mode"].isin(["sim", "real"]) & table["method"].isin(["adam", "onebit-adam"])]
+    if rows.empty or not (rows["method"] == "onebit-adam").any():
+        return pd.DataFrame()
+    per_run = rows.groupby(["run", "method", "experiment", "seed", "params"], as_index=False).agg(
+        link_bytes=("link_bytes", "sum"), steps=("step", "size"))
+    base = per_run[per_run["method"] == "adam"].set_index(["experiment", "seed"])["link_bytes"]
+    ours = per_run[per_run["method"] == "onebit-adam"].copy()
+    ours["warmup_fraction"] = [json.loads(p)["freeze_step"] / n for p, n in zip(ours["params"], ours["steps"])]
+    ours["volume_ratio"] = base.reindex(pd.MultiIndex.from_frame(ours[["experiment", "seed"]])).to_numpy() / ours["link_bytes"]
+    return ours.dropna(subset=["volume_ratio"])
+
+
+def _onebit_volume_vs_warmup(rows: pd.DataFrame) -> sns.FacetGrid:
+    """Measured overall volume reduction of 1-bit Adam against the warm-up fraction, with the blog's
+    1 / (w + (1 - w) / 32) for fp32 (the compression stage at exactly 1 bit per value)."""
+    grid = sns.relplot(data=rows, x="warmup_fraction", y="volume_ratio", hue="experiment", s=80, height=4, aspect=1.3)
+    w = np.linspace(0.01, 1.0, 200)
+    grid.ax.plot(w, 1 / (w + (1 - w) / 32), color="black", lw=1)
+    grid.ax.text(0.45, 3.0, "formula: 1 / (w + (1 - w) / 32)")
+    grid.ax.set(xlabel="warm-up fraction w (freeze_step / steps)", ylabel="volume of Adam / 1-bit Adam",
+                yscale="log", title="1-bit Adam: overall volume vs warm-up")
     return grid

@@ -1,5 +1,8 @@
-"""Test problems, vectorised over workers: least squares and logistic regression (convex), and
-logistic regression with a nonconvex regulariser (logreg-nc, for nonconvex rate checks).
+"""Test problems, vectorised over workers: least squares and logistic regression (convex),
+logistic regression with a nonconvex regulariser (logreg-nc, for nonconvex rate checks), the nonconvex
+sigmoid loss on synthetic data (sigmoid) or scikit-learn's breast cancer (sigmoid-bc), and SDP4Bit's
+two-parameter counterexample for quantized weights (sdp4bit-counterexample). The data problems also
+serve single samples' function values (the zeroth-order oracle of algorithms/zo.py).
 
 All data is generated with numpy from the seed, for all W workers at once, so the simulator (all
 workers) and a real rank (one worker's slice) see bit-identical data and minibatches. The
@@ -72,6 +75,18 @@ class Problem:
     def metric(self, z, y) -> float:
         return math.nan
 
+    def sample_losses(self, xp, points, a, y):
+        """f_i at points (..., b, k, d) for the samples a (..., b, d), y (..., b): shape (..., b, k), the
+        loss of loss_grad per sample (what a zeroth-order method may query)."""
+        z = xp.sum(points * a[..., None, :], axis=-1)
+        return self.sample_loss(xp, z, y[..., None]) + self.regulariser(xp, points)
+
+    def sample_loss(self, xp, z, y):
+        raise NotImplementedError
+
+    def regulariser(self, xp, x):
+        return self.config.l2 / 2 * xp.sum(x * x, axis=-1)
+
 
 class LeastSquares(Problem):
     kind = "lsq"
@@ -90,6 +105,9 @@ class LeastSquares(Problem):
         loss = xp.sum(r * r, axis=-1) / (2 * n) + self.config.l2 / 2 * xp.sum(x * x, axis=-1)
         grad = xp.squeeze(xp.matrix_transpose(a) @ r[..., None], axis=-1) / n + self.config.l2 * x
         return loss, grad
+
+    def sample_loss(self, xp, z, y):
+        return (z - y) ** 2 / 2
 
 
 class LogisticRegression(Problem):
@@ -114,6 +132,9 @@ class LogisticRegression(Problem):
     def metric(self, z, y) -> float:
         return float(np.mean(np.where(z >= 0, 1.0, -1.0) == y))
 
+    def sample_loss(self, xp, z, y):
+        return xp.logaddexp(xp.zeros_like(z), -y * z)
+
 
 class NonconvexLogisticRegression(LogisticRegression):
     """Logistic regression plus 0.1 sum_j x_j^2 / (1 + x_j^2), the nonconvex regulariser of the
@@ -127,6 +148,86 @@ class NonconvexLogisticRegression(LogisticRegression):
         loss, grad = super().loss_grad(xp, x, a, y)
         s = 1 + x * x
         return loss + self.nonconvex * xp.sum(x * x / s, axis=-1), grad + self.nonconvex * 2 * x / (s * s)
+
+    def regulariser(self, xp, x):
+        return super().regulariser(xp, x) + self.nonconvex * xp.sum(x * x / (1 + x * x), axis=-1)
+
+
+class Sigmoid(LogisticRegression):
+    """The nonconvex sigmoid loss of the zeroth-order papers (Huang et al. 2019): f_i(x) = 1 / (1 +
+    exp(y_i a_i x)) (+ the l2 ridge; set l2=0 for the paper's problem, whose penalty the method's prox
+    applies). Bounded, smooth, nonconvex; logreg's data with features a_i ~ N(0, I)."""
+
+    kind = "sigmoid"
+
+    def _generate(self, rng, w, c):
+        # The paper's a_i ~ N(0, I), not logreg's N(0, I / d): labels keep their signs.
+        a, y = super()._generate(rng, w, c)
+        return a * math.sqrt(c.dim), y
+
+    def loss_grad(self, xp, x, a, y):
+        z = y * xp.squeeze(a @ x[..., None], axis=-1)
+        n = a.shape[-2]
+        s = _sigmoid(xp, -z)
+        loss = xp.sum(s, axis=-1) / n + self.config.l2 / 2 * xp.sum(x * x, axis=-1)
+        coef = -y * s * (1 - s) / n  # d/dz sigmoid(-z) = -s (1 - s)
+        grad = xp.squeeze(xp.matrix_transpose(a) @ coef[..., None], axis=-1) + self.config.l2 * x
+        return loss, grad
+
+    def sample_loss(self, xp, z, y):
+        return _sigmoid(xp, -y * z)
+
+
+class BreastCancerSigmoid(Sigmoid):
+    """The sigmoid loss on scikit-learn's breast cancer data (569 samples, 30 standardised features,
+    labels +-1), shuffled by the seed and dealt to the workers in equal shards; `dim` is ignored (30)
+    and samples_per_worker x workers must not exceed 569. heterogeneity and noise do not apply."""
+
+    kind = "sigmoid-bc"
+
+    def __init__(self, world_size: int, seed: int, config: ProblemConfig) -> None:
+        super().__init__(world_size, seed, dataclasses.replace(config, dim=30))
+
+    def _generate(self, rng, w, c):
+        from sklearn.datasets import load_breast_cancer
+
+        a, y = load_breast_cancer(return_X_y=True)
+        if w * c.samples_per_worker > len(y):
+            raise ValueError(f"samples_per_worker {c.samples_per_worker} x {w} workers exceeds the {len(y)} samples")
+        a = (a - a.mean(0)) / a.std(0)
+        keep = rng.permutation(len(y))[:w * c.samples_per_worker]
+        return (a[keep].reshape(w, c.samples_per_worker, c.dim),
+                np.where(y[keep] == 1, 1.0, -1.0).reshape(w, c.samples_per_worker))
+
+
+class TernaryCounterexample(Problem):
+    """SDP4Bit's counterexample (Sec. 4.1, claim P8): f(w) = |w|^2 on w in R^2 from w0 = (1, -1), with the
+    stochastic gradient (4 w1, 0) or (0, 4 w2), each with probability 1/2 (its mean is grad f = 2 w).
+    Every worker flips its own coin, all drawn from (seed, 1); `dim` and the data knobs do not apply."""
+
+    kind = "sdp4bit-counterexample"
+
+    def __init__(self, world_size: int, seed: int, config: ProblemConfig) -> None:
+        self.world_size, self.seed, self.config = world_size, seed, config
+        self.n_params = 2
+        self.layout = (("weight", (1, 2)),)
+
+    def x0(self) -> np.ndarray:
+        return np.array([1.0, -1.0])
+
+    def oracle(self, xp: Any, rank: int | None, dtype: str, device: Any = None) -> Any:
+        rng = np.random.default_rng([self.seed, 1])
+        kw = {"device": device} if device is not None else {}
+
+        def oracle(x: Any) -> tuple[Any, Any]:
+            coins = rng.integers(0, 2, size=self.world_size)
+            pick = np.stack([coins == 0, coins == 1], axis=-1).astype(dtype)
+            return xp.sum(x * x, axis=-1), 4 * x * xp.asarray(pick if rank is None else pick[rank], **kw)
+
+        return oracle
+
+    def evaluate(self, x_mean: np.ndarray) -> tuple[float, float]:
+        return float(np.sum(x_mean * x_mean)), math.nan
 
 
 def _sigmoid(xp, t):
@@ -162,6 +263,25 @@ class ProblemOracle:
             a, y = self._features[idx[self.rank]], self._targets[idx[self.rank]]
         return self.problem.loss_grad(self.xp, x, self._asarray(a), self._asarray(y))
 
+    # The zeroth-order capability (algorithms/zo.py): function values of single samples.
+    @property
+    def n_samples(self) -> int:
+        return self.problem.config.samples_per_worker
+
+    def draw(self, b: int) -> np.ndarray:
+        """b distinct samples per worker, from the generator of the minibatches."""
+        w, n = self.problem.world_size, self.n_samples
+        idx = np.argsort(self._rng.random((w, n)), axis=-1)[:, :b]
+        return idx if self.rank is None else idx[self.rank]
+
+    def values(self, points: Any, idx: np.ndarray) -> Any:
+        if self.rank is None:
+            a, y = self._features[self._workers, idx], self._targets[self._workers, idx]
+        else:
+            a, y = self._features[idx], self._targets[idx]
+        return self.problem.sample_losses(self.xp, points, self._asarray(a), self._asarray(y))
+
 
 PROBLEMS: dict[str, type[Problem]] = {p.kind: p for p in (LeastSquares, LogisticRegression,
-                                                         NonconvexLogisticRegression)}
+                                                         NonconvexLogisticRegression, Sigmoid, BreastCancerSigmoid,
+                                                         TernaryCounterexample)}

@@ -33,6 +33,10 @@ def simulate(name: str, params: dict, *, workers: int = 3, steps: int = 20, dtyp
         grads.append(g)
         return loss, g
 
+    # Zeroth-order methods query function values through the problem's own oracle (no gradients to keep).
+    if hasattr(inner, "values"):
+        oracle.n_samples, oracle.draw, oracle.values = inner.n_samples, inner.draw, inner.values
+
     x = xp.asarray(np.zeros((workers, dim), dtype=dtype))
     state = method.init_state(x, comm)
     losses = []

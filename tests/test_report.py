@@ -202,3 +202,17 @@ def test_staleness_histogram_from_the_dgc_diagnostics(tmp_path: Path) -> None:
     assert got["share"].tolist() == [0.1, 0.5, 0.3, 0.1] and set(got["run"]) == {"dgc-run"}
     without = table[table["method"] == "sgd"].drop(columns=list(shares))
     assert "dgc_staleness_histogram" not in draw_figures(without, tmp_path / "b")
+
+
+def test_onebit_volume_figure_rows_measure_the_whole_run_volume_per_warmup_fraction():
+    from thinwire.analysis.figures import _onebit_volume_rows
+
+    def run(name, method, params, per_step):
+        return pd.DataFrame({"run": name, "method": method, "mode": "sim", "experiment": "ob", "seed": 0,
+                             "params": json.dumps(params), "step": range(10), "link_bytes": per_step})
+
+    table = pd.concat([run("a", "adam", {"lr": 1e-3}, [32.0] * 10),
+                       run("o", "onebit-adam", {"freeze_step": 2}, [32.0] * 2 + [1.0] * 8)])
+    rows = _onebit_volume_rows(table)
+    assert rows["warmup_fraction"].tolist() == [0.2]
+    assert rows["volume_ratio"].tolist() == [pytest.approx(320 / 72)]

@@ -93,9 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--out", type=Path, default=Path("reports/validation.csv"), help="the table (CSV)")
 
     study = sub.add_parser("study", help="a measurement that is not a training run, as a table")
-    study.add_argument("name", choices=["quantizers", "sign_rate"],
+    study.add_argument("name", choices=["quantizers", "sign_rate", "zo_rate"],
                        help="quantizers: error of every quantizer by distribution; "
-                            "sign_rate: DSM-LS's gradient norm against the horizon (claim S3)")
+                            "sign_rate: DSM-LS's gradient norm against the horizon (claim S3); "
+                            "zo_rate: zeroth-order proximal methods' gradient mapping against the horizon (ZO-1..3)")
     study.add_argument("--out", required=True, type=Path, help="output CSV")
     study.add_argument("--seed", type=int, default=0)
     return parser
@@ -164,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                 from thinwire.simulators.sign_rate_study import run_study as run_rate
 
                 run_rate(args.out)
+            elif args.name == "zo_rate":
+                from thinwire.simulators.zo_rate_study import run_study as run_zo
+
+                run_zo(args.out)
             else:
                 from thinwire.simulators.quantizer_study import run_study
 

@@ -1,0 +1,77 @@
+"""SDP4Bit's compressors on 25M float32 values, as a ratio to a numpy copy of the same array (claim P6's
+ingredients: what the Hadamard transform adds to quantization, here on a CPU).
+
+    python benchmarks/bench_sdp4bit.py [--n 25000000] [--repeats 3]
+
+Cases (algorithms/sdp_quant.py): Q_{4,2048} (qWD's weights) and Q_{8,128} / Q_{4,128} (TLq's gradients),
+each compress + pack into bytes, rounding to nearest and stochastically (the uniforms drawn inside the
+timed call, as the method does); the block Hadamard transform (32) alone; Hadamard + Q_{8,128}. numpy
+and torch (CPU) for each. The last column, "Hadamard share", is the Hadamard transform's time over
+Hadamard + quantize: the fraction of compression time the transform costs when it is not fused (the
+paper fuses it into its CUDA quantization kernel; Table 4 prices the unfused version 29% slower).
+Nothing here passes or fails: it prints what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+from thinwire.algorithms.sdp_quant import hadamard, symmetric
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=25_000_000, help="values (rounded down to a multiple of 2048)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    n = args.n // 2048 * 2048
+    x = np.random.default_rng(0).standard_normal(n, dtype=np.float32)
+    xt = torch.from_numpy(x)
+    print(f"numpy {np.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
+          f"torch threads {torch.get_num_threads()}; n = {n:,} float32")
+    copy = median_time(lambda: x.copy(), args.repeats)
+    rng = np.random.default_rng(1)
+
+    def uniforms(like):
+        u = rng.random(n, dtype=np.float32)
+        return torch.from_numpy(u) if isinstance(like, torch.Tensor) else u
+
+    q4w, q8, q4 = symmetric(4, 2048), symmetric(8, 128), symmetric(4, 128)
+    rows = []
+    for lib, v in (("numpy", x), ("torch", xt)):
+        cases = {
+            "Q4,2048 nearest": lambda v=v: q4w.compress(v),
+            "Q4,2048 stochastic": lambda v=v: q4w.compress(v, uniforms(v)),
+            "Q8,128 stochastic": lambda v=v: q8.compress(v, uniforms(v)),
+            "Q4,128 stochastic": lambda v=v: q4.compress(v, uniforms(v)),
+            "Hadamard 32": lambda v=v: hadamard(v, 32),
+            "Hadamard 32 + Q8,128 stochastic": lambda v=v: q8.compress(hadamard(v, 32), uniforms(v)),
+        }
+        times = {name: median_time(fn, args.repeats) for name, fn in cases.items()}
+        for name, t in times.items():
+            rows.append((lib, name, t, t / copy))
+        share = times["Hadamard 32"] / times["Hadamard 32 + Q8,128 stochastic"]
+        rows.append((lib, "Hadamard share of Hadamard + Q8,128", share, float("nan")))
+    print(f"{'library':8} {'case':38} {'seconds':>9} {'x copy':>8}   (numpy copy: {copy:.4f} s)")
+    for lib, name, t, ratio in rows:
+        print(f"{lib:8} {name:38} {t:9.4f} {ratio:8.1f}" if not math.isnan(ratio) else f"{lib:8} {name:38} {t:9.2%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -35,6 +35,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_simulator.py
 	$(BIN)/python benchmarks/bench_compressors.py
 	$(BIN)/python benchmarks/bench_perfmodel.py
+	$(BIN)/python benchmarks/bench_sdp4bit.py
 
 lint: setup
 	$(BIN)/ruff check .

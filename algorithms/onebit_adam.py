@@ -70,12 +70,6 @@ class Block(NamedTuple):
         return self.chunk * self.ranks
 
 
-def _pad(x: Any, length: int) -> Any:
-    xp = array_namespace(x)
-    missing = length - x.shape[-1]
-    if not missing:
-        return x
-    return xp.concat([x, xp.zeros(x.shape[:-1] + (missing,), dtype=x.dtype, device=device_of(x))], axis=-1)
 
 
 def _pack_signs(z: Any) -> Any:
@@ -204,7 +198,7 @@ class OnebitAdam(MethodBase):
                                               device=device_of(m)), lead + (1,))
 
         z = m + state["error"]
-        chunks = xp.reshape(_pad(z, block.padded), lead + (p, n))
+        chunks = xp.reshape(wire.pad_last(z, block.padded), lead + (p, n))
         scales = xp.sqrt(xp.sum(chunks * chunks, axis=-1, keepdims=True) / counts)
         error = z - xp.reshape(scales * _signs(chunks), lead + (block.padded,))[..., :d]
         received = comm.all_to_all(wire.pack([_pack_signs(chunks), scales]))
@@ -223,7 +217,7 @@ class OnebitAdam(MethodBase):
         w = s = 0
         for block in self.blocks(p):
             n = block.chunk
-            buf = _pad(m[..., block.start:block.stop], block.padded) + state["error"][..., w:w + block.padded]
+            buf = wire.pad_last(m[..., block.start:block.stop], block.padded) + state["error"][..., w:w + block.padded]
             scale = xp.linalg.vector_norm(buf, axis=-1, keepdims=True) / math.sqrt(block.padded)
             errors.append(buf - scale * _signs(buf))
             received = comm.all_to_all(_pack_signs(xp.reshape(buf, lead + (p, n))))

@@ -112,11 +112,11 @@ class Quantizer:
         lead, n = tuple(x.shape[:-1]), x.shape[-1]
         nb, size = self._shape(n)
         mask = xp.reshape(xp.arange(nb * size, device=device_of(x)) < n, (nb, size))
-        xb = xp.reshape(_pad(x, nb * size), lead + (nb, size))
+        xb = xp.reshape(wire.pad_last(x, nb * size), lead + (nb, size))
         if uniforms is None:
             ub = xp.full_like(xb, 0.5)
         else:
-            ub = xp.reshape(_pad(wire.astype(uniforms, x.dtype), nb * size), lead + (nb, size))
+            ub = xp.reshape(wire.pad_last(wire.astype(uniforms, x.dtype), nb * size), lead + (nb, size))
         floats, codes = self._encode(xb, mask, ub)
         codes = xp.reshape(codes, lead + (nb * size,))[..., :n]
         floats = wire.astype(xp.reshape(floats, lead + (nb * self.floats,)), wire.dtype_like(x, "float32"))
@@ -130,7 +130,7 @@ class Quantizer:
         floats, packed = wire.unpack(payload, [(wire.dtype_like(payload, "float32"), nb * self.floats),
                                                (wire.dtype_like(payload, "uint8"), bits.packed_bytes(n, self.bits))])
         levels = wire.astype(xp.reshape(floats, lead + (nb, self.floats)), dtype)
-        codes = xp.reshape(_pad(bits.unpack(packed, self.bits, n), nb * size), lead + (nb, size))
+        codes = xp.reshape(wire.pad_last(bits.unpack(packed, self.bits, n), nb * size), lead + (nb, size))
         return xp.reshape(self._decode(levels, codes), lead + (nb * size,))[..., :n]
 
     def _encode(self, xb: Any, mask: Any, u: Any) -> tuple[Any, Any]:
@@ -142,12 +142,6 @@ class Quantizer:
         raise NotImplementedError
 
 
-def _pad(x: Any, length: int) -> Any:
-    xp = wire.namespace(x)
-    missing = length - x.shape[-1]
-    if not missing:
-        return x
-    return xp.concat([x, xp.zeros(x.shape[:-1] + (missing,), dtype=x.dtype, device=device_of(x))], axis=-1)
 
 
 def _count(xb: Any, mask: Any) -> Any:

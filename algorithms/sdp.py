@@ -47,12 +47,6 @@ WEIGHTS = ("full", "qw", "qwd")
 GRADS = ("full", "tlq", "tlq-hs", "ulq")
 
 
-def _pad(x: Any, length: int) -> Any:
-    xp = wire.namespace(x)
-    missing = length - x.shape[-1]
-    if not missing:
-        return x
-    return xp.concat([x, xp.zeros(x.shape[:-1] + (missing,), dtype=x.dtype, device=device_of(x))], axis=-1)
 
 
 @register
@@ -122,7 +116,7 @@ class ShardedDP(MethodBase):
         if self.config.grads != "full":
             self.intra = comm.split([[j * n + i for i in range(n)] for j in range(m)]) if n > 1 else None
             self.inter = comm.split([[j * n + i for j in range(m)] for i in range(n)]) if m > 1 else None
-        main = self._own(_pad(x, self.padded), comm)
+        main = self._own(wire.pad_last(x, self.padded), comm)
         zeros = comm.xp.zeros_like(main)
         return {"main": main, "m": zeros, "v": zeros, "t": 0}
 
@@ -147,7 +141,7 @@ class ShardedDP(MethodBase):
     def step(self, x: Any, state: dict[str, Any], oracle: Oracle, comm: Communicator):
         c, t = self.config, state["t"]
         loss, grad = oracle(x)
-        g = self._gradient_shard(_pad(grad, self.padded), t, comm) / comm.world_size
+        g = self._gradient_shard(wire.pad_last(grad, self.padded), t, comm) / comm.world_size
         main, new = state["main"], {"t": t + 1, "m": state["m"], "v": state["v"]}
         if c.optimizer == "sgd":
             main = main - c.lr * g
@@ -191,12 +185,12 @@ class ShardedDP(MethodBase):
         if c.weights == "full":
             gathered = comm.all_gather(main, sharded=True)
             return xp.reshape(gathered, lead + (self.padded,))[..., :self.n_params], main
-        sent = main if c.weights == "qw" else main - self._own(_pad(x, self.padded), comm)
+        sent = main if c.weights == "qw" else main - self._own(wire.pad_last(x, self.padded), comm)
         payload = self.weight_q.compress(sent, self._uniforms(sent, t, 2, comm))
         gathered = self.weight_q.decompress(comm.all_gather(payload, sharded=True), self.shard, x.dtype)
         values = xp.reshape(gathered, lead + (self.padded,))[..., :self.n_params]
         model = values if c.weights == "qw" else x + values
-        return model, (main if c.master_weights else self._own(_pad(model, self.padded), comm))
+        return model, (main if c.master_weights else self._own(wire.pad_last(model, self.padded), comm))
 
     def bits_per_parameter(self, value_bits: int, step: int) -> float:
         if self.topology is None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace, is_torch_array
+from array_api_compat import device as device_of
 
 
 def _torch():
@@ -72,6 +73,15 @@ def unpack(buf: Any, layout: Sequence[tuple[Any, int]]) -> list[Any]:
     if start != buf.shape[-1]:
         raise ValueError(f"payload of {buf.shape[-1]} bytes does not match layout of {start} bytes")
     return out
+
+
+def pad_last(x: Any, length: int) -> Any:
+    """x zero-padded along its last axis to `length` (x itself when it is that long already)."""
+    xp = namespace(x)
+    missing = length - x.shape[-1]
+    if not missing:
+        return x
+    return xp.concat([x, xp.zeros(x.shape[:-1] + (missing,), dtype=x.dtype, device=device_of(x))], axis=-1)
 
 
 def pad_rows(rows: Sequence[Any]) -> Any:

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from thinwire.simulators.perfmodel import Options, StepModel, load_cluster, model_runs
+from timing import median_time  # benchmarks/timing.py, beside this script
 
 CLUSTER = """name: bench-128x8
 nodes: 128
@@ -74,16 +73,6 @@ def synthesise_log(steps: int, world: int, seed: int = 0) -> tuple[pd.DataFrame,
     metrics = vectors.assign(sent=8, recv=8, category="metrics")
     log = pd.concat([lengths, payloads, vectors, metrics]).sort_values("step", kind="stable")
     return log.reset_index(drop=True), int(sizes.sum())
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

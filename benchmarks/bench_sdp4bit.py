@@ -17,22 +17,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
-import time
 
 import numpy as np
 import torch
 from thinwire.algorithms.sdp_quant import hadamard, symmetric
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import median_time  # benchmarks/timing.py, beside this script
 
 
 def main() -> None:

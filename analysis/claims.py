@@ -359,6 +359,25 @@ def model_bandwidth(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study
 
 
 @quantity
+def model_codec_share(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study: str, label: str,
+                      bandwidth: float) -> Measurement | None:
+    """Share of `label`'s predicted step spent encoding/decoding (mean codec_s / mean wall_s) at one
+    inter-node bandwidth, from a model job's summary; mean over seeds. None when the cluster states no
+    codec rate for the label (the summary then has no such row)."""
+    df = studies.get(study)
+    if df is None:
+        return None
+    rows = df[(df["quantity"] == "codec_share") & (df["label"] == label)]
+    at = rows[np.isclose(rows["bandwidth_gbps"], bandwidth)]["value"]
+    if at.empty:
+        return None
+    sem = float(at.std(ddof=1) / math.sqrt(len(at))) if len(at) > 1 else 0.0
+    each = "; ".join(f"{bw:g} Gbit/s {g['value'].mean():.3%}" for bw, g in rows.groupby("bandwidth_gbps"))
+    return Measurement(float(at.mean()), None, sem,
+                       f"encode/decode share of {label}'s step on {rows['cluster'].iloc[0]} ({len(at)} runs): {each}")
+
+
+@quantity
 def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat: str,
                      study: str = "validation") -> Measurement | None:
     """median or max over the shaped-link cases of |predicted - measured| / measured step time

@@ -73,7 +73,8 @@ def summary(models: dict[str, Callable[[float], float]], table: pd.DataFrame, ba
             speedups: list[float]) -> pd.DataFrame:
     """Long table of a cluster's predictions per run: `bandwidth_at_speedup` (target: the speedup,
     value: Gbit/s) for every run with a baseline other than itself, and `seconds_to_target` (target:
-    the loss, value: seconds) at each modelled bandwidth."""
+    the loss, value: seconds) at each modelled bandwidth, and `codec_share` (value: mean encode/decode
+    seconds over mean step seconds) at each bandwidth for every run the cluster charges a codec."""
     about = ["run", "method", "label", "experiment", "workload", "seed", "cluster"]
     info = table.drop_duplicates("run").set_index("run")[about[1:]]
     rows = []
@@ -88,4 +89,9 @@ def summary(models: dict[str, Callable[[float], float]], table: pd.DataFrame, ba
     for r in ttt.itertuples(index=False):
         rows.append({"run": r.run, **info.loc[r.run], "quantity": "seconds_to_target", "target": r.target_loss,
                      "bandwidth_gbps": r.bandwidth_gbps, "value": r.seconds_to_target})
+    if "codec_s" in table:
+        share = table.groupby(["run", "bandwidth_gbps"], as_index=False)[["codec_s", "wall_s"]].mean()
+        for r in share[share["codec_s"] > 0].itertuples(index=False):
+            rows.append({"run": r.run, **info.loc[r.run], "quantity": "codec_share", "target": np.nan,
+                         "bandwidth_gbps": r.bandwidth_gbps, "value": r.codec_s / r.wall_s})
     return pd.DataFrame(rows, columns=about + ["quantity", "target", "bandwidth_gbps", "value"])

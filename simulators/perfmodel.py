@@ -9,8 +9,10 @@ A step costs compute + encode/decode + communication, each from data, none from 
   the run's group) divided by the group size.
 - compute: flops_per_step, or 6 x params x tokens_per_step for a transformer (Kaplan et al. 2020),
   at the cluster's sustained_tflops.
-- encode/decode: params / the cluster's codec_values_per_s[method] on every step the method sends;
-  0 where the cluster states no rate for the method (the `codec` column says which).
+- encode/decode: params / the cluster's codec_values_per_s[label] on every step the run sends, else
+  codec_values_per_s[method] (variants of one method differ by label: sdp's sdp4bit Hadamard-transforms
+  and quantizes, its baseline codes nothing); 0 where the cluster states neither (the `codec` column
+  says which).
 - overlap (off by default, as v0): backward is 2/3 of compute (4 N D of the 6 N D rule); the step's
   communication splits into k equal buckets, bucket i ready after i/k of the backward, the link
   serving buckets in order, so
@@ -51,7 +53,8 @@ class Cluster:
     inter: Tier
     algorithm: str = "ring"  # all_reduce and broadcast: ring, tree or auto (collectives.py)
     hierarchical: bool = False  # all_reduce / reduce_scatter over whole nodes: intra, inter, intra
-    # Encode + decode throughput per method, parameters per second per GPU; a method absent costs 0.
+    # Encode + decode throughput per run label or method (the label first), parameters per second per
+    # GPU; neither stated costs 0.
     codec_values_per_s: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -165,7 +168,8 @@ class StepModel:
         self.compute_s = flops / (cluster.sustained_tflops * 1e12)
         calls = log_calls(commlog, meta["world_size"], cluster.world_size, params / meta["n_params"])
         sends = np.isin(self.steps, calls.step)
-        rate = cluster.codec_values_per_s.get(meta["method"])
+        codec = cluster.codec_values_per_s
+        rate = codec.get(meta.get("label", meta["method"]), codec.get(meta["method"]))
         self.codec = f"{rate:g} values/s" if rate else "not stated: 0 s"
         self.codec_s = np.where(sends, params / rate if rate else 0.0, 0.0)
         self.buckets = options.buckets or max(1, math.ceil(params * 4 / DDP_BUCKET_BYTES))

@@ -154,6 +154,19 @@ def test_a_reported_claim_shows_the_model_bandwidth_without_a_verdict():
     assert verdicts(_table(), [claim], {}).iloc[0]["verdict"] == "inconclusive"  # model job not run
 
 
+def test_model_codec_share_reads_the_summary_at_one_bandwidth():
+    summary = pd.DataFrame({"run": ["a0", "a1", "a0", "a1"], "label": "a", "cluster": "c",
+                            "quantity": "codec_share", "target": np.nan, "bandwidth_gbps": [10.0, 10.0, 100.0, 100.0],
+                            "value": [0.01, 0.03, 0.1, 0.2]})
+    claim = _claim(rule="reported", expected=None,
+                   quantity={"name": "model_codec_share", "study": "model-c", "label": "a", "bandwidth": 100})
+    v = verdicts(_table(), [claim], {"model-c": summary}).iloc[0]
+    assert v["verdict"] == "reported" and v["measured"] == pytest.approx(0.15)
+    assert "10 Gbit/s 2.000%" in v["evidence"] and "100 Gbit/s 15.000%" in v["evidence"]
+    other = dict(claim, quantity={**claim["quantity"], "label": "b"})
+    assert verdicts(_table(), [other], {"model-c": summary}).iloc[0]["verdict"] == "inconclusive"
+
+
 def test_quantizer_study_measures_every_case(tmp_path):
     from thinwire.simulators.quantizer_study import CASES, run_study
 

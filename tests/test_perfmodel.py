@@ -199,6 +199,17 @@ def test_compute_from_tokens_and_codec_only_on_steps_that_send():
     assert plain.compute_s == 2.0 and plain.codec == "not stated: 0 s" and not plain.codec_s.any()
 
 
+def test_codec_rate_by_label_before_method():
+    # Variants of one method (sdp's labels) are priced apart: the label's rate, else the method's, else 0.
+    c = _one_link(codec_values_per_s={"sdp4bit": 1e9, "sdp": 4e9})
+    log, opts = _log([1000]), Options(target_params=1e6, tokens_per_step=1e3)
+    meta = {**META, "method": "sdp"}
+    assert StepModel(log, np.arange(1), {**meta, "label": "sdp4bit"}, c, opts).codec_s.tolist() == pytest.approx([1e-3])
+    assert StepModel(log, np.arange(1), {**meta, "label": "qwd"}, c, opts).codec_s.tolist() == pytest.approx([2.5e-4])
+    other = StepModel(log, np.arange(1), {**META, "label": "sdp4bit_x"}, _one_link(codec_values_per_s={"sdp4bit": 1e9}), opts)
+    assert other.codec == "not stated: 0 s" and not other.codec_s.any()
+
+
 @pytest.mark.parametrize("comm, by_hand", [
     # compute 0.3 s: forward 0.1, backward 0.2; 4 buckets: 0.1 + max(0.05 + comm, 0.2 + comm / 4)
     (0.04, 0.1 + 0.21),  # communication hides behind the backward pass but for its last bucket
@@ -260,6 +271,10 @@ def test_break_even_and_time_to_target_from_runs(tmp_path):
     assert ttt.loc[("dense", 1.0), "value"] == pytest.approx(3 * 0.048)
     assert ttt.loc[("small", 10.0), "value"] == pytest.approx(3 * (0.01 + 0.00048))
     assert np.isnan(ttt.loc[("slow", 1.0), "value"])
+    # Encode/decode share of the step, only for runs that pay one: small at 1 Gbit/s 0.01 / 0.0148.
+    share = s[s["quantity"] == "codec_share"].set_index(["run", "bandwidth_gbps"])["value"]
+    assert share[("small", 1.0)] == pytest.approx(0.01 / (0.01 + 0.0048))
+    assert "dense" not in share.index.get_level_values(0)
     assert table["seconds_to_target"].notna().any() and {"codec_s", "comm_s", "eval_loss"} <= set(table)
 
 

@@ -216,3 +216,39 @@ def test_onebit_volume_figure_rows_measure_the_whole_run_volume_per_warmup_fract
     rows = _onebit_volume_rows(table)
     assert rows["warmup_fraction"].tolist() == [0.2]
     assert rows["volume_ratio"].tolist() == [pytest.approx(320 / 72)]
+
+
+def test_sdp4bit_loss_table_rows_keep_each_runs_last_finite_held_out_loss(tmp_path: Path) -> None:
+    from thinwire.analysis.figures import _sdp4bit_loss_rows
+
+    rows = [_row(f"{label}-s{seed}", "sdp", "sim", step, experiment="sdp4bit", label=label, seed=seed,
+                 eval_loss=loss)
+            for label, last in (("baseline", 2.0), ("qw", 3.0)) for seed in (0, 1)
+            for step, loss in enumerate([5.0, last + seed, np.nan])]  # the last step has no eval
+    rows += [_row("other-s0", "sdp", "sim", 0, experiment="sdp4bit_p8", label="qw", eval_loss=9.0)]
+    table = pd.DataFrame(rows)
+    got = _sdp4bit_loss_rows(table).set_index("run")
+    assert sorted(got.index) == ["baseline-s0", "baseline-s1", "qw-s0", "qw-s1"]  # only experiment sdp4bit
+    assert got["loss"].to_dict() == {"baseline-s0": 2.0, "baseline-s1": 3.0, "qw-s0": 3.0, "qw-s1": 4.0}
+    assert set(got["step"]) == {1}
+    assert _is_png(draw_figures(table, tmp_path)["sdp4bit_loss_table"])
+
+
+def test_sdp4bit_throughput_rows_are_the_compressed_labels_of_the_sdp4bit_setups(tmp_path: Path) -> None:
+    from thinwire.analysis.figures import _model_rows as model_rows
+    from thinwire.analysis.figures import _sdp4bit_throughput_rows
+
+    rows = [_row(f"{label}-{cluster}-{bw:g}", "sdp", "model", step, experiment="sdp4bit_dp16", label=label,
+                 cluster=cluster, bandwidth_gbps=bw, wall_s=t, speedup=speedup, metric=np.nan)
+            for cluster in ("sdp4bit-18b-h800", "sdp4bit-6.7b-a100") for bw in (400.0, 100.0)
+            for label, t, speedup in (("baseline", 4.0, 1.0), ("sdp4bit", 1.0 + 100 / bw, 4.0 / (1.0 + 100 / bw)))
+            for step in range(2)]
+    table = pd.DataFrame(rows + _model_rows())  # the fixture's model rows (experiment ef) are not SDP4Bit's
+    got = _sdp4bit_throughput_rows(model_rows(table))
+    assert set(got["label"]) == {"sdp4bit"} and set(got["cluster"]) == {"sdp4bit-18b-h800", "sdp4bit-6.7b-a100"}
+    assert got["bandwidth"].tolist()[:2] == ["100 Gbit/s", "100 Gbit/s"]  # slowest link first
+    by = got.set_index(["cluster", "bandwidth_gbps"])
+    assert by.loc[("sdp4bit-18b-h800", 100.0), "speedup"] == pytest.approx(2.0)
+    assert by.loc[("sdp4bit-6.7b-a100", 400.0), "step_time"] == pytest.approx(1.25)
+    figures = draw_figures(table, tmp_path)
+    assert _is_png(figures["sdp4bit_model_throughput"]) and "sdp4bit_loss_table" not in figures

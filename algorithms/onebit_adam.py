@@ -166,7 +166,7 @@ class OnebitAdam(MethodBase):
             if c.deepspeed_compat:
                 new.update(self._compat_average(m, state, comm) if comm.world_size > 1 else {"m": m})
             else:
-                new.update(self._average(m, state, comm))
+                new.update(self.compressed_average(m, state, comm))
                 if c.zero_variance_mask:
                     new["m"] = new["m"] * comm.xp.astype(state["v"] > 0, m.dtype)
         update = direction(new["m"], new["v"], c.eps, *self._corrections(t + 1))
@@ -183,7 +183,7 @@ class OnebitAdam(MethodBase):
         _, v_scale = bias_corrections(c.beta1, c.beta2, min(t, c.freeze_step))
         return m_scale, v_scale
 
-    def _average(self, m: Any, state: dict[str, Any], comm: Communicator) -> dict[str, Any]:
+    def compressed_average(self, m: Any, state: dict[str, Any], comm: Communicator) -> dict[str, Any]:
         """The compressed average of the workers' momenta m, thinwire's default mode (see the docstring)."""
         xp, p, d = comm.xp, comm.world_size, m.shape[-1]
         (block,) = self.blocks(p)

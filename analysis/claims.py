@@ -244,6 +244,29 @@ def volume_ratio(table: pd.DataFrame, experiment: str, label: str, baseline: str
 
 
 @quantity
+def rounds_ratio(table: pd.DataFrame, experiment: str, label: str, baseline: str) -> Measurement | None:
+    """Communication rounds of `baseline` over those of `label`, whole runs, paired by seed, mean over
+    seeds. A round is a step with method traffic (bytes_sent > 0), however many collectives it calls."""
+    rows = _select(table, experiment=experiment, label=[label, baseline], mode=["sim", "real"])
+    if rows.empty:
+        return None
+    runs = rows.groupby(["label", "seed"])
+    rounds = runs["bytes_sent"].apply(lambda b: int((b > 0).sum()))
+    steps = runs["step"].count()
+    labels = rounds.index.get_level_values(0)
+    if label not in labels or baseline not in labels:
+        return None
+    ratio = (rounds[baseline] / rounds[label]).replace(math.inf, np.nan).dropna()
+    if ratio.empty:
+        return None
+    sem = float(ratio.std(ddof=1) / math.sqrt(len(ratio))) if len(ratio) > 1 else 0.0
+    return Measurement(float(ratio.mean()), None, sem,
+                       f"steps with method traffic, {baseline} / {label} ({experiment}): {rounds[baseline].mean():.4g} "
+                       f"/ {rounds[label].mean():.4g} of {steps[label].mean():.4g} steps = {ratio.mean():.4g} over "
+                       f"{len(ratio)} seeds ({1 - 1 / ratio.mean():.1%} fewer rounds)")
+
+
+@quantity
 def diagnostic(table: pd.DataFrame, experiment: str, label: str, diagnostic: str) -> Measurement | None:
     """A method's own end-of-run diagnostic (column diag_<name>), mean over the runs (seeds)."""
     name = diagnostic

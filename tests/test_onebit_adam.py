@@ -31,7 +31,7 @@ def test_one_rank_sends_scale_times_sign_with_sign_of_zero_plus_one(d):
     z = np.random.default_rng(0).normal(size=(1, d))
     z[0, 3] = 0.0
     comm = SimComm(1, xp_np)
-    out = m._average(z, m.init_state(z, comm), comm)
+    out = m.compressed_average(z, m.init_state(z, comm), comm)
     expected = np.linalg.norm(z) / math.sqrt(d) * np.where(z >= 0, 1.0, -1.0)
     np.testing.assert_allclose(out["m"], expected, rtol=1e-14)
     assert out["m"][0, 3] > 0
@@ -42,7 +42,7 @@ def test_one_rank_sends_scale_times_sign_with_sign_of_zero_plus_one(d):
 def test_a_payload_is_packed_sign_bits_and_one_scale_per_chunk():
     m, comm = method({}, 50), SimComm(3, xp_np)
     z = np.random.default_rng(1).normal(size=(3, 50))
-    m._average(z, m.init_state(z, comm), comm)
+    m.compressed_average(z, m.init_state(z, comm), comm)
     (a2a, gather) = comm.log.records
     # d = 50 over 3 ranks: chunks of 24 coordinates = 3 bytes of signs, plus an 8-byte scale.
     assert (a2a.op, a2a.sent) == ("all_to_all", 3 * (3 + 8)) and (gather.op, gather.sent) == ("all_gather_shards", 3 + 8)

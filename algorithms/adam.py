@@ -43,23 +43,29 @@ def bias_corrections(beta1: float, beta2: float, t: int) -> tuple[float, float]:
     return 1 / (1 - beta1 ** t), 1 / (1 - beta2 ** t)
 
 
+@dataclasses.dataclass(frozen=True)
+class AdamConfig:
+    """The settings every Adam-like method here shares (Adam, 1-bit Adam, 0/1 Adam), checked once."""
+
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0  # decoupled (AdamW, and DeepSpeed's 1-bit optimizers)
+    bias_correction: bool = True
+
+    def __post_init__(self) -> None:
+        check_adam(self.lr, self.beta1, self.beta2, self.eps, self.weight_decay)
+
+
 @register
 class Adam(MethodBase):
     name = "adam"
     tiny: ClassVar[dict[str, Any]] = {"lr": 0.1}
 
     @dataclasses.dataclass(frozen=True)
-    class Config:
-        lr: float = 1e-3
-        beta1: float = 0.9
-        beta2: float = 0.999
-        eps: float = 1e-8
-        weight_decay: float = 0.0
+    class Config(AdamConfig):
         decoupled_weight_decay: bool = True  # AdamW; false: L2 added to the gradient (Adam)
-        bias_correction: bool = True
-
-        def __post_init__(self) -> None:
-            check_adam(self.lr, self.beta1, self.beta2, self.eps, self.weight_decay)
 
     def init_state(self, x: Any, comm: Communicator) -> dict[str, Any]:
         zeros = comm.xp.zeros_like(x)

@@ -51,7 +51,7 @@ import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 from thinwire.algorithms import bits, wire
-from thinwire.algorithms.adam import bias_corrections, check_adam, direction, moments
+from thinwire.algorithms.adam import AdamConfig, bias_corrections, direction, moments
 from thinwire.algorithms.comm import Communicator
 from thinwire.algorithms.registry import MethodBase, Oracle, register, segments
 
@@ -94,20 +94,14 @@ class OnebitAdam(MethodBase):
     tiny: ClassVar[dict[str, Any]] = {"lr": 0.05, "freeze_step": 5}
 
     @dataclasses.dataclass(frozen=True)
-    class Config:
-        lr: float = 1e-3
+    class Config(AdamConfig):  # bias_correction: default mode only (DeepSpeed applies none)
         freeze_step: int = 20  # T_w, warm-up steps; the paper recommends 15-25% of the run
-        beta1: float = 0.9
-        beta2: float = 0.999
-        eps: float = 1e-8
-        weight_decay: float = 0.0  # decoupled, as DeepSpeed's
-        bias_correction: bool = True  # default mode only (DeepSpeed applies none)
         # Default mode only: no momentum where the frozen variance is exactly 0 (see the docstring).
         zero_variance_mask: bool = True
         deepspeed_compat: bool = False  # match DeepSpeed 0.19.6's OnebitAdam detail by detail
 
         def __post_init__(self) -> None:
-            check_adam(self.lr, self.beta1, self.beta2, self.eps, self.weight_decay)
+            super().__post_init__()
             if self.freeze_step < 1:
                 raise ValueError(f"freeze_step must be >= 1 (the frozen variance comes from the warm-up), "
                                  f"got {self.freeze_step}")

@@ -47,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from thinwire.algorithms.adam import bias_corrections, check_adam, direction, moments
+from thinwire.algorithms.adam import AdamConfig, bias_corrections, direction, moments
 from thinwire.algorithms.comm import Communicator
 from thinwire.algorithms.onebit_adam import OnebitAdam
 from thinwire.algorithms.registry import MethodBase, Oracle, register
@@ -63,21 +63,15 @@ class ZeroOneAdam(MethodBase):
                                       "local_step_scaler": 2, "local_step_clipper": 4}
 
     @dataclasses.dataclass(frozen=True)
-    class Config:
-        lr: float = 1e-3
-        beta1: float = 0.9
-        beta2: float = 0.999
-        eps: float = 1e-8
-        weight_decay: float = 0.0  # decoupled, as DeepSpeed's
+    class Config(AdamConfig):
         var_freeze_step: int = 100000  # DeepSpeed's defaults from here on
         var_update_scaler: int = 16
         local_step_scaler: int = 32678
         local_step_clipper: int = 16
-        bias_correction: bool = True
         zero_variance_mask: bool = True
 
         def __post_init__(self) -> None:
-            check_adam(self.lr, self.beta1, self.beta2, self.eps, self.weight_decay)
+            super().__post_init__()
             for name in ("var_freeze_step", "var_update_scaler", "local_step_scaler", "local_step_clipper"):
                 if getattr(self, name) < 1:
                     raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -21,7 +21,10 @@ class Sim(NamedTuple):
 
 
 def simulate(name: str, params: dict, *, workers: int = 3, steps: int = 20, dtype: str = "float64", xp: Any = xp_np,
-             problem: str = "logreg", dim: int = 50, seed: int = 0, heterogeneity: float = 0.5) -> Sim:
+             problem: str = "logreg", dim: int = 50, seed: int = 0, heterogeneity: float = 0.5,
+             on_step: Any = None) -> Sim:
+    """`on_step(t, x, state, new_x, new_state, grad)`, if given, sees every step: the model and state
+    before and after it and the last gradient it drew (for invariants that compare the two)."""
     cls = get_method(name)
     prob = PROBLEMS[problem](workers, seed, ProblemConfig(dim=dim, heterogeneity=heterogeneity))
     method = cls(make_config(cls, params), prob.layout)
@@ -42,6 +45,9 @@ def simulate(name: str, params: dict, *, workers: int = 3, steps: int = 20, dtyp
     losses = []
     for t in range(steps):
         comm.log.step = t
-        x, state, loss = method.step(x, state, oracle, comm)
+        new_x, new_state, loss = method.step(x, state, oracle, comm)
+        if on_step is not None:
+            on_step(t, x, state, new_x, new_state, grads[-1] if grads else None)
+        x, state = new_x, new_state
         losses.append(np.asarray(loss))
     return Sim(method, comm, x, state, np.array(losses), grads)

@@ -5,9 +5,9 @@ import array_api_compat.numpy as xp_np
 import numpy as np
 import pandas as pd
 import pytest
+from simulate import simulate
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.registry import get_method, make_config
-from thinwire.simulators.problems import PROBLEMS, ProblemConfig
 from thinwire.simulators.simcomm import SimComm
 
 SMALL = {"lr": 0.05, "var_freeze_step": 8, "var_update_scaler": 2, "local_step_scaler": 2, "local_step_clipper": 4}
@@ -41,24 +41,10 @@ def test_default_schedule_is_deepspeeds():
 def run(steps: int, workers: int = 2, params: dict = SMALL):
     """steps of zero-one-adam on a stochastic logistic regression: the method, its communicator and per
     step (x, state, new x, new state, the local gradients the step drew)."""
-    m, comm = method(params), SimComm(workers, xp_np)
-    oracle = PROBLEMS["logreg"](workers, 0, ProblemConfig(dim=50, heterogeneity=0.5)).oracle(xp_np, None, "float64")
-    grads = []
-
-    def recording(y):
-        loss, g = oracle(y)
-        grads.append(g)
-        return loss, g
-
-    x = np.zeros((workers, 50))
-    state = m.init_state(x, comm)
     history = []
-    for t in range(steps):
-        comm.log.step = t
-        new_x, new, _ = m.step(x, state, recording, comm)
-        history.append((x, state, new_x, new, grads[-1]))
-        x, state = new_x, new
-    return m, comm, history
+    sim = simulate("zero-one-adam", params, workers=workers, steps=steps,
+                   on_step=lambda t, x, state, new_x, new, grad: history.append((x, state, new_x, new, grad)))
+    return sim.method, sim.comm, history
 
 
 def test_each_kind_of_step_sends_what_it_states():

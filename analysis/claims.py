@@ -159,6 +159,19 @@ def final_metric_gap(table: pd.DataFrame, experiment: str, label: str, baseline:
                        f"{', '.join(f'{g:+.4f}' for g in gap)}")
 
 
+def _paired_ratio(values: pd.Series, label: str, baseline: str) -> tuple[pd.Series, float] | None:
+    """Per seed, value(label) / value(baseline) from a (label, seed)-indexed series, and the standard
+    error of its mean (infinite with one seed or an infinite ratio: no spread to judge by)."""
+    labels = values.index.get_level_values(0)
+    if label not in labels or baseline not in labels:
+        return None
+    ratio = (values[label] / values[baseline]).dropna()
+    if ratio.empty:
+        return None
+    spread = len(ratio) > 1 and bool(np.isfinite(ratio).all())
+    return ratio, float(ratio.std(ddof=1) / math.sqrt(len(ratio))) if spread else math.inf
+
+
 @quantity
 def final_eval_loss_ratio(table: pd.DataFrame, experiment: str, label: str, baseline: str,
                           mode: str = "sim") -> Measurement | None:
@@ -169,14 +182,10 @@ def final_eval_loss_ratio(table: pd.DataFrame, experiment: str, label: str, base
     finals = rows.dropna(subset=["eval_loss"]).sort_values("step").groupby(["label", "seed"])["eval_loss"].last()
     diverged = rows[rows["status"] == "diverged"].groupby(["label", "seed"]).size().index
     finals[finals.index.isin(diverged)] = math.inf
-    labels = finals.index.get_level_values(0)
-    if label not in labels or baseline not in labels:
+    paired = _paired_ratio(finals, label, baseline)
+    if paired is None:
         return None
-    ratio = (finals[label] / finals[baseline]).dropna()
-    if ratio.empty:
-        return None
-    spread = len(ratio) > 1 and bool(np.isfinite(ratio).all())
-    sem = float(ratio.std(ddof=1) / math.sqrt(len(ratio))) if spread else math.inf
+    ratio, sem = paired
     return Measurement(float(ratio.mean()), None, sem,
                        f"final eval loss {baseline} {finals[baseline].mean():.4f} vs {label} {finals[label].mean():.4f} "
                        f"on {experiment} ({mode}), {len(ratio)} seeds; ratio per seed "
@@ -196,14 +205,10 @@ def eval_loss_ratio_at_step(table: pd.DataFrame, experiment: str, label: str, ba
     diverged = runs["status"].first() == "diverged"
     at[at.isna() & diverged] = math.inf
     at = at.dropna()
-    labels = at.index.get_level_values(0)
-    if label not in labels or baseline not in labels:
+    paired = _paired_ratio(at, label, baseline)
+    if paired is None:
         return None
-    ratio = (at[label] / at[baseline]).dropna()
-    if ratio.empty:
-        return None
-    spread = len(ratio) > 1 and bool(np.isfinite(ratio).all())
-    sem = float(ratio.std(ddof=1) / math.sqrt(len(ratio))) if spread else math.inf
+    ratio, sem = paired
     return Measurement(float(ratio.mean()), None, sem,
                        f"eval loss after step {step}: {baseline} {at[baseline].mean():.4f} vs {label} "
                        f"{at[label].mean():.4f} on {experiment} ({mode}), {len(ratio)} seeds; ratio per seed "

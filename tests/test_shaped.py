@@ -91,6 +91,11 @@ def test_validation_sheet_errors(tmp_path):
     with pytest.raises(ThinwireError, match="skip must be in"):
         load_sheet(sheet)
     sheet.write_text("workload: digits-mlp\nsteps: 10\n")
+    sheet.write_text("workload: digits-mlp\nsteps: 10\nskip: 2\nrepeats: 0\nrates_mbit: [100]\n"
+                     "methods: [{method: sgd}]\n")
+    with pytest.raises(ThinwireError, match="repeats must be an integer >= 1"):
+        load_sheet(sheet)
+    sheet.write_text("workload: digits-mlp\nsteps: 10\n")
     with pytest.raises(ThinwireError, match="no 'skip'"):
         load_sheet(sheet)
 
@@ -120,13 +125,24 @@ def test_prediction_is_calibrated_local_time_plus_priced_communication(tmp_path)
 
     cal = run_dir("cal", [1.0] + [0.010] * 5, 1_000_000)
     run = run_dir("run", [1.0] + [0.020] * 5, 1_000_000)
-    row = predict(run, cal, link("loop.json", 8.0, 10.0), link("shaped.json", 1.0, 50.0), skip=1)
+    row = predict([run], [cal], link("loop.json", 8.0, 10.0), link("shaped.json", 1.0, 50.0), skip=1)
     # ring all-reduce of 2 ranks: 2 alpha + n beta
     cal_comm, run_comm = 2 * 10e-6 + 1_000_000 / 1e9, 2 * 50e-6 + 1_000_000 * 8 / 1e9
     assert row["local_s"] == pytest.approx(0.010 - cal_comm)
     assert row["comm_predicted_s"] == pytest.approx(run_comm)
     assert row["predicted_s"] == pytest.approx(0.010 - cal_comm + run_comm)
     assert row["measured_s"] == pytest.approx(0.020)
+    assert row["repeats"] == 1 and row["measured_spread"] == 0.0
+
+    # Repeated runs: medians over the rounds, and the spread of the measured ones.
+    cals = [cal, run_dir("cal2", [1.0] + [0.012] * 5, 1_000_000), run_dir("cal3", [1.0] + [0.030] * 5, 1_000_000)]
+    runs = [run, run_dir("run2", [1.0] + [0.025] * 5, 1_000_000), run_dir("run3", [1.0] + [0.021] * 5, 1_000_000)]
+    row = predict(runs, cals, link("loop.json", 8.0, 10.0), link("shaped.json", 1.0, 50.0), skip=1)
+    assert row["local_s"] == pytest.approx(0.012 - cal_comm)
+    assert row["measured_s"] == pytest.approx(0.021)
+    assert row["measured_spread"] == pytest.approx((0.025 - 0.020) / 0.021)
+    assert row["local_spread"] == pytest.approx((0.030 - 0.010) / (0.012 - cal_comm))
+    assert row["repeats"] == 3
 
 
 def test_a_kept_run_is_reused_only_if_it_ran_what_the_sheet_asks(tmp_path):

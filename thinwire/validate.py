@@ -16,8 +16,15 @@ step time from quantities measured elsewhere:
                 overhead per call); measured on another run, not assumed
 
 and the table compares it with the measured mean step time (steps after `skip`), per case, with the
-relative error and the speedup over dense SGD both ways. Every run directory and link measurement is
-kept, so an interrupted validation resumes where it stopped. Needs root for the namespaces; without
+relative error and the speedup over dense SGD both ways.
+
+Repeats (`repeats` in the sheet): two runs of the same method on the same link differ by up to ~25% in
+step time here (2 cores shared by 2 ranks and the network stack), more than single steps average out.
+Each calibration and each measured run is then repeated, rounds interleaved in time (round r calibrates
+every method, then measures every rate), and the medians over rounds are compared. The relative spread
+(max - min) / median of the measured runs of a case is reported next to its error: it is the noise
+floor that no model of this machine can beat. Every run directory and link measurement is kept, so an
+interrupted validation resumes where it stopped. Needs root for the namespaces; without
 it the command says why and writes nothing.
 """
 
@@ -27,6 +34,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -38,8 +46,8 @@ import yaml
 from thinwire.algorithms.comm import ThinwireError
 
 COLUMNS = ["case", "method", "label", "bandwidth", "bandwidth_mbit", "link_gbps", "link_latency_us",
-           "local_s", "comm_predicted_s", "comm_measured_s", "predicted_s", "measured_s", "error",
-           "predicted_speedup", "measured_speedup"]
+           "repeats", "local_s", "comm_predicted_s", "comm_measured_s", "predicted_s", "measured_s", "error",
+           "local_spread", "measured_spread", "predicted_speedup", "measured_speedup"]
 
 
 def load_sheet(path: Path) -> dict[str, Any]:
@@ -50,6 +58,8 @@ def load_sheet(path: Path) -> dict[str, Any]:
     for key in ("workload", "steps", "skip", "rates_mbit", "methods"):
         if key not in sheet:
             raise ThinwireError(f"validation sheet {path} has no {key!r}")
+    if not (isinstance(sheet.get("repeats", 1), int) and sheet.get("repeats", 1) >= 1):
+        raise ThinwireError(f"validation sheet {path}: repeats must be an integer >= 1, got {sheet['repeats']!r}")
     if not 0 <= sheet["skip"] < sheet["steps"]:
         raise ThinwireError(f"validation sheet {path}: skip must be in [0, steps), got {sheet['skip']}")
     labels = [m.get("label", m["method"]) for m in sheet["methods"]]
@@ -120,9 +130,9 @@ def calibrate_link(sheet: dict, work: Path) -> Path:
     return link
 
 
-def calibrate_local(sheet: dict, method: dict, work: Path) -> Path:
+def calibrate_local(sheet: dict, method: dict, work: Path, rep: int = 0) -> Path:
     """A loopback run of the method (2 ranks, torchrun), from which `local` is measured."""
-    out = work / "calibration" / method.get("label", method["method"])
+    out = work / "calibration" / f"rep{rep}" / method.get("label", method["method"])
     if not _done(out, sheet, method):
         argv = _torchrun("-m", "thinwire", *_run_argv(sheet, method, out))
         proc = subprocess.Popen(argv, env={**os.environ, **RANK_ENV}, stdout=subprocess.DEVNULL)
@@ -130,13 +140,13 @@ def calibrate_local(sheet: dict, method: dict, work: Path) -> Path:
     return out
 
 
-def measure_rate(sheet: dict, rate: float | None, work: Path) -> tuple[Path, list[Path]]:
-    """Link benchmark and every method's run across 2 namespaces at this rate."""
+def measure_rate(sheet: dict, rate: float | None, work: Path, rep: int = 0) -> tuple[Path, list[Path]]:
+    """Link benchmark (once per rate) and every method's run (round `rep`) across 2 namespaces at this rate."""
     from thinwire.workloads.shaped import ShapedNet
 
     case_dir = work / _rate_name(rate)
     link = case_dir / "link.json"
-    runs = [case_dir / m.get("label", m["method"]) for m in sheet["methods"]]
+    runs = [case_dir / f"rep{rep}" / m.get("label", m["method"]) for m in sheet["methods"]]
     if link.exists() and all(_done(r, sheet, m) for r, m in zip(runs, sheet["methods"])):
         return link, runs
     limit = sheet.get("run_timeout_s", 600)
@@ -169,14 +179,24 @@ def priced(run: Path, link: Path, skip: int) -> float:
     return float(per_step.reindex(steps).fillna(0.0).mean())
 
 
-def predict(run: Path, calibration: Path, calibration_link: Path, link: Path, skip: int) -> dict[str, float]:
+def _spread(values: list[float]) -> float:
+    return (max(values) - min(values)) / statistics.median(values)
+
+
+def predict(runs: list[Path], calibrations: list[Path], calibration_link: Path, link: Path,
+            skip: int) -> dict[str, float]:
+    """One case: medians over the rounds of the calibration's local time, the priced and measured
+    communication and the measured step time (each a mean over the steps after `skip` of one run)."""
     fit = json.loads(link.read_text())
-    local = float(_timing(calibration, skip)["wall_s"].mean()) - priced(calibration, calibration_link, skip)
-    comm = priced(run, link, skip)
-    measured = _timing(run, skip)
-    return {"link_gbps": fit["bandwidth_gbps"], "link_latency_us": fit["latency_us"], "local_s": local,
-            "comm_predicted_s": comm, "comm_measured_s": float(measured["comm_s"].mean()),
-            "predicted_s": local + comm, "measured_s": float(measured["wall_s"].mean())}
+    locals_ = [float(_timing(c, skip)["wall_s"].mean()) - priced(c, calibration_link, skip) for c in calibrations]
+    measured = [float(_timing(r, skip)["wall_s"].mean()) for r in runs]
+    local = statistics.median(locals_)
+    comm = statistics.median(priced(r, link, skip) for r in runs)
+    return {"link_gbps": fit["bandwidth_gbps"], "link_latency_us": fit["latency_us"], "repeats": len(runs),
+            "local_s": local, "comm_predicted_s": comm,
+            "comm_measured_s": statistics.median(float(_timing(r, skip)["comm_s"].mean()) for r in runs),
+            "predicted_s": local + comm, "measured_s": statistics.median(measured),
+            "local_spread": _spread(locals_), "measured_spread": _spread(measured)}
 
 
 def validate(sheet_path: Path, work: Path, out: Path, progress: bool = True) -> pd.DataFrame:
@@ -188,19 +208,25 @@ def validate(sheet_path: Path, work: Path, out: Path, progress: bool = True) -> 
         raise ThinwireError(f"shaped-link validation skipped: {reason}")
     rates = [None if r in (None, "unshaped") else float(r) for r in sheet["rates_mbit"]]
     calibration_link = calibrate_link(sheet, work)
-    calibrations = {}
-    for m in sheet["methods"]:
-        if progress:
-            print(f"calibrating {m.get('label', m['method'])} on loopback", file=sys.stderr)
-        calibrations[m.get("label", m["method"])] = calibrate_local(sheet, m, work)
+    labels = [m.get("label", m["method"]) for m in sheet["methods"]]
+    calibrations: dict[str, list[Path]] = {label: [] for label in labels}
+    runs: dict[tuple[float | None, str], list[Path]] = {(rate, label): [] for rate in rates for label in labels}
+    links: dict[float | None, Path] = {}
+    for rep in range(sheet.get("repeats", 1)):
+        for m, label in zip(sheet["methods"], labels):
+            if progress:
+                print(f"round {rep + 1}: calibrating {label} on loopback", file=sys.stderr)
+            calibrations[label].append(calibrate_local(sheet, m, work, rep))
+        for rate in rates:
+            if progress:
+                print(f"round {rep + 1}: measuring at {_rate_name(rate)}", file=sys.stderr)
+            links[rate], rate_runs = measure_rate(sheet, rate, work, rep)
+            for label, run in zip(labels, rate_runs):
+                runs[rate, label].append(run)
     rows = []
     for rate in rates:
-        if progress:
-            print(f"measuring at {_rate_name(rate)}", file=sys.stderr)
-        link, runs = measure_rate(sheet, rate, work)
-        for m, run in zip(sheet["methods"], runs):
-            label = m.get("label", m["method"])
-            row = predict(run, calibrations[label], calibration_link, link, sheet["skip"])
+        for m, label in zip(sheet["methods"], labels):
+            row = predict(runs[rate, label], calibrations[label], calibration_link, links[rate], sheet["skip"])
             rows.append({"case": f"{sheet['workload']}@{_rate_name(rate)}", "method": m["method"], "label": label,
                          "bandwidth": _rate_name(rate), "bandwidth_mbit": math.nan if rate is None else rate, **row})
     table = pd.DataFrame(rows)
@@ -216,5 +242,8 @@ def validate(sheet_path: Path, work: Path, out: Path, progress: bool = True) -> 
 
 def summary(table: pd.DataFrame) -> str:
     err = table["error"].abs()
-    return (f"{len(table)} cases: median |error| {err.median():.1%}, mean {err.mean():.1%}, "
-            f"max {err.max():.1%} ({table.loc[err.idxmax(), 'label']} at {table.loc[err.idxmax(), 'bandwidth']})")
+    worst = err.idxmax()
+    return (f"{len(table)} cases ({int(table['repeats'].min())} runs each): median |error| {err.median():.1%}, "
+            f"mean {err.mean():.1%}, max {err.max():.1%} ({table.loc[worst, 'label']} at "
+            f"{table.loc[worst, 'bandwidth']}, its measured runs spread {table.loc[worst, 'measured_spread']:.1%}); "
+            f"median spread of measured runs {table['measured_spread'].median():.1%}")

@@ -14,13 +14,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	echo 'torch==2.13.0' > $(VENV)/constraints.txt
 	DS_BUILD_OPS=0 PIP_CONSTRAINT=$(abspath $(VENV))/constraints.txt \
-		$(BIN)/pip install --quiet -e '.[dev,mpi,workflow,deepspeed]'
+		$(BIN)/pip install --quiet -e '.[dev,mpi,workflow,deepspeed,cluster]'
 	touch $@
 
 setup: $(VENV)/.installed
 
 reproduce: setup
-	$(BIN)/snakemake --cores $(CORES) --keep-going --rerun-incomplete
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) --keep-going
 	@echo "report: $(abspath reports/index.html)"
 
 validate: setup

@@ -5,21 +5,27 @@ one results table, and the report with a verdict for every claim.
     snakemake --cores all --configfile config/my.yaml     # another runs sheet
     snakemake -n                                          # list the jobs without running them
     snakemake reports/figures/loss_vs_step.png            # one figure
+    snakemake --profile profiles/slurm --configfile config/paper.yaml   # paper scale on a slurm cluster
 """
 
+import os
 import sys
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(workflow.basedir)
-if not config:
-    config.update(yaml.safe_load((ROOT / "config" / "quick.yaml").read_text()))
+if "runs" not in config:  # no --configfile: the quick config, under any --config overrides (e.g. a profile's)
+    config.update({**yaml.safe_load((ROOT / "config" / "quick.yaml").read_text()), **config})
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/runs.smk"
 include: "workflow/rules/report.smk"
+
+
+# Quick bookkeeping jobs stay on the submitting machine when a cluster executor is used.
+localrules: all, aggregate, report, model, study
 
 
 rule all:

@@ -420,7 +420,9 @@ def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat
     return Measurement(float(getattr(err, stat)()), None, 0.0,
                        f"{len(df)} cases ({', '.join(sorted(df['bandwidth'].unique()))}); median {err.median():.1%}, "
                        f"max {err.max():.1%} ({worst['label']} at {worst['bandwidth']}: predicted "
-                       f"{worst['predicted_s'] * 1e3:.3g} ms, measured {worst['measured_s'] * 1e3:.3g} ms)")
+                       f"{worst['predicted_s'] * 1e3:.3g} ms, measured {worst['measured_s'] * 1e3:.3g} ms"
+                       + (f", its {int(worst['repeats'])} measured runs spread {worst['measured_spread']:.1%}"
+                          if "measured_spread" in df else "") + ")")
 
 
 def load_claims(folder: Path | None = None) -> list[dict]:
@@ -472,12 +474,21 @@ def judge(rule: str, measured: float, expected: float, tolerance: float, sem: fl
     return "inconclusive" if ok_lo else "not reproduced"
 
 
+def _ran_on(table: pd.DataFrame, claim: dict) -> str:
+    """Where the runs of a claim's experiment ran (cluster names), for claims that read an experiment."""
+    experiment = (claim.get("quantity") or {}).get("experiment")
+    if experiment is None or "ran_on" not in table:
+        return ""
+    rows = table[(table["experiment"] == experiment) & table["mode"].isin(["sim", "real"])]
+    return ", ".join(sorted(rows["ran_on"].dropna().astype(str).unique()))
+
+
 def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """A verdict per claim. Quantities that take `studies` also get the study tables by name."""
     rows = []
     for c in claims:
         row = {k: c.get(k, "") for k in ("id", "source", "statement", "setup", "figure")}
-        row.update(measured=np.nan, expected=np.nan, evidence="", reason="")
+        row.update(measured=np.nan, expected=np.nan, evidence="", reason="", ran_on=_ran_on(table, c))
         if c.get("out_of_scope"):
             row.update(verdict="out of scope", reason=c["out_of_scope"])
             rows.append(row)

@@ -20,7 +20,7 @@ import pandas as pd
 
 VERDICTS = ["reproduced", "not reproduced", "inconclusive", "out of scope", "reported"]
 CLAIM_FIRST = ["id", "verdict", "measured", "expected", "evidence"]
-CLAIM_PAGE = ["id", "source", "statement", "verdict", "measured", "expected", "evidence", "reason", "figure"]
+CLAIM_PAGE = ["id", "source", "statement", "verdict", "measured", "expected", "evidence", "reason", "ran_on", "figure"]
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -138,6 +138,8 @@ def _runs(table: pd.DataFrame) -> pd.DataFrame:
         backend=("backend", "first"), world_size=("world_size", "first"), seed=("seed", "first"),
         steps=("step", "size"),
     )
+    if "ran_on" in rows:
+        runs["ran on"] = by_run["ran_on"].first()
     # A diverged run ends in NaN/inf; its last finite loss is the informative one.
     finite = rows[np.isfinite(pd.to_numeric(rows["loss"], errors="coerce"))]
     runs["final loss"] = finite.groupby("run")["loss"].last()
@@ -161,9 +163,25 @@ def _validation_section(validation: pd.DataFrame | None) -> str:
                                                                     "predicted_s", "measured_s")})
     shown = shown.rename(columns=lambda c: c.replace("_s", " (ms)") if c.endswith("_s") else c)
     shown["error"] = [f"{e:+.1%}" for e in validation["error"]]
+    noise = ""
+    if "measured_spread" in validation:
+        for c in ("local_spread", "measured_spread"):
+            shown[c] = [f"{e:.1%}" for e in validation[c]]
+        noise = (f" Each case is the median of {int(validation['repeats'].min())} runs; the measured runs of a "
+                 f"case spread by {validation['measured_spread'].median():.1%} (median; max "
+                 f"{validation['measured_spread'].max():.1%}), (max - min) / median: the noise floor of this machine.")
     return (f"<h2>Performance model against measurement (shaped links)</h2>\n<p>{len(validation)} cases: "
-            f"median |error| {err.median():.1%}, mean {err.mean():.1%}, max {err.max():.1%}. "
+            f"median |error| {err.median():.1%}, mean {err.mean():.1%}, max {err.max():.1%}.{noise} "
             f"Also in validation.csv.</p>\n{_html_table(shown.drop(columns=['case']), [''] * len(shown))}")
+
+
+def _where(runs: pd.DataFrame) -> str:
+    """Where the measured runs ran (their cluster names), for a report that mixes clusters."""
+    if "ran on" not in runs:
+        return ""
+    counts = runs[runs["mode"].isin(["sim", "real"])]["ran on"].value_counts()
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return "; ran on " + ", ".join(f"{name} ({n} runs)" for name, n in ordered) if ordered else ""
 
 
 def _page(table: pd.DataFrame, claims: pd.DataFrame, figure_src: dict[str, str],
@@ -187,7 +205,7 @@ def _page(table: pd.DataFrame, claims: pd.DataFrame, figure_src: dict[str, str],
 </head>
 <body>
 <h1>thinwire report</h1>
-<p>Claims: {escape(_summary(claims["verdict"]))}. Runs: {len(runs)} ({n_diverged} diverged).</p>
+<p>Claims: {escape(_summary(claims["verdict"]))}. Runs: {len(runs)} ({n_diverged} diverged){escape(_where(runs))}.</p>
 <h2>Claims</h2>
 {_html_table(page_claims, claim_classes, frozenset({"figure"}))}
 {_validation_section(validation)}

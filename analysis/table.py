@@ -14,7 +14,7 @@ from thinwire.algorithms.comm import ThinwireError
 
 COLUMNS = ["run", "method", "params", "mode", "backend", "workload", "experiment", "label", "world_size", "seed", "dtype", "step",
            "loss", "eval_loss", "metric", "bytes_sent", "bytes_recv", "stated_bits", "cum_bytes_sent", "link_bytes", "wall_s", "status",
-           "n_params", "stated_bits_per_param", "cluster", "bandwidth_gbps", "speedup", "seconds_to_target", "env"]
+           "n_params", "stated_bits_per_param", "ran_on", "cluster", "bandwidth_gbps", "speedup", "seconds_to_target", "env"]
 
 
 def read_run(run_dir: Path) -> pd.DataFrame:
@@ -39,6 +39,8 @@ def read_run(run_dir: Path) -> pd.DataFrame:
     for name, value in meta.get("diagnostics", {}).items():
         t[f"diag_{name}"] = value
     t["env"] = json.dumps(meta["env"], sort_keys=True)
+    # Where the numbers came from (the run's cluster name); `cluster` is the modelled cluster of model rows.
+    t["ran_on"] = meta["env"].get("cluster", "unrecorded")
     t["cluster"], t["bandwidth_gbps"], t["speedup"], t["seconds_to_target"] = "", np.nan, np.nan, np.nan
     return t
 
@@ -71,7 +73,7 @@ def model_rows(model_csv: Path, runs: pd.DataFrame) -> pd.DataFrame:
         # Predicted seconds to the target loss (perfmodel / breakeven.time_to_target); absent in old CSVs.
         "seconds_to_target": m.get("seconds_to_target", np.nan),
     })
-    for key in ("params", "experiment", "label", "dtype", "n_params", "stated_bits_per_param", "env"):
+    for key in ("params", "experiment", "label", "dtype", "n_params", "stated_bits_per_param", "env", "ran_on"):
         out[key] = m["run"].map(source[key])
     src = runs.set_index(["run", "step"])
     out["bytes_sent"] = pd.MultiIndex.from_arrays([m["run"], m["step"]]).map(src["bytes_sent"])

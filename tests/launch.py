@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -58,11 +59,19 @@ def three_modes(method: str, args: list[str], root: Path, workers: int = 2) -> d
 
     root.mkdir(parents=True, exist_ok=True)
     assert main(["sim", method, *args, "--quiet", "--workers", str(workers), "--out", str(root / "sim")]) == 0
-    real = ["run", method, *args, "--quiet", "--timeout", "30"]
-    for proc in (torchrun(workers, *real, "--backend", "torch", "--out", str(root / "gloo"), cwd=root),
-                 mpiexec(workers, *real, "--backend", "mpi", "--out", str(root / "mpi"), cwd=root)):
+    for backend in ("gloo", "mpi"):
+        proc = launched(backend, workers, [method, *args, "--quiet", "--timeout", "30", "--out", str(root / backend)],
+                        cwd=root)
         assert proc.returncode == 0, proc.stderr[-3000:]
     return {mode: read_run(root / mode) for mode in MODES}
+
+
+def launched(backend: str, nproc: int, args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`thinwire run <args>` on nproc local ranks, started by the command the workflow uses (thinwire/launch.py)."""
+    from thinwire.launch import launch_command
+
+    cmd = launch_command(f"test-{backend}", backend, args, BIN, ranks_per_node=nproc, run_timeout=timeout)
+    return run(shlex.split(cmd), cwd, timeout + 10, env={"OMP_NUM_THREADS": "1"})
 
 
 def method_log(run: RunFiles) -> pd.DataFrame:

@@ -4,8 +4,10 @@ Each launch costs a few seconds (torch import per rank), so these tests launch a
 """
 
 
+import json
+
 import pytest
-from launch import assert_modes_agree, method_log, mpiexec, three_modes, torchrun
+from launch import assert_modes_agree, launched, method_log, mpiexec, three_modes, torchrun
 
 # d = 50 and density 0.1 give k = 5: the float64 values start at byte 20 of the payload, which
 # exercises unaligned unpacking on every backend. DGC runs on the MLP (dense biases next to sparsified
@@ -40,13 +42,22 @@ def test_payload_sizes(runs, method):
         assert (calls["sent"] == {"sgd": 50 * 8, "topk-ef": 5 * (4 + 8)}[method]).all()
 
 
-def test_real_runs_are_deterministic(runs):
+def test_real_runs_are_deterministic_and_record_where_they_ran(runs):
+    """Run again, with a bus-bandwidth measurement (the GPU default, asked for on gloo here) and a cluster
+    name: the same results, and the fingerprint says where and how fast the all-reduce was."""
     root = runs["root"]
-    again = torchrun(2, "run", "topk-ef", *COMMON, *RUNS["topk-ef"], "--quiet", "--backend", "torch", "--timeout", "30",
-                     "--out", str(root / "again" / "gloo"), cwd=root)
+    again = launched("gloo", 2, ["topk-ef", *COMMON, *RUNS["topk-ef"], "--timeout", "30", "--busbw-mb", "1",
+                                 "--cluster-name", "testbed", "--out", str(root / "again" / "gloo")], cwd=root)
     assert again.returncode == 0, again.stderr[-2000:]
-    for name in ("trajectory.csv", "commlog.csv", "params.npy", "meta.json"):
+    for name in ("trajectory.csv", "commlog.csv", "params.npy"):
         assert (root / "again" / "gloo" / name).read_bytes() == (root / "topk-ef" / "gloo" / name).read_bytes(), name
+    first, second = (json.loads((root / d / "gloo" / "meta.json").read_text()) for d in ("topk-ef", "again"))
+    assert first["env"]["cluster"].startswith("local:") and second["env"]["cluster"] == "testbed"
+    assert float(second["env"]["allreduce_busbw_gbps"]) > 0 and "allreduce_busbw_gbps" not in first["env"]
+    assert int(second["env"]["allreduce_bytes"]) == 2**20
+    assert "gpu" not in second["env"]  # no GPU here: no GPU fingerprint
+    drop = ("env",)
+    assert {k: v for k, v in first.items() if k not in drop} == {k: v for k, v in second.items() if k not in drop}
 
 
 @pytest.mark.parametrize("launcher", ["gloo", "mpi"])

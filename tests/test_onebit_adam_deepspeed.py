@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from launch import method_log, read_run, torchrun
+from launch import launched, method_log, read_run
 
 from thinwire.cli import main
 
@@ -36,8 +36,8 @@ ARGS = ["onebit-adam", "--workload", "digits-mlp", "--wparam", "hidden=16", "--d
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("onebit-deepspeed")
-    proc = torchrun(2, "run", *ARGS, "--backend", "deepspeed", "--out", str(root / "deepspeed"), cwd=root,
-                    timeout=600)
+    # Started by DeepSpeed's own launcher, with the command the workflow uses (thinwire/launch.py).
+    proc = launched("deepspeed", 2, [*ARGS, "--out", str(root / "deepspeed")], cwd=root, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert main(["sim", *ARGS, "--workers", "2", "--out", str(root / "thinwire")]) == 0
     return read_run(root / "deepspeed"), read_run(root / "thinwire")

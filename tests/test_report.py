@@ -252,3 +252,21 @@ def test_sdp4bit_throughput_rows_are_the_compressed_labels_of_the_sdp4bit_setups
     assert by.loc[("sdp4bit-6.7b-a100", 400.0), "step_time"] == pytest.approx(1.25)
     figures = draw_figures(table, tmp_path)
     assert _is_png(figures["sdp4bit_model_throughput"]) and "sdp4bit_loss_table" not in figures
+
+
+def test_the_report_marks_which_cluster_produced_which_numbers(table: pd.DataFrame, tmp_path: Path) -> None:
+    from thinwire.analysis.claims import verdicts
+
+    table = table.assign(ran_on=np.where(table["mode"] == "real", "gpu-cluster", "local:laptop"))
+    claim = {"id": "ef-bits", "source": "Paper A", "statement": "s", "setup": "", "rule": "at_most",
+             "expected": 10.0, "tolerance": 0.0,
+             "quantity": {"name": "compression_ratio", "experiment": "ef", "method": "topk-ef"}}
+    v = verdicts(table, [claim])
+    assert v.loc[0, "ran_on"] == "gpu-cluster, local:laptop"
+    write_report(table, v, {}, tmp_path)
+    html = (tmp_path / "index.html").read_text()
+    assert "ran on gpu-cluster (4 runs), local:laptop (4 runs)" in html
+    for run, where in [("sgd-real-s0", "gpu-cluster"), ("sgd-sim-s0", "local:laptop")]:
+        row = re.search(rf'<td class="run">{run}</td>.*?</tr>', html).group(0)
+        assert f'<td class="ran-on">{where}</td>' in row
+    assert pd.read_csv(tmp_path / "claims.csv")["ran_on"].tolist() == ["gpu-cluster, local:laptop"]

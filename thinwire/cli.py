@@ -34,6 +34,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--experiment", default="", help="group name for figures (default: the workload)")
     p.add_argument("--label", default="", help="name of this method variant in figures (default: the method)")
+    p.add_argument("--cluster-name", default="", help="where this runs, recorded for the report "
+                   "(default: slurm's cluster name, else local:<host>)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(run)
     run.add_argument("--backend", default="auto", help="auto (default: mpi under mpiexec, else torch), torch, mpi, "
                      "or deepspeed (DeepSpeed's own OnebitAdam, for onebit-adam with deepspeed_compat=true)")
-    run.add_argument("--device", help="torch device (default cuda:LOCAL_RANK when CUDA is present, else cpu)")
+    run.add_argument("--device", help="torch device: cpu (gloo), cuda (this rank's GPU, NCCL) or cuda:N "
+                     "(default cuda when CUDA is present, else cpu)")
+    run.add_argument("--busbw-mb", type=float, help="measure all-reduce bus bandwidth with this many MB before "
+                     "training, kept in meta.json (default 64 on GPUs, 0 = off on CPUs)")
     run.add_argument("--timeout", type=float, default=120.0, help="seconds any collective may take (default 120)")
     run.add_argument("--inject-failure", metavar="RANK:STEP:HOW", help="for testing: make RANK exit or hang at STEP")
 
@@ -107,7 +112,7 @@ def _spec(args: argparse.Namespace):
 
     return RunSpec(args.method, args.workload, args.steps, args.seed, args.dtype,
                    parse_params(args.param, "--param"), parse_params(args.wparam, "--wparam"), args.eval_every,
-                   args.experiment, args.label)
+                   args.experiment, args.label, args.cluster_name)
 
 
 def _out(args: argparse.Namespace, mode: str) -> Path:
@@ -138,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             from thinwire.execute import run_real
 
             meta = run_real(_spec(args), _out(args, "real"), args.backend, args.timeout, args.device,
-                            not args.quiet, args.inject_failure)
+                            not args.quiet, args.inject_failure, args.busbw_mb)
             if meta is not None:
                 _summary(meta)
         elif args.command == "model":

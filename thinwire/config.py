@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shlex
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import yaml
 
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.registry import get_method, make_config
+from thinwire.launch import launch_command, slurm_resources
 from thinwire.workloads.registry import make_workload
 
 SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
@@ -42,9 +44,16 @@ class Run:
     steps: int
     dtype: str
     eval_every: int
+    nodes: int = 1
+    ranks_per_node: int = 2  # = gpus_per_node when there are GPUs
+    gpus_per_node: int = 0
+    cpus_per_rank: int = 1
+    mem_mb: int | None = None
+    runtime_min: int | None = None
 
-    def command(self, bin_dir: Path, out: Path, collective_timeout: float, run_timeout: float) -> str:
-        """The shell command that produces this run's results directory."""
+    def command(self, bin_dir: Path, out: Path, collective_timeout: float, run_timeout: float,
+                launcher: str = "local", mpi_launcher: str = "srun", cluster_name: str | None = None) -> str:
+        """The shell command that produces this run's results directory (thinwire/launch.py for real runs)."""
         args = [self.method, "--workload", self.workload, "--steps", str(self.steps), "--seed", str(self.seed),
                 "--dtype", self.dtype, "--eval-every", str(self.eval_every), "--out", str(out), "--quiet",
                 "--experiment", self.experiment, "--label", self.label]
@@ -52,17 +61,25 @@ class Run:
             args += ["--param", f"{k}={json.dumps(v)}"]
         for k, v in self.workload_params.items():
             args += ["--wparam", f"{k}={json.dumps(v)}"]
-        thinwire = str(bin_dir / "thinwire")
+        if cluster_name:
+            args += ["--cluster-name", cluster_name]
         if self.mode == "sim":
-            cmd = [thinwire, "sim", *args, "--workers", str(self.world_size)]
-        elif self.backend == "mpi":
-            cmd = ["timeout", f"{run_timeout:g}", str(bin_dir / "mpiexec"), "-n", str(self.world_size),
-                   thinwire, "run", *args, "--backend", "mpi", "--timeout", f"{collective_timeout:g}"]
-        else:
-            cmd = ["timeout", f"{run_timeout:g}", str(bin_dir / "torchrun"), "--standalone",
-                   "--nproc_per_node", str(self.world_size), "-m", "thinwire", "run", *args,
-                   "--backend", "torch", "--timeout", f"{collective_timeout:g}"]
-        return shlex.join(cmd)
+            return shlex.join([str(bin_dir / "thinwire"), "sim", *args, "--workers", str(self.world_size)])
+        return launch_command(self.id, self.backend, [*args, "--timeout", f"{collective_timeout:g}"], bin_dir,
+                              nodes=self.nodes, ranks_per_node=self.ranks_per_node, run_timeout=run_timeout,
+                              launcher=launcher, mpi_launcher=mpi_launcher)
+
+    def resources(self, launcher: str = "local", run_timeout: float = 900.0) -> dict:
+        """The job's resources for Snakemake's cluster executors (sbatch options of the slurm plugin);
+        none on this machine, where threads and --cores schedule the jobs. The job's time limit is the
+        entry's runtime_min, else the run's own timeout plus 5 minutes."""
+        if launcher == "local":
+            return {}
+        runtime = self.runtime_min or math.ceil(run_timeout / 60) + 5
+        if self.mode == "real":
+            return slurm_resources(self.nodes, self.ranks_per_node, self.gpus_per_node, self.cpus_per_rank,
+                                   self.mem_mb, runtime)
+        return {"runtime": runtime, **({"mem_mb": self.mem_mb} if self.mem_mb else {})}
 
 
 def load(config: dict | str | Path) -> tuple[dict, list[Run]]:
@@ -78,7 +95,13 @@ def load(config: dict | str | Path) -> tuple[dict, list[Run]]:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         raise ThinwireError(f"config{where}: {error.message}")
     config = {**DEFAULTS, **config}
-    runs = [run for entry in config["runs"] for run in _expand({**RUN_DEFAULTS, **entry})]
+    runs = []
+    for i, entry in enumerate(config["runs"]):
+        try:
+            runs += _expand(entry)
+        except ThinwireError as e:
+            raise ThinwireError(f"config.runs[{i}] ({entry['name']}): {e}") from None
+    check_placement(config, runs)
     ids = [r.id for r in runs]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -86,7 +109,37 @@ def load(config: dict | str | Path) -> tuple[dict, list[Run]]:
     return config, runs
 
 
+def _placement(entry: dict[str, Any]) -> dict[str, Any]:
+    """Nodes, ranks per node and GPUs of an entry's runs, consistent with its world size."""
+    res = entry.get("resources") or {}
+    nodes, gpus = res.get("nodes", 1), res.get("gpus_per_node", 0)
+    if entry["mode"] == "sim":
+        if nodes != 1 or gpus:
+            raise ThinwireError("simulator runs are one process on one node: resources.nodes must be 1 and "
+                                "gpus_per_node 0")
+        rpn = 1
+    elif gpus:
+        if res.get("ranks_per_node", gpus) != gpus:
+            raise ThinwireError(f"one rank per GPU: ranks_per_node {res['ranks_per_node']} != gpus_per_node {gpus}")
+        rpn = gpus
+    else:
+        default = max(1, entry["world_size"] // nodes) if "world_size" in entry else (
+            RUN_DEFAULTS["world_size"] if nodes == 1 else 1)
+        rpn = res.get("ranks_per_node", default)
+    if entry["mode"] == "real":
+        if "world_size" not in entry:
+            entry["world_size"] = nodes * rpn
+        elif nodes * rpn != entry["world_size"]:
+            raise ThinwireError(f"world_size {entry['world_size']} is not resources.nodes {nodes} x ranks per node "
+                                f"{rpn}")
+    return {"nodes": nodes, "ranks_per_node": rpn, "gpus_per_node": gpus, "cpus_per_rank": res.get("cpus_per_rank", 1),
+            "mem_mb": res.get("mem_mb"), "runtime_min": res.get("runtime_min")}
+
+
 def _expand(entry: dict[str, Any]) -> list[Run]:
+    entry = dict(entry)  # the config's own entry stays as written
+    placement = _placement(entry)
+    entry = {**RUN_DEFAULTS, **entry}
     make_workload_checked(entry)
     backends = ["numpy"] if entry["mode"] == "sim" else entry["backends"]
     runs = []
@@ -100,10 +153,113 @@ def _expand(entry: dict[str, Any]) -> list[Run]:
                                 entry["mode"], backend,
                                 m["method"], dict(m.get("params", {})), entry["workload"],
                                 dict(entry["workload_params"]), entry["world_size"], seed, entry["steps"],
-                                entry["dtype"], entry["eval_every"]))
+                                entry["dtype"], entry["eval_every"], **placement))
     return runs
 
 
 def make_workload_checked(entry: dict[str, Any]) -> None:
     """Build the workload once (cheap) so bad workload names and parameters fail at planning time."""
     make_workload(entry["workload"], entry["world_size"], 0, entry["workload_params"])
+
+
+def check_placement(config: dict[str, Any], runs: list[Run]) -> None:
+    """Refuse, before any job starts or is submitted, what the launcher or this installation cannot run:
+    more GPUs per node than the cluster's nodes have, several nodes without a cluster launcher, NCCL
+    without GPUs, a backend whose package or launcher is not installed."""
+    launcher = config.get("launcher", "local")
+    max_gpus = config.get("max_gpus_per_node")
+    real = [r for r in runs if r.mode == "real"]
+    for r in real:
+        if max_gpus is not None and r.gpus_per_node > max_gpus:
+            raise ThinwireError(f"run {r.id} asks for {r.gpus_per_node} GPUs per node; the profile allows "
+                                f"max_gpus_per_node={max_gpus}")
+        if launcher == "local" and r.nodes > 1:
+            raise ThinwireError(f"run {r.id} asks for {r.nodes} nodes: the local launcher runs on this machine "
+                                f"(use a cluster profile, e.g. --profile profiles/slurm)")
+        if r.backend == "nccl" and not r.gpus_per_node:
+            raise ThinwireError(f"run {r.id}: backend nccl needs GPUs (set resources.gpus_per_node, or use gloo)")
+        if r.backend == "mpi" and r.gpus_per_node:
+            raise ThinwireError(f"run {r.id}: backend mpi moves host (numpy) buffers, its ranks use no GPU: set "
+                                f"resources.ranks_per_node instead of gpus_per_node")
+        if launcher == "slurm" and r.world_size < 2:
+            raise ThinwireError(f"run {r.id}: a real run on slurm needs at least 2 ranks")
+    with_mem = {r.mode for r in runs if r.mem_mb}
+    for r in runs:  # Snakemake needs a number for a rule's mem_mb: every run of a rule sets it, or none
+        if r.mode in with_mem and not r.mem_mb:
+            raise ThinwireError(f"run {r.id} has no resources.mem_mb while other {r.mode} runs do: set it on every "
+                                f"{r.mode} entry or on none")
+    backends = {r.backend for r in real}
+    missing = [problem for b in sorted(backends) if (problem := _backend_problem(b, config))]
+    if missing:
+        raise ThinwireError("; ".join(missing))
+    if launcher == "local":
+        gpus = max((r.gpus_per_node for r in real), default=0)
+        if gpus:
+            import torch
+
+            have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if have < gpus:
+                raise ThinwireError(f"runs ask for {gpus} GPUs on this machine, which has {have}"
+                                    f"{' (NCCL requested without a GPU)' if 'nccl' in backends else ''}")
+            if "nccl" in backends:
+                import torch.distributed as dist
+
+                if not dist.is_nccl_available():
+                    raise ThinwireError("backend nccl: this torch has no NCCL (install a CUDA build of torch)")
+    for r in real:
+        if r.backend == "deepspeed" and (r.method != "onebit-adam" or not r.params.get("deepspeed_compat")):
+            raise ThinwireError(f"run {r.id}: the deepspeed backend runs DeepSpeed's OnebitAdam, i.e. method "
+                                    f"onebit-adam with deepspeed_compat: true")
+
+
+def _backend_problem(backend: str, config: dict[str, Any]) -> str | None:
+    """Why this installation cannot launch `backend` runs, or None."""
+    import importlib.util
+    import shutil
+    import sys
+    from importlib import metadata
+
+    bin_dir = Path(sys.executable).parent
+    launcher = config.get("launcher", "local")
+
+    def tool(name: str) -> bool:
+        return (bin_dir / name).exists() or shutil.which(name) is not None
+
+    if backend in ("gloo", "nccl"):
+        if importlib.util.find_spec("torch") is None or not tool("torchrun"):
+            return f"backend {backend} needs torch and torchrun (pip install torch==2.13.0)"
+    elif backend == "mpi":
+        if importlib.util.find_spec("mpi4py") is None:
+            return "backend mpi needs mpi4py: pip install '.[mpi]'"
+        if (launcher == "local" or config.get("mpi_launcher") == "mpiexec") and not tool("mpiexec"):
+            return "backend mpi needs an mpiexec on PATH (pip install '.[mpi]' brings MPICH's)"
+    elif backend == "deepspeed":
+        try:
+            version = metadata.version("deepspeed")
+        except metadata.PackageNotFoundError:
+            return "backend deepspeed needs DeepSpeed: pip install '.[deepspeed]' (see the README)"
+        if tuple(int(x) for x in version.split(".")[:3] if x.isdigit()) > (0, 19, 6):
+            return (f"backend deepspeed needs DeepSpeed <= 0.19.6 (the last release with the 1-bit optimizers), "
+                    f"found {version}")
+        if not tool("deepspeed"):
+            return "backend deepspeed needs the deepspeed launcher on PATH"
+    return None
+
+
+def check_cluster_installation(config: dict[str, Any], runs: list[Run]) -> None:
+    """What only the cluster's GPU jobs need, checked when the workflow starts to submit (not when it only
+    plans, which works on any machine): NCCL in torch, and cupy for DeepSpeed's 1-bit optimizers on GPUs."""
+    if config.get("launcher", "local") != "slurm":
+        return  # on this machine, check_placement already checked against the GPUs it has
+    real = [r for r in runs if r.mode == "real"]
+    if any(r.backend == "nccl" for r in real):
+        import torch.distributed as dist
+
+        if not dist.is_nccl_available():
+            raise ThinwireError("backend nccl: this torch has no NCCL (install a CUDA build of torch on the cluster)")
+    if any(r.backend == "deepspeed" and r.gpus_per_node for r in real):
+        import importlib.util
+
+        if importlib.util.find_spec("cupy") is None:
+            raise ThinwireError("backend deepspeed on GPUs: DeepSpeed's 1-bit optimizers need cupy "
+                                "(pip install cupy-cuda12x)")

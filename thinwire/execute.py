@@ -39,6 +39,7 @@ class RunSpec:
     eval_every: int = 10
     experiment: str = ""  # the runs-sheet entry this run belongs to; figures group runs by it
     label: str = ""  # names this method variant in figures and claims (default: the method)
+    cluster_name: str = ""  # where it ran, for the report (default: slurm's cluster name, else local:<host>)
 
     def validate(self) -> tuple[Any, Any]:
         """Check everything checkable before any process group exists; return (method class, config)."""
@@ -58,7 +59,7 @@ class RunSpec:
 
 
 def _meta(spec: RunSpec, run_id: str, mode: str, backend: str, world_size: int, method: Any,
-          workload: Any, traj: Any) -> dict:
+          workload: Any, traj: Any, measured: dict | None = None) -> dict:
     value_bits = np.dtype(spec.dtype).itemsize * 8
     return {
         "run": run_id, "method": spec.method, "params": dataclasses.asdict(method.config),
@@ -72,7 +73,7 @@ def _meta(spec: RunSpec, run_id: str, mode: str, backend: str, world_size: int, 
         "stated_bits_per_param": (traj.rows[-1][traj.COLUMNS.index("stated_bits")] if traj.rows
                                   else method.bits_per_parameter(value_bits, 0)),
         "diagnostics": traj.diagnostics,
-        "env": environment(backend),
+        "env": {**environment(backend, spec.cluster_name), **{k: repr(v) for k, v in (measured or {}).items()}},
     }
 
 
@@ -98,12 +99,16 @@ def run_sim(spec: RunSpec, workers: int, out: Path, array_lib: str | None = None
 
 
 def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float = 120.0,
-             device: str | None = None, progress: bool = True, inject_failure: str | None = None) -> dict | None:
+             device: str | None = None, progress: bool = True, inject_failure: str | None = None,
+             busbw_mb: float | None = None) -> dict | None:
     """One worker per process: torch.distributed (gloo/NCCL) or MPI. Rank 0 writes the results and
-    gets their metadata back; the other ranks get None."""
+    gets their metadata back; the other ranks get None. With torch.distributed, the all-reduce bus
+    bandwidth of `busbw_mb` MB is measured first and kept in the fingerprint (default: 64 MB on GPUs,
+    not on CPUs)."""
     cls, config = spec.validate()
     backend = _detect_backend(backend)
     fail_at = _failure(inject_failure)
+    measured: dict = {}
     if backend == "deepspeed":
         from thinwire.workloads.deepspeed_backend import train_deepspeed
 
@@ -120,13 +125,14 @@ def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float =
         comm.xp = _namespace(getattr(workload, "prefers", "numpy"))
         dev = None
     else:
-        import torch
+        from thinwire.workloads.torchcomm import TorchComm, measure_busbw
 
-        from thinwire.workloads.torchcomm import TorchComm
-
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        dev = torch.device(device or (f"cuda:{local}" if torch.cuda.is_available() else "cpu"))
+        dev = _device(device)
         comm = TorchComm(dev, timeout_s)
+        if busbw_mb is None:
+            busbw_mb = 64.0 if dev.type == "cuda" else 0.0
+        if busbw_mb > 0 and comm.world_size > 1:
+            measured = measure_busbw(dev, int(busbw_mb * 2**20))
         workload = make_workload(spec.workload, comm.world_size, spec.seed, spec.workload_params)
     method = cls(config, workload.layout)
     xp = comm.xp
@@ -137,12 +143,33 @@ def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float =
                      simulated=False, eval_every=spec.eval_every, progress=progress and comm.rank == 0,
                      fail_at=fail_at and (lambda t: fail_at(comm.rank, t)))
         name = backend if backend == "mpi" else comm.backend
-        meta = _meta(spec, out.name, "real", name, comm.world_size, method, workload, traj)
+        meta = _meta(spec, out.name, "real", name, comm.world_size, method, workload, traj, measured)
         if comm.rank == 0:
             write_run(out, meta, traj, comm.log)
     finally:
         comm.close()
     return meta if comm.rank == 0 else None
+
+
+def _device(device: str | None) -> Any:
+    """The rank's torch device: `device` ("cpu", "cuda" = this rank's GPU, "cuda:N"), else its GPU when
+    CUDA is present, else the CPU. Asking for CUDA without a GPU (or NCCL) is an error, not a fallback."""
+    import torch
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(f"cuda:{local}" if device == "cuda" else device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ThinwireError(f"device {device} (backend nccl) requested, but torch sees no GPU here "
+                                f"(torch {torch.__version__}); run with --device cpu (gloo)")
+        if not dist.is_nccl_available():
+            raise ThinwireError(f"device {device} needs NCCL, which this torch ({torch.__version__}) lacks")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ThinwireError(f"device {dev} requested, but this node has {torch.cuda.device_count()} GPUs")
+    return dev
 
 
 def _namespace(name: str) -> Any:

@@ -61,10 +61,19 @@ def write_run(out: Path, meta: dict, trajectory: Any, commlog: Any) -> Path:
     return out
 
 
-def environment(backend: str) -> dict[str, str]:
-    """What produced a result: versions, CPU, accelerator, git revision."""
-    env = {"python": platform.python_version(), "platform": platform.platform(),
+def cluster_name(configured: str | None = None) -> str:
+    """Where a result was produced: the configured name, else slurm's cluster name, else local:<host>."""
+    return configured or os.environ.get("SLURM_CLUSTER_NAME") or f"local:{platform.node() or 'unknown'}"
+
+
+def environment(backend: str, cluster: str | None = None) -> dict[str, str]:
+    """What produced a result: cluster, versions, CPU, GPU (model, driver, NCCL), git revision."""
+    env = {"cluster": cluster_name(cluster), "python": platform.python_version(), "platform": platform.platform(),
            "cpu": _cpu_model(), "cores": str(os.cpu_count()), "backend": backend}
+    for key in ("SLURM_JOB_ID", "SLURM_JOB_NUM_NODES"):
+        if key in os.environ:
+            env[key.lower()] = os.environ[key]
+    env.update(gpu_fingerprint())
     for pkg in ("numpy", "torch", "mpi4py", "deepspeed", "thinwire"):
         try:
             env[pkg] = metadata.version(pkg)
@@ -76,6 +85,31 @@ def environment(backend: str) -> dict[str, str]:
 
         env["mpi_library"] = MPI.Get_library_version().splitlines()[0].strip()
     return env
+
+
+def gpu_fingerprint() -> dict[str, str]:
+    """GPU model and count, driver, CUDA and NCCL versions when torch sees a GPU; nothing otherwise."""
+    import sys
+
+    torch = sys.modules.get("torch")  # only if this run already uses torch: no 1-3 s import for numpy runs
+    if torch is None or not torch.cuda.is_available():
+        return {}
+    env = {"gpu": torch.cuda.get_device_name(0), "gpus": str(torch.cuda.device_count()),
+           "cuda": str(torch.version.cuda), "gpu_driver": _nvidia_driver()}
+    try:
+        env["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+    except (AttributeError, RuntimeError):
+        env["nccl"] = "unavailable"
+    return env
+
+
+def _nvidia_driver() -> str:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=False)
+        return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def _cpu_model() -> str:

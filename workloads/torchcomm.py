@@ -35,6 +35,33 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
+def measure_busbw(device: torch.device, nbytes: int, iters: int = 5) -> dict[str, float]:
+    """All-reduce bus bandwidth of the initialised process group, as nccl-tests defines it:
+    busbw = (bytes / time) x 2 (p - 1) / p, from the median of `iters` timed all-reduces after one
+    warm-up. A measurement of the machine for the run's fingerprint, not part of the run's CommLog."""
+    p = dist.get_world_size()
+    x = torch.ones(max(1, nbytes // 4), dtype=torch.float32, device=device)
+    times = []
+    try:
+        for i in range(iters + 1):
+            dist.barrier()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            dist.all_reduce(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i:
+                times.append(time.perf_counter() - start)
+    except (RuntimeError, dist.DistBackendError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CollectiveError(f"all-reduce bus bandwidth measurement failed: {first}") from None
+    t = float(np.median(times))
+    algbw = x.numel() * 4 / t
+    return {"allreduce_bytes": x.numel() * 4, "allreduce_s": t,
+            "allreduce_busbw_gbps": algbw * 2 * (p - 1) / max(p, 1) * 8 / 1e9}
+
+
 class TorchComm:
     def __init__(self, device: torch.device, timeout_s: float) -> None:
         self.device = device

@@ -9,6 +9,16 @@ except ThinwireError as e:
     sys.exit(f"thinwire: error: {e}")
 
 RUN = {r.id: r for r in RUNS}
+
+
+onstart:
+    # Not on a dry run: planning works anywhere; submitting GPU jobs needs their packages here.
+    from thinwire.config import check_cluster_installation
+
+    try:
+        check_cluster_installation(CONFIG, RUNS)
+    except ThinwireError as e:
+        sys.exit(f"thinwire: error: {e}")
 SIM_IDS = [r.id for r in RUNS if r.mode == "sim"]
 REAL_IDS = [r.id for r in RUNS if r.mode == "real"]
 RESULTS, REPORTS = CONFIG["results"], CONFIG["reports"]
@@ -32,9 +42,22 @@ def run_outputs(run="{run}"):
     return [f"{RESULTS}/runs/{run}/{name}" for name in RUN_FILES]
 
 
+# Where real runs start (thinwire/launch.py): this machine, or inside slurm allocations (profiles/slurm).
+LAUNCHER = CONFIG.get("launcher", "local")
+
+
 def run_command(wildcards):
     return RUN[wildcards.run].command(BIN, Path(RESULTS) / "runs" / wildcards.run,
-                                      CONFIG["collective_timeout_s"], CONFIG["run_timeout_s"])
+                                      CONFIG["collective_timeout_s"], CONFIG["run_timeout_s"], LAUNCHER,
+                                      CONFIG.get("mpi_launcher", "srun"), CONFIG.get("cluster_name"))
+
+
+def run_resources(ids):
+    """Rule resources of the runs `ids` (Run.resources: sbatch options under slurm, none locally): each
+    key some run sets, as a function of the job's run (None where that run does not set it)."""
+    keys = dict.fromkeys(k for i in ids for k in RUN[i].resources(LAUNCHER, CONFIG["run_timeout_s"]))
+    return {k: (lambda wildcards, k=k: RUN[wildcards.run].resources(LAUNCHER, CONFIG["run_timeout_s"]).get(k))
+            for k in keys}
 
 
 def one_of(ids):

@@ -13,6 +13,8 @@ rule sim_run:
     params:
         cmd=run_command,
     threads: 1
+    resources:
+        **run_resources(SIM_IDS),
     shell:
         "OMP_NUM_THREADS=1 {params.cmd} > {log} 2>&1"
 
@@ -26,7 +28,10 @@ rule real_run:
         run=one_of(REAL_IDS),
     params:
         cmd=run_command,
-    threads: 2
+    # On this machine: one core per rank (Snakemake caps it at --cores); on slurm, the resources below.
+    threads: lambda wildcards: RUN[wildcards.run].world_size
+    resources:
+        **run_resources(REAL_IDS),
     shell:
         "{params.cmd} > {log} 2>&1"
 

@@ -27,15 +27,16 @@ def test_local_commands_start_every_rank_on_this_machine():
     b = Path("/venv/bin")
     gloo = shlex.split(launch_command("r", "gloo", ARGS, b, ranks_per_node=2, run_timeout=60))
     assert gloo == ["timeout", "60", "/venv/bin/torchrun", "--standalone", "--nproc_per_node", "2", "-m", "thinwire",
-                    "run", *ARGS, "--backend", "torch", "--device", "cpu"]
+                    "run", *ARGS, "--backend", "torch", "--device", "cpu", "--world-size", "2"]
     nccl = shlex.split(launch_command("r", "nccl", ARGS, b, ranks_per_node=4))
-    assert nccl[-4:] == ["--backend", "torch", "--device", "cuda"] and "--nproc_per_node" in nccl
+    assert nccl[-6:] == ["--backend", "torch", "--device", "cuda", "--world-size", "4"] and "--nproc_per_node" in nccl
     mpi = shlex.split(launch_command("r", "mpi", ARGS, b, ranks_per_node=3))
-    assert mpi[2:] == ["/venv/bin/mpiexec", "-n", "3", "/venv/bin/thinwire", "run", *ARGS, "--backend", "mpi"]
+    assert mpi[2:] == ["/venv/bin/mpiexec", "-n", "3", "/venv/bin/thinwire", "run", *ARGS, "--backend", "mpi",
+                       "--world-size", "3"]
     ds = shlex.split(launch_command("r", "deepspeed", ARGS, b, ranks_per_node=2))
     assert ds[2:9] == ["/venv/bin/deepspeed", "--num_gpus", "2", "--master_port", str(port("r")), "--no_local_rank",
                        "--module"]
-    assert ds[9:] == ["thinwire", "run", *ARGS, "--backend", "deepspeed"]
+    assert ds[9:] == ["thinwire", "run", *ARGS, "--backend", "deepspeed", "--world-size", "2"]
 
 
 def test_bad_launch_requests_are_refused():
@@ -52,7 +53,7 @@ def test_bad_launch_requests_are_refused():
 def test_ports_depend_only_on_the_run():
     ids = [f"paper-real-nccl-dgc-s{i}" for i in range(200)]
     ports = [port(i) for i in ids]
-    assert all(20000 <= p < 40000 for p in ports) and ports == [port(i) for i in ids]
+    assert all(10000 <= p < 30000 for p in ports) and ports == [port(i) for i in ids]  # below ephemeral ports
     assert len(set(ports)) > 190
 
 
@@ -62,9 +63,11 @@ def _stand_ins(tmp_path: Path) -> Path:
     fake = tmp_path / "bin"
     fake.mkdir()
     scripts = {
-        "srun": 'echo "srun $*" >&2; while [ "${1#-}" != "$1" ]; do case "$1" in --nodes|--ntasks-per-node) shift;; '
+        "srun": 'echo "srun $*" >&2; while [ "${1#-}" != "$1" ]; do case "$1" in --nodes|--ntasks-per-node|--cpus-per-task) shift;; '
                 'esac; shift; done; SLURM_NODEID=1 SLURM_STEP_NODELIST="gpu[07-08]" exec "$@"',
         "scontrol": 'test "$1 $2 $3" = "show hostnames gpu[07-08]" && printf "gpu07\\ngpu08\\n"',
+        "squeue": 'test "$*" = "-h -j 4242 -o %N" && echo "gpu[07-08]"',
+        "mpiexec": 'printf "%s\\n" "$@"',
         "torchrun": 'printf "%s\\n" "$@"',
         "thinwire": 'printf "%s\\n" "$@"',
         "deepspeed": 'printf "%s\\n" "$@"; while [ "$1" != "--hostfile" ]; do shift; done; cat "$2"',
@@ -83,44 +86,70 @@ def _execute(command: str, fake: Path, tmp_path: Path) -> subprocess.CompletedPr
 @pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
 def test_slurm_commands_run_one_launcher_per_node_with_the_first_node_as_master(tmp_path):
     fake = _stand_ins(tmp_path)
-    cmd = launch_command("job", "nccl", ARGS, fake, nodes=2, ranks_per_node=8, launcher="slurm")
+    cmd = launch_command("job", "nccl", ARGS, fake, nodes=2, ranks_per_node=8, gpus_per_node=8, cpus_per_rank=4,
+                         launcher="slurm")
     proc = _execute(cmd, fake, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "srun --kill-on-bad-exit=1 --nodes 2 --ntasks-per-node 1 sh -c" in proc.stderr
+    assert "srun --kill-on-bad-exit=1 --nodes 2 --ntasks-per-node 1 --cpus-per-task 32 --gres=gpu:8 sh -c" in proc.stderr
     assert proc.stdout.split("\n")[:12] == ["--nnodes", "2", "--nproc_per_node", "8", "--node_rank", "1",
                                             "--master_addr", "gpu07", "--master_port", str(port("job")), "-m",
                                             "thinwire"]
-    assert proc.stdout.split("\n")[12:-1] == ["run", *ARGS, "--backend", "torch", "--device", "cuda"]
+    assert proc.stdout.split("\n")[12:-1] == ["run", *ARGS, "--backend", "torch", "--device", "cuda", "--world-size",
+                                              "16"]
 
-    ds = _execute(launch_command("job", "deepspeed", ARGS, fake, nodes=2, ranks_per_node=4, launcher="slurm"),
-                  fake, tmp_path)
+    ds = _execute(launch_command("job", "deepspeed", ARGS, fake, nodes=2, ranks_per_node=4, gpus_per_node=4,
+                                 launcher="slurm"), fake, tmp_path)
     assert ds.returncode == 0, ds.stderr
     out = ds.stdout.split("\n")
     assert out[out.index("--node_rank") + 1] == "1" and out[out.index("--master_addr") + 1] == "gpu07"
     assert "--no_ssh" in out and out[out.index("--num_gpus") + 1] == "4"
     assert out[out.index("--module") + 1:out.index("--module") + 3] == ["thinwire", "run"]
     assert ds.stdout.endswith("gpu07 slots=4\ngpu08 slots=4\n")  # the hostfile of the allocation
+    assert not list(tmp_path.glob("thinwire-*.hosts"))  # removed after the launcher exits
 
     mpi = _execute(launch_command("job", "mpi", ARGS, fake, nodes=2, ranks_per_node=4, launcher="slurm"),
                    fake, tmp_path)
     assert mpi.returncode == 0, mpi.stderr
-    assert "srun --kill-on-bad-exit=1 --nodes 2 --mpi=pmix --ntasks-per-node 4" in mpi.stderr
-    assert mpi.stdout.split("\n")[:-1] == ["run", *ARGS, "--backend", "mpi"]
-    hydra = shlex.split(launch_command("job", "mpi", ARGS, fake, nodes=2, ranks_per_node=4, launcher="slurm",
-                                       mpi_launcher="mpiexec"))
-    assert hydra[2:8] == [str(fake / "mpiexec"), "-n", "8", "-ppn", "4", str(fake / "thinwire")]
+    assert ("srun --kill-on-bad-exit=1 --nodes 2 --ntasks-per-node 4 --cpus-per-task 1 --mpi=pmi2 "
+            "--export=ALL,MPIR_CVAR_PMI_VERSION=2") in mpi.stderr
+    assert mpi.stdout.split("\n")[:-1] == ["run", *ARGS, "--backend", "mpi", "--world-size", "8"]
+    # hydra: the batch script has no SLURM_NODELIST (the executor strips it): the hosts come from squeue
+    hydra = _execute(launch_command("job", "mpi", ARGS, fake, nodes=2, ranks_per_node=4, launcher="slurm",
+                                    mpi_launcher="mpiexec"), fake, tmp_path)
+    assert hydra.returncode == 0, hydra.stderr
+    assert hydra.stdout.split("\n")[:10] == ["-n", "8", "-ppn", "4", "-launcher", "slurm", "-hosts", "gpu07,gpu08",
+                                             str(fake / "thinwire"), "run"]
 
 
-def test_slurm_resources_follow_the_plugins_rules():
-    # one task per GPU, GPUs per node as gres; the command starts its own steps (mpi=srun)
-    assert slurm_resources(4, 8, 8, 6, 200_000, 120) == {
-        "nodes": 4, "mpi": "srun", "cpus_per_task": 6, "gres": "gpu:8", "tasks_per_node": 8, "mem_mb": 200_000,
-        "runtime": 120}
-    # one GPU per node: the plugin refuses tasks_per_node 1 and reads `tasks` as per GPU unless told
-    assert slurm_resources(2, 1, 1, 4, None, 30) == {"nodes": 2, "mpi": "srun", "cpus_per_task": 4, "gres": "gpu:1",
-                                                     "tasks": 2, "tasks_per_gpu": 1, "runtime": 30}
-    assert slurm_resources(1, 2, 0, 1, None, None) == {"nodes": 1, "mpi": "srun", "cpus_per_task": 1,
-                                                       "tasks_per_node": 2}
+def _sbatch(resources: dict) -> str:
+    """The sbatch line snakemake-executor-plugin-slurm builds for a job with these resources."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    class Resources(dict):
+        __getattr__ = dict.__getitem__
+
+    job = SimpleNamespace(resources=Resources(resources), threads=1)
+    params = {"run_uuid": "u", "slurm_logfile": "log", "comment_str": "c", "account": "", "partition": "",
+              "workdir": "/w"}
+    return get_submit_command(job, params) + set_gres_string(job)
+
+
+def test_slurm_resources_become_the_intended_sbatch_options():
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install '.[cluster]'")
+    # 4 nodes x 8 GPUs: one task per GPU, GPUs per node as gres, no per-GPU task geometry
+    line = _sbatch(slurm_resources(4, 8, 8, 6, 200_000, 120))
+    for option in ("--nodes=4", "--ntasks-per-node=8", "--cpus-per-task=6", "--gres=gpu:8", "--mem 200000", "-t 120"):
+        assert option in line, (option, line)
+    assert "--ntasks-per-gpu" not in line and "--ntasks=" not in line
+    # one GPU per node: tasks in total, one per GPU (the plugin would otherwise read tasks as per GPU)
+    line = _sbatch(slurm_resources(2, 1, 1, 4, None, 30))
+    assert "--ntasks-per-gpu=1" in line and "--ntasks=2" in line and "--nodes=2" in line and "--gres=gpu:1" in line
+    # CPU ranks
+    line = _sbatch(slurm_resources(2, 8, 0, 1, 32_000, 60, "cpu"))
+    assert "--ntasks-per-node=8" in line and "gres" not in line and "--nodes=2" in line
 
 
 def _config(entry: dict, **top) -> dict:
@@ -141,6 +170,8 @@ def _config(entry: dict, **top) -> dict:
     ({"backends": ["deepspeed"]}, {}, "deepspeed backend runs DeepSpeed's OnebitAdam"),
     ({"backends": ["mpi"], "resources": {"nodes": 2, "gpus_per_node": 8}}, {"launcher": "slurm"},
      "backend mpi moves host (numpy) buffers"),
+    ({"backends": ["gloo"], "resources": {"nodes": 2, "gpus_per_node": 8}}, {"launcher": "slurm"},
+     "backend gloo runs CPU ranks, its ranks use no GPU"),
     ({"world_size": 1}, {"launcher": "slurm"}, "needs at least 2 ranks"),
     ({"mode": "sim", "resources": {"nodes": 2}}, {}, "simulator runs are one process on one node"),
 ])
@@ -265,3 +296,13 @@ def test_submitting_gpu_jobs_without_their_packages_stops_before_any_submission(
     assert "thinwire: error: backend nccl: this torch has no NCCL" in proc.stderr + proc.stdout
     assert not calls.exists() or "sbatch" not in calls.read_text()
     assert not (tmp_path / "work" / "results").exists()
+
+
+def test_a_run_started_with_another_world_size_than_planned_stops_before_training(tmp_path):
+    """What a launcher whose PMI does not match would do: start singletons instead of one job."""
+    proc = subprocess.run([str(BIN / "thinwire"), "run", "sgd", "--workload", "lsq", "--steps", "3", "--quiet",
+                           "--backend", "torch", "--device", "cpu", "--world-size", "2", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0
+    assert "thinwire: error: this rank belongs to a job of 1 rank(s), 2 were planned" in proc.stderr
+    assert not (tmp_path / "r").exists()

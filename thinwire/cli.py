@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--busbw-mb", type=float, help="measure all-reduce bus bandwidth with this many MB before "
                      "training, kept in meta.json (default 64 on GPUs, 0 = off on CPUs)")
     run.add_argument("--timeout", type=float, default=120.0, help="seconds any collective may take (default 120)")
+    run.add_argument("--world-size", type=int, help="the planned number of ranks: stop before training if the "
+                     "launcher started another (the workflow always passes it)")
     run.add_argument("--inject-failure", metavar="RANK:STEP:HOW", help="for testing: make RANK exit or hang at STEP")
 
     model = sub.add_parser("model", help="price runs' communication logs on a described cluster")
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             from thinwire.execute import run_real
 
             meta = run_real(_spec(args), _out(args, "real"), args.backend, args.timeout, args.device,
-                            not args.quiet, args.inject_failure, args.busbw_mb)
+                            not args.quiet, args.inject_failure, args.busbw_mb, args.world_size)
             if meta is not None:
                 _summary(meta)
         elif args.command == "model":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,10 @@ class Run:
     cpus_per_rank: int = 1
     mem_mb: int | None = None
     runtime_min: int | None = None
+    partition: str | None = None
 
     def command(self, bin_dir: Path, out: Path, collective_timeout: float, run_timeout: float,
-                launcher: str = "local", mpi_launcher: str = "srun", cluster_name: str | None = None) -> str:
+                launcher: str = "local", mpi_launcher: str = "srun-pmi2", cluster_name: str | None = None) -> str:
         """The shell command that produces this run's results directory (thinwire/launch.py for real runs)."""
         args = [self.method, "--workload", self.workload, "--steps", str(self.steps), "--seed", str(self.seed),
                 "--dtype", self.dtype, "--eval-every", str(self.eval_every), "--out", str(out), "--quiet",
@@ -66,8 +68,9 @@ class Run:
         if self.mode == "sim":
             return shlex.join([str(bin_dir / "thinwire"), "sim", *args, "--workers", str(self.world_size)])
         return launch_command(self.id, self.backend, [*args, "--timeout", f"{collective_timeout:g}"], bin_dir,
-                              nodes=self.nodes, ranks_per_node=self.ranks_per_node, run_timeout=run_timeout,
-                              launcher=launcher, mpi_launcher=mpi_launcher)
+                              nodes=self.nodes, ranks_per_node=self.ranks_per_node, gpus_per_node=self.gpus_per_node,
+                              cpus_per_rank=self.cpus_per_rank, run_timeout=run_timeout, launcher=launcher,
+                              mpi_launcher=mpi_launcher)
 
     def resources(self, launcher: str = "local", run_timeout: float = 900.0) -> dict:
         """The job's resources for Snakemake's cluster executors (sbatch options of the slurm plugin);
@@ -78,8 +81,9 @@ class Run:
         runtime = self.runtime_min or math.ceil(run_timeout / 60) + 5
         if self.mode == "real":
             return slurm_resources(self.nodes, self.ranks_per_node, self.gpus_per_node, self.cpus_per_rank,
-                                   self.mem_mb, runtime)
-        return {"runtime": runtime, **({"mem_mb": self.mem_mb} if self.mem_mb else {})}
+                                   self.mem_mb, runtime, self.partition)
+        res = {"runtime": runtime, "mem_mb": self.mem_mb, "slurm_partition": self.partition}
+        return {k: v for k, v in res.items() if v}
 
 
 def load(config: dict | str | Path) -> tuple[dict, list[Run]]:
@@ -133,7 +137,7 @@ def _placement(entry: dict[str, Any]) -> dict[str, Any]:
             raise ThinwireError(f"world_size {entry['world_size']} is not resources.nodes {nodes} x ranks per node "
                                 f"{rpn}")
     return {"nodes": nodes, "ranks_per_node": rpn, "gpus_per_node": gpus, "cpus_per_rank": res.get("cpus_per_rank", 1),
-            "mem_mb": res.get("mem_mb"), "runtime_min": res.get("runtime_min")}
+            "mem_mb": res.get("mem_mb"), "runtime_min": res.get("runtime_min"), "partition": res.get("partition")}
 
 
 def _expand(entry: dict[str, Any]) -> list[Run]:
@@ -178,8 +182,9 @@ def check_placement(config: dict[str, Any], runs: list[Run]) -> None:
                                 f"(use a cluster profile, e.g. --profile profiles/slurm)")
         if r.backend == "nccl" and not r.gpus_per_node:
             raise ThinwireError(f"run {r.id}: backend nccl needs GPUs (set resources.gpus_per_node, or use gloo)")
-        if r.backend == "mpi" and r.gpus_per_node:
-            raise ThinwireError(f"run {r.id}: backend mpi moves host (numpy) buffers, its ranks use no GPU: set "
+        if r.backend in ("mpi", "gloo") and r.gpus_per_node:
+            what = "moves host (numpy) buffers" if r.backend == "mpi" else "runs CPU ranks"
+            raise ThinwireError(f"run {r.id}: backend {r.backend} {what}, its ranks use no GPU: set "
                                 f"resources.ranks_per_node instead of gpus_per_node")
         if launcher == "slurm" and r.world_size < 2:
             raise ThinwireError(f"run {r.id}: a real run on slurm needs at least 2 ranks")
@@ -238,7 +243,8 @@ def _backend_problem(backend: str, config: dict[str, Any]) -> str | None:
             version = metadata.version("deepspeed")
         except metadata.PackageNotFoundError:
             return "backend deepspeed needs DeepSpeed: pip install '.[deepspeed]' (see the README)"
-        if tuple(int(x) for x in version.split(".")[:3] if x.isdigit()) > (0, 19, 6):
+        release = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+        if release is None or tuple(map(int, release.groups())) > (0, 19, 6):
             return (f"backend deepspeed needs DeepSpeed <= 0.19.6 (the last release with the 1-bit optimizers), "
                     f"found {version}")
         if not tool("deepspeed"):
@@ -251,6 +257,11 @@ def check_cluster_installation(config: dict[str, Any], runs: list[Run]) -> None:
     plans, which works on any machine): NCCL in torch, and cupy for DeepSpeed's 1-bit optimizers on GPUs."""
     if config.get("launcher", "local") != "slurm":
         return  # on this machine, check_placement already checked against the GPUs it has
+    import shutil
+
+    if shutil.which("srun") is None:
+        raise ThinwireError("launcher slurm starts ranks with srun, which is not here: submit with "
+                            "--profile profiles/slurm on a slurm cluster (or run inside an allocation)")
     real = [r for r in runs if r.mode == "real"]
     if any(r.backend == "nccl" for r in real):
         import torch.distributed as dist

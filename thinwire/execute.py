@@ -100,17 +100,19 @@ def run_sim(spec: RunSpec, workers: int, out: Path, array_lib: str | None = None
 
 def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float = 120.0,
              device: str | None = None, progress: bool = True, inject_failure: str | None = None,
-             busbw_mb: float | None = None) -> dict | None:
+             busbw_mb: float | None = None, world_size: int | None = None) -> dict | None:
     """One worker per process: torch.distributed (gloo/NCCL) or MPI. Rank 0 writes the results and
     gets their metadata back; the other ranks get None. With torch.distributed, the all-reduce bus
     bandwidth of `busbw_mb` MB is measured first and kept in the fingerprint (default: 64 MB on GPUs,
-    not on CPUs)."""
+    not on CPUs). With `world_size`, a run started with another number of ranks stops before training."""
     cls, config = spec.validate()
     backend = _detect_backend(backend)
     fail_at = _failure(inject_failure)
     measured: dict = {}
     if backend == "deepspeed":
         from thinwire.workloads.deepspeed_backend import train_deepspeed
+
+        _check_world(int(os.environ.get("WORLD_SIZE", "1")), world_size)
 
         traj, log, method, workload, world, rank = train_deepspeed(spec, cls, config, timeout_s, progress)
         meta = _meta(spec, out.name, "real", "deepspeed", world, method, workload, traj)
@@ -121,6 +123,7 @@ def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float =
         from thinwire.workloads.mpicomm import MPIComm
 
         comm = MPIComm(timeout_s)
+        _check_world(comm.world_size, world_size)
         workload = make_workload(spec.workload, comm.world_size, spec.seed, spec.workload_params)
         comm.xp = _namespace(getattr(workload, "prefers", "numpy"))
         dev = None
@@ -129,6 +132,7 @@ def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float =
 
         dev = _device(device)
         comm = TorchComm(dev, timeout_s)
+        _check_world(comm.world_size, world_size)
         if busbw_mb is None:
             busbw_mb = 64.0 if dev.type == "cuda" else 0.0
         if busbw_mb > 0 and comm.world_size > 1:
@@ -149,6 +153,13 @@ def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float =
     finally:
         comm.close()
     return meta if comm.rank == 0 else None
+
+
+def _check_world(started: int, planned: int | None) -> None:
+    if planned is not None and started != planned:
+        raise ThinwireError(f"this rank belongs to a job of {started} rank(s), {planned} were planned: the launcher "
+                            f"did not join the ranks into one job (e.g. the MPI library's PMI does not match srun "
+                            f"--mpi; try mpi_launcher srun-pmix or mpiexec)")
 
 
 def _device(device: str | None) -> Any:

@@ -9,18 +9,23 @@ local (this machine; the quick config, `make reproduce`):
     deepspeed   deepspeed --num_gpus W --master_port P --no_local_rank --module thinwire run ... --backend deepspeed
 
 slurm (the command runs as the batch script of a job that Snakemake's slurm executor submitted with
-resource mpi=srun, so it starts its own job steps across the allocation's nodes):
-    gloo, nccl  srun --nodes N --ntasks-per-node 1: on each node torchrun --nnodes N --nproc_per_node G
-                with a static rendezvous (--node_rank $SLURM_NODEID, --master_addr the first node)
-    mpi         srun --mpi=pmix --nodes N --ntasks-per-node G thinwire run ... (mpi_launcher: srun), or
-                mpiexec -n W -ppn G thinwire run ... (mpi_launcher: mpiexec, MPICH's hydra)
-    deepspeed   srun --nodes N --ntasks-per-node 1: on each node the deepspeed launcher with a hostfile of
-                the allocation (`<host> slots=G`), --no_ssh --node_rank $SLURM_NODEID
+resource mpi=srun, so it starts its own job steps across the allocation's nodes; the executor's job
+step keeps only SLURM_JOB_ID of the allocation's variables, which is all srun needs to attach):
+    gloo, nccl  srun, one task per node with all of the node's CPUs and GPUs: torchrun --nnodes N
+                --nproc_per_node G with a static rendezvous (--node_rank $SLURM_NODEID, --master_addr the
+                step's first node)
+    mpi         srun --mpi=pmi2, one task per rank (mpi_launcher srun-pmi2, the default: the PMI that
+                pip's MPICH speaks by default), srun --mpi=pmix (srun-pmix), or the MPI library's mpiexec
+                with the allocation's hosts (mpiexec: MPICH's hydra, -ppn G -launcher slurm)
+    deepspeed   srun, one task per node: DeepSpeed's launcher with a hostfile of the step's nodes
+                (`<host> slots=G`), --no_ssh --node_rank $SLURM_NODEID
 
-Every command is bounded by `timeout` (the run's time limit) on top of the collectives' own timeout, and
-srun kills the whole step when one task exits with an error (--kill-on-bad-exit), so a dead rank never
-leaves its peers waiting. The rendezvous port is derived from the run id, so runs sharing a node do not
-collide.
+Every run is told its planned world size (`--world-size`) and refuses to train with another, so a
+launch that starts W singleton processes instead of one W-rank job fails instead of writing W copies.
+Every command is bounded by `timeout` (the run's time limit) on top of the collectives' own timeout,
+and srun kills the whole step when one task exits with an error (--kill-on-bad-exit), so a dead rank
+never leaves its peers waiting. The rendezvous port is derived from the run id (below Linux's ephemeral
+ports), so runs sharing a node do not collide.
 """
 
 from __future__ import annotations
@@ -30,23 +35,26 @@ import zlib
 from pathlib import Path
 
 LAUNCHERS = ("local", "slurm")
-MPI_LAUNCHERS = ("srun", "mpiexec")
+MPI_LAUNCHERS = ("srun-pmi2", "srun-pmix", "mpiexec")
 BACKENDS = ("gloo", "nccl", "mpi", "deepspeed")
 # `thinwire run --backend/--device` of each runs-sheet backend
 RUN_FLAGS = {"gloo": ["--backend", "torch", "--device", "cpu"], "nccl": ["--backend", "torch", "--device", "cuda"],
              "mpi": ["--backend", "mpi"], "deepspeed": ["--backend", "deepspeed"]}
-# The first node of the job step, from inside one of its tasks.
+# MPICH's PMI client version for each srun PMI plugin (other MPI libraries ignore the variable).
+MPICH_PMI = {"srun-pmi2": "2", "srun-pmix": "x"}
+# Inside a step's task: its first node. Inside the batch script: the allocation's hosts, comma-separated.
 FIRST_NODE = '$(scontrol show hostnames "$SLURM_STEP_NODELIST" | head -n 1)'
+JOB_HOSTS = '$(scontrol show hostnames "$(squeue -h -j "$SLURM_JOB_ID" -o %N)" | paste -sd, -)'
 
 
 def port(run_id: str) -> int:
-    """A rendezvous port in [20000, 40000) that depends only on the run id."""
-    return 20000 + zlib.crc32(run_id.encode()) % 20000
+    """A rendezvous port in [10000, 30000), below Linux's ephemeral range, that depends only on the run id."""
+    return 10000 + zlib.crc32(run_id.encode()) % 20000
 
 
 def launch_command(run_id: str, backend: str, run_args: list[str], bin_dir: Path, *, nodes: int = 1,
-                   ranks_per_node: int = 2, run_timeout: float = 900.0, launcher: str = "local",
-                   mpi_launcher: str = "srun") -> str:
+                   ranks_per_node: int = 2, gpus_per_node: int = 0, cpus_per_rank: int = 1,
+                   run_timeout: float = 900.0, launcher: str = "local", mpi_launcher: str = "srun-pmi2") -> str:
     """The shell command that runs `thinwire run <run_args>` on nodes x ranks_per_node ranks."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -58,10 +66,9 @@ def launch_command(run_id: str, backend: str, run_args: list[str], bin_dir: Path
         raise ValueError(f"the local launcher runs on 1 node, got nodes={nodes} (use launcher: slurm)")
     world = nodes * ranks_per_node
     thinwire = str(bin_dir / "thinwire")
-    args = ["run", *run_args, *RUN_FLAGS[backend]]
-    module = ["-m", "thinwire", *args]
+    args = ["run", *run_args, *RUN_FLAGS[backend], "--world-size", str(world)]
     p = port(run_id)
-    timeout = ["timeout", f"{run_timeout:g}"]
+    timeout = shlex.join(["timeout", f"{run_timeout:g}"])
     if launcher == "local":
         if backend == "mpi":
             cmd = [str(bin_dir / "mpiexec"), "-n", str(world), thinwire, *args]
@@ -69,32 +76,39 @@ def launch_command(run_id: str, backend: str, run_args: list[str], bin_dir: Path
             cmd = [str(bin_dir / "deepspeed"), "--num_gpus", str(world), "--master_port", str(p),
                    "--no_local_rank", "--module", "thinwire", *args]
         else:
-            cmd = [str(bin_dir / "torchrun"), "--standalone", "--nproc_per_node", str(world), *module]
-        return shlex.join(timeout + cmd)
+            cmd = [str(bin_dir / "torchrun"), "--standalone", "--nproc_per_node", str(world), "-m", "thinwire", *args]
+        return f"{timeout} {shlex.join(cmd)}"
 
     srun = ["srun", "--kill-on-bad-exit=1", "--nodes", str(nodes)]
     if backend == "mpi":
-        if mpi_launcher == "srun":
-            cmd = srun + ["--mpi=pmix", "--ntasks-per-node", str(ranks_per_node), thinwire, *args]
-        else:
-            cmd = [str(bin_dir / "mpiexec"), "-n", str(world), "-ppn", str(ranks_per_node), thinwire, *args]
-        return shlex.join(timeout + cmd)
-    # One task per node; the per-node launcher needs the node's rank and the first node's address, known
-    # only inside the task: a small sh -c script, its arguments quoted here.
+        if mpi_launcher == "mpiexec":  # hydra finds no nodes in the stripped environment: name them
+            hydra = [str(bin_dir / "mpiexec"), "-n", str(world), "-ppn", str(ranks_per_node), "-launcher", "slurm"]
+            return f'{timeout} {shlex.join(hydra)} -hosts "{JOB_HOSTS}" {shlex.join([thinwire, *args])}'
+        cmd = [*srun, "--ntasks-per-node", str(ranks_per_node), "--cpus-per-task", str(cpus_per_rank),
+               f"--mpi={mpi_launcher.removeprefix('srun-')}",
+               f"--export=ALL,MPIR_CVAR_PMI_VERSION={MPICH_PMI[mpi_launcher]}", thinwire, *args]
+        return f"{timeout} {shlex.join(cmd)}"
+    # One task per node with the node's CPUs and GPUs; the per-node launcher needs the node's rank and the
+    # first node's address, known only inside the task: a small sh -c script, its arguments quoted here.
+    step = [*srun, "--ntasks-per-node", "1", "--cpus-per-task", str(ranks_per_node * cpus_per_rank)]
+    if gpus_per_node:
+        step.append(f"--gres=gpu:{gpus_per_node}")
     if backend == "deepspeed":
-        hosts = '"${TMPDIR:-/tmp}/thinwire-$SLURM_JOB_ID-$SLURM_STEP_ID.hosts"'
+        hosts = '"${TMPDIR:-/tmp}/thinwire-$SLURM_JOB_ID-$SLURM_STEP_ID-$SLURM_NODEID.hosts"'  # one per node
         node = (f'scontrol show hostnames "$SLURM_STEP_NODELIST" | sed "s/$/ slots={ranks_per_node}/" > {hosts} && '
-                f'exec {shlex.quote(str(bin_dir / "deepspeed"))} --hostfile {hosts} --no_ssh '
+                f'{shlex.quote(str(bin_dir / "deepspeed"))} --hostfile {hosts} --no_ssh '
                 f'--node_rank "$SLURM_NODEID" --master_addr "{FIRST_NODE}" --master_port {p} '
-                f"--num_nodes {nodes} --num_gpus {ranks_per_node} --no_local_rank --module thinwire {shlex.join(args)}")
+                f"--num_nodes {nodes} --num_gpus {ranks_per_node} --no_local_rank --module thinwire "
+                f"{shlex.join(args)}; status=$?; rm -f {hosts}; exit $status")
     else:
         node = (f"exec {shlex.quote(str(bin_dir / 'torchrun'))} --nnodes {nodes} --nproc_per_node {ranks_per_node} "
-                f'--node_rank "$SLURM_NODEID" --master_addr "{FIRST_NODE}" --master_port {p} {shlex.join(module)}')
-    return shlex.join(timeout + srun + ["--ntasks-per-node", "1", "sh", "-c", node])
+                f'--node_rank "$SLURM_NODEID" --master_addr "{FIRST_NODE}" --master_port {p} -m thinwire '
+                f"{shlex.join(args)}")
+    return f"{timeout} {shlex.join([*step, 'sh', '-c', node])}"
 
 
 def slurm_resources(nodes: int, ranks_per_node: int, gpus_per_node: int, cpus_per_rank: int,
-                    mem_mb: int | None, runtime_min: int | None) -> dict:
+                    mem_mb: int | None, runtime_min: int | None, partition: str | None = None) -> dict:
     """Resources of a real run's job for snakemake-executor-plugin-slurm (sbatch options): `mpi` makes
     the plugin run the job's command as the batch script, which then starts its own steps with srun;
     GPUs are requested per node (gres), tasks per node (or in total, when there is one per node)."""
@@ -113,4 +127,6 @@ def slurm_resources(nodes: int, ranks_per_node: int, gpus_per_node: int, cpus_pe
         res["mem_mb"] = mem_mb
     if runtime_min:
         res["runtime"] = runtime_min
+    if partition:
+        res["slurm_partition"] = partition
     return res

@@ -19,6 +19,7 @@ import copy
 import datetime
 import importlib.util
 import math
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -130,6 +131,8 @@ def train_deepspeed(spec: Any, cls: type, config: Any, timeout_s: float, progres
     from thinwire.workloads import deepspeed_cpu
 
     on_cpu = deepspeed_cpu.apply()
+    if not on_cpu:  # this rank's GPU, before the model and batches are placed (init_distributed does not)
+        get_accelerator().set_device(int(os.environ.get("LOCAL_RANK", "0")))
     deepspeed.init_distributed(dist_backend="gloo" if on_cpu else "nccl", verbose=False,
                                timeout=datetime.timedelta(seconds=timeout_s))
     rank, world = tdist.get_rank(), tdist.get_world_size()

@@ -49,7 +49,7 @@ LAUNCHER = CONFIG.get("launcher", "local")
 def run_command(wildcards):
     return RUN[wildcards.run].command(BIN, Path(RESULTS) / "runs" / wildcards.run,
                                       CONFIG["collective_timeout_s"], CONFIG["run_timeout_s"], LAUNCHER,
-                                      CONFIG.get("mpi_launcher", "srun"), CONFIG.get("cluster_name"))
+                                      CONFIG.get("mpi_launcher", "srun-pmi2"), CONFIG.get("cluster_name"))
 
 
 def run_resources(ids):

@@ -10,6 +10,7 @@ and may hold '<' or '&'.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from html import escape
@@ -27,6 +28,7 @@ body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
+p.warning { background: #fff0c2; padding: 0.4em; }
 .verdict-reproduced td.verdict { background: #cdeccd; }
 .verdict-not-reproduced td.verdict { background: #f5c6c6; }
 .verdict-inconclusive td.verdict { background: #fbe7b0; }
@@ -184,6 +186,20 @@ def _where(runs: pd.DataFrame) -> str:
     return "; ran on " + ", ".join(f"{name} ({n} runs)" for name, n in ordered) if ordered else ""
 
 
+def _revisions(table: pd.DataFrame) -> str:
+    """A warning when the measured runs come from several code revisions (results kept from older code,
+    or clusters running different checkouts): their numbers may not be comparable."""
+    if "env" not in table:
+        return ""
+    runs = table[table["mode"].isin(["sim", "real"])].drop_duplicates("run")
+    revs = runs["env"].map(lambda e: json.loads(e).get("git", "unknown") if isinstance(e, str) else "unknown")
+    counts = sorted(revs.value_counts().items(), key=lambda kv: (-kv[1], kv[0]))
+    if len(counts) < 2:
+        return ""
+    each = ", ".join(f"{rev} ({n} runs)" for rev, n in counts)
+    return f'<p class="warning">The runs come from {len(counts)} code revisions: {escape(each)}.</p>\n'
+
+
 def _page(table: pd.DataFrame, claims: pd.DataFrame, figure_src: dict[str, str],
           validation: pd.DataFrame | None = None) -> str:
     page_claims = claims.reindex(columns=CLAIM_PAGE)
@@ -206,6 +222,7 @@ def _page(table: pd.DataFrame, claims: pd.DataFrame, figure_src: dict[str, str],
 <body>
 <h1>thinwire report</h1>
 <p>Claims: {escape(_summary(claims["verdict"]))}. Runs: {len(runs)} ({n_diverged} diverged){escape(_where(runs))}.</p>
+{_revisions(table)}
 <h2>Claims</h2>
 {_html_table(page_claims, claim_classes, frozenset({"figure"}))}
 {_validation_section(validation)}

@@ -58,8 +58,8 @@ def run_one(sign: str, seed: int, rounds: int) -> dict[str, float]:
             "min_grad_sq": sq.min(), "avg_grad_l1": np.abs(g).sum(1).mean()}
 
 
-def run_study(out: Path, seeds: int = 3) -> pd.DataFrame:
-    table = pd.DataFrame([run_one(sign, seed, t) for sign in SIGNS for seed in range(seeds) for t in ROUNDS])
+def run_study(out: Path, seeds: int = 3, rounds: tuple[int, ...] = ROUNDS) -> pd.DataFrame:
+    table = pd.DataFrame([run_one(sign, seed, t) for sign in SIGNS for seed in range(seeds) for t in rounds])
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     return table

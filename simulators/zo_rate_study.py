@@ -80,9 +80,15 @@ def run_one(label: str, seed: int, steps: int) -> dict[str, float]:
             "queries_to_eps": queries[hit[0]] if hit.size else math.inf}
 
 
-def run_study(out: Path, seeds: int = 3) -> pd.DataFrame:
-    table = pd.DataFrame([run_one(label, seed, t) for label, (*_, horizons) in RUNS.items()
-                          for seed in range(seeds) for t in horizons])
+def run_study(out: Path, seeds: int = 3, horizons: tuple[int, ...] = HORIZONS) -> pd.DataFrame:
+    """Every label of RUNS at its horizons; `horizons` replaces HORIZONS for the rate labels (and its longest
+    for the mu ablation); the equal-budget runs of ZO-3 keep theirs. ZO-ProxSGD's decaying step stays
+    anchored at HORIZONS[0], so longer horizons extend the same schedule."""
+    def of(label: str) -> tuple[int, ...]:
+        own = RUNS[label][3]
+        return tuple(horizons) if own == HORIZONS else (max(horizons),) if own == HORIZONS[-1:] else own
+
+    table = pd.DataFrame([run_one(label, seed, t) for label in RUNS for seed in range(seeds) for t in of(label)])
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     return table

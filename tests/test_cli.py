@@ -3,6 +3,7 @@
 import json
 import math
 
+import pandas as pd
 import pytest
 from launch import thinwire
 
@@ -64,3 +65,18 @@ def test_simulator_runs_are_deterministic(tmp_path):
     other = thinwire(*args[:-2], "6", "--quiet", "--out", str(tmp_path / "c" / "run"), cwd=tmp_path)
     assert other.returncode == 0
     assert (tmp_path / "c" / "run" / "trajectory.csv").read_bytes() != (tmp_path / "a" / "run" / "trajectory.csv").read_bytes()
+
+
+def test_study_sizes_are_checked_and_used(tmp_path):
+    from thinwire.cli import main
+
+    out = tmp_path / "rate.csv"
+    assert main(["study", "sign_rate", "--seeds", "1", "--horizons", "20", "40", "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert sorted(table["rounds"].unique()) == [20, 40] and set(table["seed"]) == {0}
+    for args, message in [(["sign_rate", "--draws", "5"], "takes --horizons, --seeds, not --draws"),
+                          (["zo_rate", "--horizons", "100"], "needs at least 2 horizons"),
+                          (["quantizers", "--draws", "0"], "must be positive"),
+                          (["quantizers", "--draws", "2"], "draws must be >= 3")]:
+        proc = thinwire("study", *args, "--out", str(tmp_path / "x.csv"), cwd=tmp_path)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)

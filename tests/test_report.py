@@ -270,3 +270,15 @@ def test_the_report_marks_which_cluster_produced_which_numbers(table: pd.DataFra
         row = re.search(rf'<td class="run">{run}</td>.*?</tr>', html).group(0)
         assert f'<td class="ran-on">{where}</td>' in row
     assert pd.read_csv(tmp_path / "claims.csv")["ran_on"].tolist() == ["gpu-cluster, local:laptop"]
+
+
+def test_runs_from_several_code_revisions_are_flagged(table: pd.DataFrame, verdicts: pd.DataFrame,
+                                                      tmp_path: Path) -> None:
+    same = table.assign(env=json.dumps({"git": "abc1234"}))
+    write_report(same, verdicts, {}, tmp_path / "same")
+    assert "code revisions" not in (tmp_path / "same" / "index.html").read_text()
+    mixed = same.assign(env=np.where(same["run"].str.startswith("sgd"), json.dumps({"git": "0ld0ld0"}),
+                                     json.dumps({"git": "abc1234"})))
+    write_report(mixed, verdicts, {}, tmp_path / "mixed")
+    html = (tmp_path / "mixed" / "index.html").read_text()
+    assert "The runs come from 2 code revisions: 0ld0ld0 (4 runs), abc1234 (4 runs)." in html

@@ -126,3 +126,18 @@ def test_interrupted_workflow_resumes_without_redoing_finished_runs(tmp_path):
     resumed = run(cmd + ["--rerun-incomplete"], tmp_path, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert slow.exists() and fast.stat().st_mtime_ns == finished_at
+
+
+def test_a_study_can_be_sized_in_the_config(tmp_path):
+    """The full and paper configs lengthen the rate studies: the options reach `thinwire study`."""
+    sized = {**TINY, "studies": [{"name": "zo_rate", "seeds": 2, "horizons": [800, 1600, 3200]},
+                                 {"name": "quantizers", "draws": 50}, "sign_rate"]}
+    dry = snakemake(tmp_path, sized, "-n", "-p")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    commands = [line for line in dry.stdout.splitlines() if "thinwire study" in line]
+    assert any("study zo_rate --seeds 2 --horizons 800 1600 3200 --out" in c for c in commands), commands
+    assert any("study quantizers --draws 50 --out" in c for c in commands)
+    assert any("study sign_rate  --out" in c or "study sign_rate --out" in c for c in commands)
+    twice = {**TINY, "studies": ["zo_rate", {"name": "zo_rate", "seeds": 5}]}
+    out = snakemake(tmp_path, twice, "-n")
+    assert out.returncode != 0 and "names a study twice" in out.stdout + out.stderr

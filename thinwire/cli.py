@@ -105,7 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "sign_rate: DSM-LS's gradient norm against the horizon (claim S3); "
                             "zo_rate: zeroth-order proximal methods' gradient mapping against the horizon (ZO-1..3)")
     study.add_argument("--out", required=True, type=Path, help="output CSV")
-    study.add_argument("--seed", type=int, default=0)
+    study.add_argument("--seed", type=int, default=0, help="quantizers: seed of the data and the draws (default 0)")
+    study.add_argument("--seeds", type=int, help="sign_rate, zo_rate: seeds per horizon (default 3)")
+    study.add_argument("--horizons", type=int, nargs="+", help="sign_rate, zo_rate: the horizons T "
+                       "(default sign_rate 100 ... 1600, zo_rate 50 ... 800)")
+    study.add_argument("--draws", type=int, help="quantizers: draws per quantizer and distribution (default 20)")
     return parser
 
 
@@ -168,18 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(summary(validate(args.sheet, args.work, args.out)))
         elif args.command == "study":
-            if args.name == "sign_rate":
-                from thinwire.simulators.sign_rate_study import run_study as run_rate
-
-                run_rate(args.out)
-            elif args.name == "zo_rate":
-                from thinwire.simulators.zo_rate_study import run_study as run_zo
-
-                run_zo(args.out)
-            else:
-                from thinwire.simulators.quantizer_study import run_study
-
-                run_study(args.out, seed=args.seed)
+            _study(args)
     except CollectiveError as e:
         print(f"thinwire: error: {e}", file=sys.stderr, flush=True)
         # Peers may be dead or stuck: leave now rather than hang in process-group teardown.
@@ -188,6 +181,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"thinwire: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _study(args: argparse.Namespace) -> None:
+    given = {k: v for k, v in (("seeds", args.seeds), ("horizons", args.horizons), ("draws", args.draws))
+             if v is not None}
+    takes = {"sign_rate": {"seeds", "horizons"}, "zo_rate": {"seeds", "horizons"}, "quantizers": {"draws"}}[args.name]
+    if set(given) - takes:
+        raise ThinwireError(f"study {args.name} takes {', '.join(f'--{t}' for t in sorted(takes))}, "
+                            f"not {', '.join(f'--{g}' for g in sorted(set(given) - takes))}")
+    if any(v < 1 for v in [given.get("seeds", 1), given.get("draws", 3), *given.get("horizons", [1])]):
+        raise ThinwireError("study --seeds, --horizons and --draws must be positive")
+    if len(given.get("horizons", [0, 1])) < 2:
+        raise ThinwireError("study --horizons needs at least 2 horizons (a rate is a slope)")
+    if "horizons" in given:
+        given["horizons"] = tuple(given["horizons"])
+    if args.name == "sign_rate":
+        from thinwire.simulators.sign_rate_study import run_study as run_rate
+
+        if "horizons" in given:  # DSM-LS's horizon is its number of global rounds
+            given["rounds"] = given.pop("horizons")
+        run_rate(args.out, **given)
+    elif args.name == "zo_rate":
+        from thinwire.simulators.zo_rate_study import run_study as run_zo
+
+        run_zo(args.out, **given)
+    else:
+        from thinwire.simulators.quantizer_study import run_study
+
+        try:
+            run_study(args.out, seed=args.seed, **given)
+        except ValueError as e:
+            raise ThinwireError(f"study quantizers: {e}") from None
 
 
 def _summary(meta: dict) -> None:

@@ -99,6 +99,9 @@ def load(config: dict | str | Path) -> tuple[dict, list[Run]]:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         raise ThinwireError(f"config{where}: {error.message}")
     config = {**DEFAULTS, **config}
+    studies = [s if isinstance(s, str) else s["name"] for s in config.get("studies", [])]
+    if len(set(studies)) != len(studies):
+        raise ThinwireError(f"config.studies names a study twice: {studies}")
     runs = []
     for i, entry in enumerate(config["runs"]):
         try:

@@ -32,6 +32,18 @@ for _setup in MODEL.get("setups", []):
     if _setup["name"] in MODEL_JOBS:
         sys.exit(f"thinwire: error: model setup {_setup['name']!r} has the name of another model job")
     MODEL_JOBS[_setup["name"]] = _setup
+# Studies by name, each with its `thinwire study` options (a config names a study, or gives its size).
+STUDIES = {(s if isinstance(s, str) else s["name"]): ({} if isinstance(s, str) else s) for s in CONFIG.get("studies", [])}
+
+
+def study_args(name):
+    s = STUDIES[name]
+    args = [f"--{key} {s[key]}" for key in ("seeds", "draws") if key in s]
+    if "horizons" in s:
+        args.append("--horizons " + " ".join(map(str, s["horizons"])))
+    return " ".join(args)
+
+
 BIN = Path(sys.executable).parent
 RUN_FILES = list(FILES)
 CLUSTERS = ROOT / "simulators" / "clusters"

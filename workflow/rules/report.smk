@@ -19,7 +19,7 @@ rule report:
     input:
         table=f"{RESULTS}/table.csv",
         claims=CLAIMS,
-        studies=expand(f"{RESULTS}/studies/{{name}}.csv", name=CONFIG.get("studies", [])),
+        studies=expand(f"{RESULTS}/studies/{{name}}.csv", name=STUDIES),
         model_summaries=expand(f"{RESULTS}/studies/model-{{job}}.csv", job=MODEL_JOBS),
     output:
         html=f"{REPORTS}/index.html",
@@ -38,9 +38,11 @@ rule study:
     log:
         f"{RESULTS}/logs/study-{{name}}.log",
     wildcard_constraints:
-        name=one_of(CONFIG.get("studies", [])),
+        name=one_of(STUDIES),
+    params:
+        args=lambda wildcards: study_args(wildcards.name),
     shell:
-        "OMP_NUM_THREADS=1 {BIN}/thinwire study {wildcards.name} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS=1 {BIN}/thinwire study {wildcards.name} {params.args} --out {output} > {log} 2>&1"
 
 
 # Opt-in (needs root for network namespaces): `snakemake validation`, or `make validate`, which then

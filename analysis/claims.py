@@ -88,9 +88,13 @@ def wire_bits_per_param(table: pd.DataFrame, method: str, modes: list[str] = ("s
 
 @quantity
 def final_loss_ratio(table: pd.DataFrame, method: str, baseline: str, workload: str,
-                     mode: str = "sim") -> Measurement | None:
-    """Final full objective (eval_loss) of `method` over `baseline`'s, paired by seed; mean over seeds."""
+                     mode: str = "sim", experiment: str | None = None) -> Measurement | None:
+    """Final full objective (eval_loss) of `method` over `baseline`'s, paired by seed; mean over seeds.
+    With `experiment`, only that runs-sheet entry's runs (other entries may run the same methods on the
+    same workload with other settings)."""
     rows = _select(table, workload=workload, mode=mode)
+    if experiment is not None:
+        rows = rows[rows["experiment"] == experiment]
     finals = rows.dropna(subset=["eval_loss"]).sort_values("step").groupby(["method", "seed"])["eval_loss"].last()
     if method not in finals.index.get_level_values(0) or baseline not in finals.index.get_level_values(0):
         return None

@@ -219,3 +219,15 @@ def test_eval_loss_ratio_at_step_pairs_seeds_and_counts_a_diverged_run_as_infini
     late = eval_loss_ratio_at_step(table, "e", "new", "base", step=2)
     assert late.value == math.inf and late.sem == math.inf  # seed 2 diverged before step 2
     assert eval_loss_ratio_at_step(table, "e", "new", "other", step=1) is None
+
+
+def test_a_loss_ratio_reads_only_its_experiment():
+    """Another runs-sheet entry with the same methods and workload but other settings must not leak in."""
+    from thinwire.analysis.claims import final_loss_ratio
+
+    ours = _table().assign(experiment="ef")
+    other = ours.assign(experiment="saef", run=ours["run"] + "-saef",
+                        eval_loss=np.where(ours["method"] == "sgd", 0.5, ours["eval_loss"]))
+    both = pd.concat([ours, other], ignore_index=True)
+    assert final_loss_ratio(both, "topk-ef", "sgd", "logreg", experiment="ef").value == pytest.approx(1.02)
+    assert final_loss_ratio(both, "topk-ef", "sgd", "logreg", experiment="saef").value > 1.5

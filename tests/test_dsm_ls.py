@@ -223,11 +223,10 @@ def test_rate_exponent_recovers_a_known_power_law():
     assert rate_exponent(None, {}, "sign_rate", "randomized", "avg_grad_sq") is None
 
 
-def test_sign_rate_study_rows(monkeypatch, tmp_path):
+def test_sign_rate_study_rows(tmp_path):
     from thinwire.simulators import sign_rate_study
 
-    monkeypatch.setattr(sign_rate_study, "ROUNDS", (5, 10))
-    table = sign_rate_study.run_study(tmp_path / "s.csv", seeds=1)
+    table = sign_rate_study.run_study(tmp_path / "s.csv", seeds=1, rounds=(5, 10))
     assert len(table) == 4 and set(table["sign"]) == {"randomized", "exact"}
     assert (table["min_grad_sq"] <= table["avg_grad_sq"]).all()
     assert np.allclose(table["eta"], 0.5 / np.sqrt(table["rounds"]))

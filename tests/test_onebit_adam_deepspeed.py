@@ -37,7 +37,8 @@ ARGS = ["onebit-adam", "--workload", "digits-mlp", "--wparam", "hidden=16", "--d
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("onebit-deepspeed")
     # Started by DeepSpeed's own launcher, with the command the workflow uses (thinwire/launch.py).
-    proc = launched("deepspeed", 2, [*ARGS, "--out", str(root / "deepspeed")], cwd=root, timeout=600)
+    proc = launched("deepspeed", 2, [*ARGS, "--busbw-mb", "1", "--out", str(root / "deepspeed")], cwd=root,
+                    timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert main(["sim", *ARGS, "--workers", "2", "--out", str(root / "thinwire")]) == 0
     return read_run(root / "deepspeed"), read_run(root / "thinwire")
@@ -47,6 +48,8 @@ def test_the_deepspeed_run_is_deepspeeds(runs):
     ds, _ = runs
     assert ds.meta["backend"] == "deepspeed" and ds.meta["mode"] == "real" and ds.meta["status"] == "ok"
     assert ds.meta["env"]["deepspeed"] == deepspeed.__version__
+    # the fingerprint's all-reduce bus bandwidth, over DeepSpeed's process group (asked for on the CPU)
+    assert float(ds.meta["env"]["allreduce_busbw_gbps"]) > 0 and int(ds.meta["env"]["allreduce_bytes"]) == 2**20
     assert len(ds.trajectory) == 40
 
 

@@ -102,9 +102,9 @@ def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float =
              device: str | None = None, progress: bool = True, inject_failure: str | None = None,
              busbw_mb: float | None = None, world_size: int | None = None) -> dict | None:
     """One worker per process: torch.distributed (gloo/NCCL) or MPI. Rank 0 writes the results and
-    gets their metadata back; the other ranks get None. With torch.distributed, the all-reduce bus
-    bandwidth of `busbw_mb` MB is measured first and kept in the fingerprint (default: 64 MB on GPUs,
-    not on CPUs). With `world_size`, a run started with another number of ranks stops before training."""
+    gets their metadata back; the other ranks get None. With torch.distributed and DeepSpeed, the
+    all-reduce bus bandwidth of `busbw_mb` MB is measured first and kept in the fingerprint (default:
+    64 MB on GPUs, not on CPUs; MPI runs do not measure it). With `world_size`, a run started with another number of ranks stops before training."""
     cls, config = spec.validate()
     backend = _detect_backend(backend)
     fail_at = _failure(inject_failure)
@@ -114,8 +114,9 @@ def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float =
 
         _check_world(int(os.environ.get("WORLD_SIZE", "1")), world_size)
 
-        traj, log, method, workload, world, rank = train_deepspeed(spec, cls, config, timeout_s, progress)
-        meta = _meta(spec, out.name, "real", "deepspeed", world, method, workload, traj)
+        traj, log, method, workload, world, rank, measured = train_deepspeed(spec, cls, config, timeout_s, progress,
+                                                                             busbw_mb)
+        meta = _meta(spec, out.name, "real", "deepspeed", world, method, workload, traj, measured)
         if rank == 0:
             write_run(out, meta, traj, log)
         return meta if rank == 0 else None

@@ -123,8 +123,11 @@ def _check_workload(spec: Any, workload: Any) -> None:
                             f"got {spec.workload}")
 
 
-def train_deepspeed(spec: Any, cls: type, config: Any, timeout_s: float, progress: bool) -> tuple:
-    """Train under DeepSpeed; return (trajectory, comm log, method, workload, world size, rank)."""
+def train_deepspeed(spec: Any, cls: type, config: Any, timeout_s: float, progress: bool,
+                    busbw_mb: float | None = None) -> tuple:
+    """Train under DeepSpeed; return (trajectory, comm log, method, workload, world size, rank, measured):
+    `measured` is the all-reduce bus bandwidth of DeepSpeed's process group before training (busbw_mb MB;
+    default 64 on GPUs, none on the CPU), as thinwire's own torch runs measure it."""
     check_spec(spec, config)
     deepspeed = import_deepspeed()
     from deepspeed.accelerator import get_accelerator
@@ -136,7 +139,14 @@ def train_deepspeed(spec: Any, cls: type, config: Any, timeout_s: float, progres
     deepspeed.init_distributed(dist_backend="gloo" if on_cpu else "nccl", verbose=False,
                                timeout=datetime.timedelta(seconds=timeout_s))
     rank, world = tdist.get_rank(), tdist.get_world_size()
+    measured: dict = {}
     try:
+        if busbw_mb is None:
+            busbw_mb = 0.0 if on_cpu else 64.0
+        if busbw_mb > 0 and world > 1:
+            from thinwire.workloads.torchcomm import measure_busbw
+
+            measured = measure_busbw(torch.device(get_accelerator().current_device_name()), int(busbw_mb * 2**20))
         workload = make_workload(spec.workload, world, spec.seed, spec.workload_params)
         _check_workload(spec, workload)
         method = cls(config, workload.layout)
@@ -156,7 +166,7 @@ def train_deepspeed(spec: Any, cls: type, config: Any, timeout_s: float, progres
             traj = _loop(engine, model, workload, method, spec, rank, world, device, log, progress)
     finally:
         tdist.destroy_process_group()
-    return traj, log, method, workload, world, rank
+    return traj, log, method, workload, world, rank, measured
 
 
 def _loop(engine, model, workload, method, spec, rank, world, device, log, progress) -> Trajectory:

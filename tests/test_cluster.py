@@ -168,6 +168,8 @@ def _config(entry: dict, **top) -> dict:
      "world_size 4 is not resources.nodes 2 x ranks per node 4"),
     ({"resources": {"gpus_per_node": 4, "ranks_per_node": 2}}, {"launcher": "slurm"}, "one rank per GPU"),
     ({"backends": ["deepspeed"]}, {}, "deepspeed backend runs DeepSpeed's OnebitAdam"),
+    ({"backends": ["deepspeed"], "methods": [{"method": "onebit-adam", "params": {"deepspeed_compat": True}}]}, {},
+     "the deepspeed backend trains a torch-module workload (digits-mlp, digits-cnn), got logreg"),
     ({"backends": ["mpi"], "resources": {"nodes": 2, "gpus_per_node": 8}}, {"launcher": "slurm"},
      "backend mpi moves host (numpy) buffers"),
     ({"backends": ["gloo"], "resources": {"nodes": 2, "gpus_per_node": 8}}, {"launcher": "slurm"},

@@ -99,9 +99,7 @@ def load(config: dict | str | Path) -> tuple[dict, list[Run]]:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         raise ThinwireError(f"config{where}: {error.message}")
     config = {**DEFAULTS, **config}
-    studies = [s if isinstance(s, str) else s["name"] for s in config.get("studies", [])]
-    if len(set(studies)) != len(studies):
-        raise ThinwireError(f"config.studies names a study twice: {studies}")
+    study_options(config)
     runs = []
     for i, entry in enumerate(config["runs"]):
         try:
@@ -114,6 +112,14 @@ def load(config: dict | str | Path) -> tuple[dict, list[Run]]:
     if dupes:
         raise ThinwireError(f"config: run ids repeat (give methods a label): {', '.join(dupes)}")
     return config, runs
+
+
+def study_options(config: dict[str, Any]) -> dict[str, dict]:
+    """The config's studies by name, each with its size options (a config names a study, or gives its size)."""
+    names = [s if isinstance(s, str) else s["name"] for s in config.get("studies", [])]
+    if len(set(names)) != len(names):
+        raise ThinwireError(f"config.studies names a study twice: {names}")
+    return {name: ({} if isinstance(s, str) else s) for name, s in zip(names, config.get("studies", []))}
 
 
 def _placement(entry: dict[str, Any]) -> dict[str, Any]:
@@ -215,9 +221,14 @@ def check_placement(config: dict[str, Any], runs: list[Run]) -> None:
                 if not dist.is_nccl_available():
                     raise ThinwireError("backend nccl: this torch has no NCCL (install a CUDA build of torch)")
     for r in real:
-        if r.backend == "deepspeed" and (r.method != "onebit-adam" or not r.params.get("deepspeed_compat")):
-            raise ThinwireError(f"run {r.id}: the deepspeed backend runs DeepSpeed's OnebitAdam, i.e. method "
-                                    f"onebit-adam with deepspeed_compat: true")
+        if r.backend == "deepspeed":  # the backend's own checks, at planning time
+            from thinwire.workloads.deepspeed_backend import check_spec, check_workload
+
+            try:
+                check_spec(r, make_config(get_method(r.method), r.params))
+                check_workload(r, make_workload(r.workload, r.world_size, 0, r.workload_params))
+            except ThinwireError as e:
+                raise ThinwireError(f"run {r.id}: {e}") from None
 
 
 def _backend_problem(backend: str, config: dict[str, Any]) -> str | None:

@@ -104,7 +104,8 @@ def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float =
     """One worker per process: torch.distributed (gloo/NCCL) or MPI. Rank 0 writes the results and
     gets their metadata back; the other ranks get None. With torch.distributed and DeepSpeed, the
     all-reduce bus bandwidth of `busbw_mb` MB is measured first and kept in the fingerprint (default:
-    64 MB on GPUs, not on CPUs; MPI runs do not measure it). With `world_size`, a run started with another number of ranks stops before training."""
+    64 MB on GPUs, not on CPUs; MPI runs do not measure it). With `world_size`, a run started with
+    another number of ranks stops before training."""
     cls, config = spec.validate()
     backend = _detect_backend(backend)
     fail_at = _failure(inject_failure)
@@ -113,7 +114,6 @@ def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float =
         from thinwire.workloads.deepspeed_backend import train_deepspeed
 
         _check_world(int(os.environ.get("WORLD_SIZE", "1")), world_size)
-
         traj, log, method, workload, world, rank, measured = train_deepspeed(spec, cls, config, timeout_s, progress,
                                                                              busbw_mb)
         meta = _meta(spec, out.name, "real", "deepspeed", world, method, workload, traj, measured)

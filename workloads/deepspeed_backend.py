@@ -117,7 +117,7 @@ def check_spec(spec: Any, config: Any) -> None:
         raise ThinwireError(f"the deepspeed backend trains in float32 (DeepSpeed's fp32 engine), got {spec.dtype}")
 
 
-def _check_workload(spec: Any, workload: Any) -> None:
+def check_workload(spec: Any, workload: Any) -> None:
     if not all(hasattr(workload, a) for a in ("model", "features", "labels")):
         raise ThinwireError(f"the deepspeed backend trains a torch-module workload (digits-mlp, digits-cnn), "
                             f"got {spec.workload}")
@@ -148,7 +148,7 @@ def train_deepspeed(spec: Any, cls: type, config: Any, timeout_s: float, progres
 
             measured = measure_busbw(torch.device(get_accelerator().current_device_name()), int(busbw_mb * 2**20))
         workload = make_workload(spec.workload, world, spec.seed, spec.workload_params)
-        _check_workload(spec, workload)
+        check_workload(spec, workload)
         method = cls(config, workload.layout)
         method.world_size = world  # stated bits for this many ranks (init_state is thinwire's own loop)
         device = torch.device(get_accelerator().current_device_name())

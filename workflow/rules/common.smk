@@ -1,6 +1,6 @@
 # Validate the config and expand the runs sheet once; every rule reads RUNS from here.
 from thinwire.algorithms.comm import ThinwireError
-from thinwire.config import load
+from thinwire.config import load, study_options
 from thinwire.results import FILES
 
 try:
@@ -32,8 +32,8 @@ for _setup in MODEL.get("setups", []):
     if _setup["name"] in MODEL_JOBS:
         sys.exit(f"thinwire: error: model setup {_setup['name']!r} has the name of another model job")
     MODEL_JOBS[_setup["name"]] = _setup
-# Studies by name, each with its `thinwire study` options (a config names a study, or gives its size).
-STUDIES = {(s if isinstance(s, str) else s["name"]): ({} if isinstance(s, str) else s) for s in CONFIG.get("studies", [])}
+# Studies by name, each with its `thinwire study` options.
+STUDIES = study_options(CONFIG)
 
 
 def study_args(name):

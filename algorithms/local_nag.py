@@ -68,12 +68,6 @@ def check_period(H: int) -> None:
         raise ValueError(f"H must be an integer >= 1, got {H}")
 
 
-def is_period_end(step: int, H: int) -> bool:
-    """Whether 0-based `step` ends a period of H steps: the code counts steps from 1 and acts when the
-    counter reaches H, i.e. at steps H-1, 2H-1, ..."""
-    return (step + 1) % H == 0
-
-
 class BlockModelAveraging(MethodBase):
     """Local NAG steps; at the steps `sparsifier_at` names, x_i[B] <- mean_j x_j[B] on the shared block B.
 

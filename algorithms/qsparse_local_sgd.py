@@ -16,12 +16,8 @@ from typing import Any, ClassVar
 
 from thinwire.algorithms import grbs
 from thinwire.algorithms.comm import Communicator
-from thinwire.algorithms.local_nag import (
-    PeriodicBlockConfig,
-    is_period_end,
-    nag_step,
-)
-from thinwire.algorithms.registry import Layout, MethodBase, Oracle, register
+from thinwire.algorithms.local_nag import PeriodicBlockConfig, nag_step
+from thinwire.algorithms.registry import Layout, MethodBase, Oracle, is_period_end, register
 
 
 @register

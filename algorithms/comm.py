@@ -9,7 +9,7 @@ shape.
 Bytes are counted where a buffer is handed to a collective: `sent` is the size of the buffer a rank
 hands in, `recv` the size of the buffer it gets back, by one rule for every communicator
 (`collective_bytes`, recorded by `CommLog.count`). How many bytes cross each link for a given
-collective algorithm is the performance model's business (simulators/perfmodel.py).
+collective algorithm is the performance model's business (simulators/perfmodel.py, linkvolume.py).
 """
 
 from __future__ import annotations

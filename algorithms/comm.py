@@ -7,14 +7,15 @@ axis (all_gather) inserts it right after the worker axis, i.e. at position -(x.n
 shape.
 
 Bytes are counted where a buffer is handed to a collective: `sent` is the size of the buffer a rank
-hands in, `recv` the size of the buffer it gets back. How many bytes cross each link for a given
-collective algorithm is the performance model's business (simulators/perfmodel.py).
+hands in, `recv` the size of the buffer it gets back, by one rule for every communicator
+(`collective_bytes`, recorded by `CommLog.count`). How many bytes cross each link for a given
+collective algorithm is the performance model's business (simulators/perfmodel.py, linkvolume.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -36,6 +37,31 @@ class CommRecord:
     category: str  # "method": the method's traffic; "metrics": logging only, never counted as method bytes
 
 
+# op -> bytes a rank gets back, from the group size p and the bytes it handed in
+RECEIVED: dict[str, Callable[[int, int], int]] = {
+    "all_reduce": lambda p, sent: sent,
+    "all_gather": lambda p, sent: p * sent,
+    "all_gather_shards": lambda p, sent: p * sent,
+    "reduce_scatter": lambda p, sent: sent // p,
+    "all_to_all": lambda p, sent: sent,
+    "broadcast": lambda p, sent: sent,
+    "send": lambda p, sent: sent,
+}
+
+
+def collective_bytes(op: str, group_size: int, sent: int, lengths: Sequence[int] | None = None) -> tuple[int, int]:
+    """(sent, recv) bytes of one rank's call of `op` over `group_size` ranks, `sent` bytes handed in.
+    all_gather_v takes every member's message bytes instead (`lengths`, this rank's among them): a rank
+    gets all of them back."""
+    if op == "all_gather_v":
+        if lengths is None:
+            raise ValueError("all_gather_v needs every member's message bytes (lengths)")
+        return int(sent), int(sum(int(n) for n in lengths))
+    if op not in RECEIVED:
+        raise ValueError(f"no byte-counting rule for collective {op!r}; known: {', '.join(RECEIVED)}, all_gather_v")
+    return int(sent), int(RECEIVED[op](int(group_size), int(sent)))
+
+
 class CommLog:
     """Every collective call, in call order. `step` is set by the training loop before each step."""
 
@@ -53,6 +79,11 @@ class CommLog:
 
     def record(self, op: str, group_size: int, sent: int, recv: int, category: str = "method") -> None:
         self.records.append(CommRecord(self.step, op, int(group_size), int(sent), int(recv), category))
+
+    def count(self, op: str, group_size: int, sent: int, category: str = "method",
+              lengths: Sequence[int] | None = None) -> None:
+        """Record a call of `op` with the bytes `collective_bytes` gives; every communicator logs this way."""
+        self.record(op, group_size, *collective_bytes(op, group_size, sent, lengths), category)
 
     def step_bytes(self, step: int, category: str = "method") -> tuple[int, int]:
         """(sent, recv) bytes of one step's calls in one category."""

@@ -12,22 +12,18 @@ import dataclasses
 from typing import Any, ClassVar
 
 from thinwire.algorithms import grbs
-from thinwire.algorithms.local_nag import BlockConfig, BlockModelAveraging
-from thinwire.algorithms.registry import Layout, register
+from thinwire.algorithms.local_nag import BlockConfig, BlockModelAveraging, SharedBlocks
+from thinwire.algorithms.registry import register
 
 
 @register
-class CSEA(BlockModelAveraging):
+class CSEA(SharedBlocks, BlockModelAveraging):
     name = "csea"
     tiny: ClassVar[dict[str, Any]] = {"lr": 0.2, "R": 5, "split": "out"}
 
     @dataclasses.dataclass(frozen=True)
     class Config(BlockConfig):
         R: int = 32  # GRBS ratio
-
-    def __init__(self, config: Config, layout: Layout) -> None:
-        super().__init__(config, layout)
-        self.sparsifier = config.sparsifier(layout)
 
     def sparsifier_at(self, step: int) -> grbs.BlockSparsifier:
         return self.sparsifier

@@ -24,8 +24,8 @@ import dataclasses
 from typing import Any, ClassVar
 
 from thinwire.algorithms import grbs
-from thinwire.algorithms.local_nag import BlockModelAveraging, LocalNAGConfig, check_period, is_period_end
-from thinwire.algorithms.registry import Layout, register
+from thinwire.algorithms.local_nag import BlockModelAveraging, LocalNAGConfig, check_period
+from thinwire.algorithms.registry import Layout, is_period_end, register
 
 
 @register

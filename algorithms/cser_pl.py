@@ -12,16 +12,12 @@ import dataclasses
 from typing import Any, ClassVar
 
 from thinwire.algorithms import grbs
-from thinwire.algorithms.local_nag import (
-    BlockModelAveraging,
-    PeriodicBlockConfig,
-    is_period_end,
-)
-from thinwire.algorithms.registry import Layout, register
+from thinwire.algorithms.local_nag import BlockModelAveraging, PeriodicBlockConfig, SharedBlocks
+from thinwire.algorithms.registry import is_period_end, register
 
 
 @register
-class CSERPL(BlockModelAveraging):
+class CSERPL(SharedBlocks, BlockModelAveraging):
     name = "cser-pl"
     tiny: ClassVar[dict[str, Any]] = {"lr": 0.2, "R": 5, "split": "out", "H": 2}
 
@@ -29,10 +25,6 @@ class CSERPL(BlockModelAveraging):
     class Config(PeriodicBlockConfig):
         R: int = 8  # GRBS ratio of the periodic block averaging
         H: int = 4  # local steps per period
-
-    def __init__(self, config: Config, layout: Layout) -> None:
-        super().__init__(config, layout)
-        self.sparsifier = config.sparsifier(layout)
 
     def sparsifier_at(self, step: int) -> grbs.BlockSparsifier | None:
         return self.sparsifier if is_period_end(step, self.config.H) else None

@@ -38,6 +38,7 @@ import numpy as np
 from array_api_compat import device as device_of
 from thinwire.algorithms import sparse_codec, wire
 from thinwire.algorithms.comm import Communicator
+from thinwire.algorithms.compress import TopK
 from thinwire.algorithms.registry import MethodBase, Oracle, check_density, check_step, register, segments
 
 LENGTH_BITS = 64  # what a variable-size all-gather exchanges first: the message length, int64
@@ -100,8 +101,12 @@ class DeepGradientCompression(MethodBase):
             return max(stages[step * len(stages) // c.warmup_steps], c.density)
         return c.density
 
+    def top_k(self, step: int) -> TopK:
+        """This step's selection per tensor: k = ceil(density_t * numel), as the official code rounds."""
+        return TopK(self.density(step), round_up=True)
+
     def k(self, numel: int, step: int) -> int:
-        return math.ceil(self.density(step) * numel)
+        return self.top_k(step).k(numel)
 
     def bits_per_parameter(self, value_bits: int, step: int) -> float:
         """k entries of every sparsified tensor, no escapes: exact for exact top-k with an index format,
@@ -232,8 +237,8 @@ class DeepGradientCompression(MethodBase):
         xp = wire.namespace(v)
         rows = xp.reshape(v, (-1, v.shape[-1]))
         if self.config.threshold == "exact":
-            idx = xp.concat([wire.top_k_indices(rows[:, s.start:s.stop], self.k(s.stop - s.start, step)) + s.start
-                             for s in self.sparse], axis=-1)
+            top_k = self.top_k(step)
+            idx = xp.concat([top_k.select(rows[:, s.start:s.stop]) + s.start for s in self.sparse], axis=-1)
             return [xp.astype(idx[r], xp.int64) for r in range(rows.shape[0])]
         return [xp.concat([self._sampled_row(xp.abs(rows[r, s.start:s.stop]), self.k(s.stop - s.start, step),
                                              step, rngs[r]) + s.start for s in self.sparse])

@@ -11,7 +11,7 @@ Without error feedback (error_feedback: false, unbiased quantizers only) p = lr 
 plain quantized SGD, as in the QSGD and TernGrad papers.
 
 Stochastic quantizers round with uniforms drawn by numpy Generators seeded (seed, worker, step), so a
-simulated worker and the real rank with the same id draw the same numbers.
+simulated worker and the real rank with the same id draw the same numbers (compress.worker_uniforms).
 
 Every rank all-gathers one payload of payload_bytes(d) bytes per step, so it sends
 payload_bytes(d) * 8 / d bits per parameter, whatever the value dtype.
@@ -25,9 +25,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-import numpy as np
-from array_api_compat import device as device_of
 from thinwire.algorithms.comm import Communicator
+from thinwire.algorithms.compress import ErrorFeedback, NoMemory, compress_with_memory, worker_uniforms
 from thinwire.algorithms.quantizers import QUANTIZERS, Quantizer, make_quantizer
 from thinwire.algorithms.registry import MethodBase, Oracle, check_step, register
 
@@ -59,6 +58,7 @@ class ErrorFeedbackQuantized(MethodBase):
     def __init__(self, config: Config, layout) -> None:
         super().__init__(config, layout)
         self.quantizer: Quantizer = make_quantizer(config.quantizer, config.levels, config.bucket_size)
+        self.memory = ErrorFeedback() if config.error_feedback else NoMemory()
 
     def init_state(self, x: Any, comm: Communicator) -> dict[str, Any]:
         zeros = comm.xp.zeros_like(x)
@@ -66,23 +66,19 @@ class ErrorFeedbackQuantized(MethodBase):
 
     def uniforms(self, x: Any, step: int, comm: Communicator) -> Any:
         """Uniforms in [0, 1) in x's dtype, one per coordinate, drawn per worker from (seed, worker, step)."""
-        dtype = np.dtype(str(x.dtype).removeprefix("torch."))
-        draws = np.stack([np.random.default_rng([self.config.seed, w, step]).random(x.shape[-1], dtype=dtype)
-                          for w in comm.workers])
-        return comm.xp.asarray(draws.reshape(x.shape), device=device_of(x))
+        return worker_uniforms(x, comm, self.config.seed, step)
 
     def step(self, x: Any, state: dict[str, Any], oracle: Oracle, comm: Communicator):
         c, q, xp = self.config, self.quantizer, comm.xp
         d, t = x.shape[-1], state["step"]
         loss, grad = oracle(x)
         m = c.momentum * state["momentum"] + grad if c.momentum else grad
-        p = state["error"] + c.lr * m if c.error_feedback else c.lr * m
-        payload = q.compress(p, self.uniforms(p, t, comm) if q.stochastic else None)
-        error = p - q.decompress(payload, d, p.dtype) if c.error_feedback else state["error"]
+        uniforms = self.uniforms(x, t, comm) if q.stochastic else None
+        payload, error = compress_with_memory(q, self.memory, state["error"], c.lr * m, uniforms)
         gathered = comm.all_gather(payload)
         update = xp.mean(q.decompress(gathered, d, x.dtype), axis=-2)
         new = {"error": error, "momentum": m if c.momentum else state["momentum"], "step": t + 1}
         return x - update, new, loss
 
     def bits_per_parameter(self, value_bits: int, step: int) -> float:
-        return self.quantizer.payload_bytes(self.n_params) * 8 / self.n_params
+        return self.quantizer.payload_bytes(self.n_params, value_bits // 8) * 8 / self.n_params

@@ -17,24 +17,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from thinwire.algorithms import grbs
 from thinwire.algorithms.comm import Communicator
-from thinwire.algorithms.local_nag import BlockConfig
-from thinwire.algorithms.registry import Layout, MethodBase, Oracle, register
+from thinwire.algorithms.local_nag import BlockConfig, SharedBlocks, send_error_block
+from thinwire.algorithms.registry import Oracle, register
 
 
 @register
-class EFSGDBlocks(MethodBase):
+class EFSGDBlocks(SharedBlocks):
     name = "ef-sgd-blocks"
     tiny: ClassVar[dict[str, Any]] = {"lr": 0.2, "R": 5, "split": "out"}
 
     @dataclasses.dataclass(frozen=True)
     class Config(BlockConfig):
         R: int = 32  # GRBS ratio
-
-    def __init__(self, config: Config, layout: Layout) -> None:
-        super().__init__(config, layout)
-        self.sparsifier = config.sparsifier(layout)
 
     def init_state(self, x: Any, comm: Communicator) -> dict[str, Any]:
         zeros = comm.xp.zeros_like(x)
@@ -49,11 +44,7 @@ class EFSGDBlocks(MethodBase):
             m_wd = c.momentum * m_wd + c.weight_decay * x
             x = x - c.lr * (c.momentum * m_wd + c.weight_decay * x)
         error = state["error"] + c.lr * (g + c.momentum * m)
-        idx = self.sparsifier.indices(t)
-        mean = grbs.average(error, idx, comm)
-        if mean is not None:
-            x = grbs.scatter(x, idx, grbs.gather(x, idx) - mean)
-            error = grbs.scatter(error, idx, 0 * mean)
+        x, error = send_error_block(x, error, self.sparsifier.indices(t), comm, sign=-1)
         return x, {"error": error, "momentum": m, "wd_momentum": m_wd, "step": t + 1}, loss
 
     def bits_per_parameter(self, value_bits: int, step: int) -> float:

@@ -38,7 +38,7 @@ import numpy as np
 from array_api_compat import device as device_of
 from thinwire.algorithms.adam import bias_corrections, check_adam, direction, moments
 from thinwire.algorithms.comm import Communicator
-from thinwire.algorithms.registry import Layout, MethodBase, Oracle, register
+from thinwire.algorithms.registry import Layout, MethodBase, Oracle, is_period_end, register
 
 SCHEDULES = ("constant", "cosine")
 BASES = ("adamw", "sgd")
@@ -100,11 +100,6 @@ def local_lr(c: LocalAdamWConfig, step: int) -> float:
         return c.min_lr
     ratio = (step - c.warmup_steps) / (c.decay_steps - c.warmup_steps)
     return c.min_lr + 0.5 * (1 + math.cos(math.pi * ratio)) * (c.lr - c.min_lr)
-
-
-def is_period_end(step: int, tau: int) -> bool:
-    """The code's test (num_updates + 1) % frequency == 0, on the 0-based step just taken."""
-    return (step + 1) % tau == 0
 
 
 def decay_mask(layout: Layout) -> np.ndarray:

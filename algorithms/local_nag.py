@@ -68,10 +68,21 @@ def check_period(H: int) -> None:
         raise ValueError(f"H must be an integer >= 1, got {H}")
 
 
-def is_period_end(step: int, H: int) -> bool:
-    """Whether 0-based `step` ends a period of H steps: the code counts steps from 1 and acts when the
-    counter reaches H, i.e. at steps H-1, 2H-1, ..."""
-    return (step + 1) % H == 0
+class SharedBlocks(MethodBase):
+    """A method with one shared GRBS block sparsifier, built from its BlockConfig."""
+
+    def __init__(self, config: BlockConfig, layout: Layout) -> None:
+        super().__init__(config, layout)
+        self.sparsifier = config.sparsifier(layout)
+
+
+def send_error_block(x: Any, error: Any, idx: Any, comm: Communicator, sign: float) -> tuple[Any, Any]:
+    """Error feedback on a shared block B: x[B] <- x[B] + sign * mean_j e_j[B] and e[B] <- 0, by one
+    all-reduce of the block (nothing sent, nothing changed, when B is empty)."""
+    mean = grbs.average(error, idx, comm)
+    if mean is None:
+        return x, error
+    return grbs.scatter(x, idx, grbs.gather(x, idx) + sign * mean), grbs.scatter(error, idx, 0 * mean)
 
 
 class BlockModelAveraging(MethodBase):

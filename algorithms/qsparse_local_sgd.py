@@ -14,18 +14,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from thinwire.algorithms import grbs
 from thinwire.algorithms.comm import Communicator
-from thinwire.algorithms.local_nag import (
-    PeriodicBlockConfig,
-    is_period_end,
-    nag_step,
-)
-from thinwire.algorithms.registry import Layout, MethodBase, Oracle, register
+from thinwire.algorithms.local_nag import PeriodicBlockConfig, SharedBlocks, nag_step, send_error_block
+from thinwire.algorithms.registry import Oracle, is_period_end, register
 
 
 @register
-class QSparseLocalSGD(MethodBase):
+class QSparseLocalSGD(SharedBlocks):
     name = "qsparse-local-sgd"
     tiny: ClassVar[dict[str, Any]] = {"lr": 0.2, "R": 5, "split": "out", "H": 2}
 
@@ -33,10 +28,6 @@ class QSparseLocalSGD(MethodBase):
     class Config(PeriodicBlockConfig):
         R: int = 4  # GRBS ratio of the periodic error synchronisation
         H: int = 8  # local steps per period
-
-    def __init__(self, config: Config, layout: Layout) -> None:
-        super().__init__(config, layout)
-        self.sparsifier = config.sparsifier(layout)
 
     def init_state(self, x: Any, comm: Communicator) -> dict[str, Any]:
         zeros = comm.xp.zeros_like(x)
@@ -49,11 +40,7 @@ class QSparseLocalSGD(MethodBase):
         error, anchor = state["error"], state["anchor"]
         if is_period_end(t, c.H):
             error, x = error + x - anchor, anchor
-            idx = self.sparsifier.indices(t)
-            mean = grbs.average(error, idx, comm)
-            if mean is not None:
-                x = grbs.scatter(x, idx, grbs.gather(x, idx) + mean)
-                error = grbs.scatter(error, idx, 0 * mean)
+            x, error = send_error_block(x, error, self.sparsifier.indices(t), comm, sign=1)
             anchor = x
         return x, {"error": error, "momentum": m, "anchor": anchor, "step": t + 1}, loss
 

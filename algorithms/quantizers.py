@@ -1,4 +1,4 @@
-"""Gradient quantizers (GRACE's Compressor: compress / decompress), bucketed along the last axis.
+"""Gradient quantizers (compressors in the sense of algorithms/compress.py), bucketed along the last axis.
 
 A vector of n values is cut into ceil(n / bucket_size) buckets of bucket_size consecutive values;
 the last bucket is short when bucket_size does not divide n (its statistics use its own values only,
@@ -46,7 +46,7 @@ from thinwire.algorithms import bits, wire
 MAX_SWEEPS = 100  # cap on BinGrad's Lloyd iterations and ORQ's coordinate-descent sweeps
 
 
-def _f32(v: Any, direction: int = 0) -> Any:
+def to_float32(v: Any, direction: int = 0) -> Any:
     """v rounded to a float32 value, returned in v's dtype: to nearest (0), up (+1) or down (-1)."""
     xp = wire.namespace(v)
     r = wire.astype(v, wire.dtype_like(v, "float32"))
@@ -57,14 +57,14 @@ def _f32(v: Any, direction: int = 0) -> Any:
     return wire.astype(r, v.dtype)
 
 
-def _stochastic_round(pos: Any, u: Any) -> Any:
+def stochastic_round(pos: Any, u: Any) -> Any:
     """floor(pos) + [u < frac(pos)]: pos rounded up with probability frac(pos), as integers."""
     xp = wire.namespace(pos)
     low = xp.floor(pos)
     return xp.astype(low, xp.int64) + xp.astype(u < pos - low, xp.int64)
 
 
-def _safe(v: Any) -> Any:
+def safe_divisor(v: Any) -> Any:
     """v, with zeros replaced by ones (for dividing by a scale that may be zero)."""
     xp = wire.namespace(v)
     return xp.where(v > 0, v, xp.ones_like(v))
@@ -98,7 +98,8 @@ class Quantizer:
         """float32 numbers sent per bucket."""
         raise NotImplementedError
 
-    def payload_bytes(self, n: int) -> int:
+    def payload_bytes(self, n: int, itemsize: int | None = None) -> int:
+        """Bytes of the payload of n values; float32 numbers and codes whatever the values' `itemsize`."""
         return 4 * self.floats * math.ceil(n / self.bucket_size) + bits.packed_bytes(n, self.bits)
 
     def _shape(self, n: int) -> tuple[int, int]:
@@ -142,8 +143,6 @@ class Quantizer:
         raise NotImplementedError
 
 
-
-
 def _count(xb: Any, mask: Any) -> Any:
     """Real values per bucket, (nb, 1) in xb's dtype."""
     xp = wire.namespace(xb)
@@ -159,7 +158,7 @@ class ScaledSign(Quantizer):
 
     def _encode(self, xb, mask, u):
         xp = wire.namespace(xb)
-        scale = _f32(xp.sum(xp.abs(xb), axis=-1, keepdims=True) / _count(xb, mask))
+        scale = to_float32(xp.sum(xp.abs(xb), axis=-1, keepdims=True) / _count(xb, mask))
         return scale, xb >= 0
 
     def _decode(self, floats, codes):
@@ -186,12 +185,12 @@ class QSGD(Quantizer):
         xp = wire.namespace(xb)
         # Scaled by max|x| so squares neither underflow nor overflow.
         big = xp.max(xp.abs(xb), axis=-1, keepdims=True)
-        return _f32(big * xp.sqrt(xp.sum((xb / _safe(big)) ** 2, axis=-1, keepdims=True)), +1)
+        return to_float32(big * xp.sqrt(xp.sum((xb / safe_divisor(big)) ** 2, axis=-1, keepdims=True)), +1)
 
     def _encode(self, xb, mask, u):
         xp = wire.namespace(xb)
         norm = self._norm(xb)
-        level = xp.clip(_stochastic_round(xp.abs(xb) / _safe(norm) * self.levels, u), 0, self.levels)
+        level = xp.clip(stochastic_round(xp.abs(xb) / safe_divisor(norm) * self.levels, u), 0, self.levels)
         return norm, level + xp.astype(xb < 0, xp.int64) * 2 ** (self.bits - 1)
 
     def _decode(self, floats, codes):
@@ -220,7 +219,7 @@ class NUQSGD(QSGD):
     def _encode(self, xb, mask, u):
         xp = wire.namespace(xb)
         norm = self._norm(xb)
-        r = xp.abs(xb) / _safe(norm)
+        r = xp.abs(xb) / safe_divisor(norm)
         # j: index of the highest level <= r, by comparison rather than log2 (exact at the levels).
         j = xp.zeros(xb.shape, dtype=xp.int64, device=device_of(xb))
         for k in range(1, self.levels + 1):
@@ -228,7 +227,7 @@ class NUQSGD(QSGD):
         low = self._level(j, xb.dtype)
         top = xp.clip(j + 1, 0, self.levels)
         width = self._level(top, xb.dtype) - low
-        frac = xp.where(width > 0, (r - low) / _safe(width), xp.zeros_like(r))
+        frac = xp.where(width > 0, (r - low) / safe_divisor(width), xp.zeros_like(r))
         level = j + xp.astype(u < frac, xp.int64)
         return norm, level + xp.astype(xb < 0, xp.int64) * 2 ** (self.bits - 1)
 
@@ -249,8 +248,8 @@ class TernGrad(Quantizer):
 
     def _encode(self, xb, mask, u):
         xp = wire.namespace(xb)
-        scale = _f32(xp.max(xp.abs(xb), axis=-1, keepdims=True), +1)
-        kept = xp.clip(_stochastic_round(xp.abs(xb) / _safe(scale), u), 0, 1)
+        scale = to_float32(xp.max(xp.abs(xb), axis=-1, keepdims=True), +1)
+        kept = xp.clip(stochastic_round(xp.abs(xb) / safe_divisor(scale), u), 0, 1)
         return scale, kept * (1 + xp.astype(xb < 0, xp.int64))
 
     def _decode(self, floats, codes):
@@ -282,8 +281,8 @@ class BinGrad(Quantizer):
             lower = (xb <= tau) & mask
             n2 = xp.sum(xp.astype(upper, xb.dtype), axis=-1, keepdims=True)
             n1 = xp.sum(xp.astype(lower, xb.dtype), axis=-1, keepdims=True)
-            m2 = xp.sum(xp.where(upper, xb, zero), axis=-1, keepdims=True) / _safe(n2)
-            m1 = xp.sum(xp.where(lower, xb, zero), axis=-1, keepdims=True) / _safe(n1)
+            m2 = xp.sum(xp.where(upper, xb, zero), axis=-1, keepdims=True) / safe_divisor(n2)
+            m1 = xp.sum(xp.where(lower, xb, zero), axis=-1, keepdims=True) / safe_divisor(n1)
             b1 = xp.where(n1 > 0, m1, m2)  # an empty side takes the other's mean: one level for all
             b2 = xp.where(n2 > 0, m2, m1)
             new_tau = (b1 + b2) / 2
@@ -291,7 +290,7 @@ class BinGrad(Quantizer):
             tau = new_tau
             if done:
                 break
-        b1, b2 = _f32(b1), _f32(b2)
+        b1, b2 = to_float32(b1), to_float32(b2)
         return xp.concat([b1, b2], axis=-1), xb > (b1 + b2) / 2
 
     def _decode(self, floats, codes):
@@ -350,14 +349,14 @@ class ORQ(Quantizer):
     def _encode(self, xb, mask, u):
         xp = wire.namespace(xb)
         levels = self.solve_levels(xb, mask)
-        rounded = [_f32(levels[0], -1)] + [_f32(b) for b in levels[1:-1]] + [_f32(levels[-1], +1)]
+        rounded = [to_float32(levels[0], -1)] + [to_float32(b) for b in levels[1:-1]] + [to_float32(levels[-1], +1)]
         table = xp.concat(rounded, axis=-1)
         k = xp.zeros(xb.shape, dtype=xp.int64, device=device_of(xb))
         for b in rounded[1:-1]:
             k = k + xp.astype(xb >= b, xp.int64)
         low, high = wire.take_last(table, k), wire.take_last(table, k + 1)
         width = high - low
-        frac = xp.where(width > 0, (xb - low) / _safe(width), xp.zeros_like(xb))
+        frac = xp.where(width > 0, (xb - low) / safe_divisor(width), xp.zeros_like(xb))
         return table, k + xp.astype(u < frac, xp.int64)
 
     def _decode(self, floats, codes):

@@ -50,6 +50,12 @@ def check_step(lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> N
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
 
 
+def is_period_end(step: int, period: int) -> bool:
+    """Whether 0-based `step` ends a period of `period` steps: the papers' code counts steps from 1 and
+    acts when the counter reaches the period ((t + 1) % period == 0), i.e. at steps period-1, 2 period-1, ..."""
+    return (step + 1) % period == 0
+
+
 def check_density(density: float) -> None:
     if not 0 < density <= 1:
         raise ValueError(f"density must be in (0, 1], got {density}")

@@ -34,37 +34,23 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from thinwire.algorithms import wire
 from thinwire.algorithms.comm import Communicator
-from thinwire.algorithms.ef_quant import ErrorFeedbackQuantized
-from thinwire.algorithms.quantizers import QUANTIZERS, make_quantizer
-from thinwire.algorithms.registry import MethodBase, Oracle, check_density, check_step, register
-
-TOPK = "topk"
-
-
-@dataclasses.dataclass(frozen=True)
-class TopK:
-    """Top-k sparsification (GRACE's Compressor interface, as the quantizers): k int32 indices, then
-    the k values in the caller's dtype, packed in one uint8 payload."""
-
-    density: float
-    stochastic: ClassVar[bool] = False
-
-    def k(self, n: int) -> int:
-        return max(1, round(self.density * n))
-
-    def payload_bits(self, n: int, value_bits: int) -> int:
-        return self.k(n) * (32 + value_bits)
-
-    def compress(self, x: Any, uniforms: Any = None) -> Any:
-        idx = wire.top_k_indices(x, self.k(x.shape[-1]))
-        return wire.pack([idx, wire.take_last(x, idx)])
-
-    def decompress(self, payload: Any, n: int, dtype: Any) -> Any:
-        k = self.k(n)
-        idx, vals = wire.unpack(payload, [(wire.dtype_like(payload, "int32"), k), (dtype, k)])
-        return wire.scatter_sum(idx[..., None, :], vals[..., None, :], n)
+from thinwire.algorithms.compress import (
+    TOPK,
+    ErrorFeedback,
+    check_compressor,
+    compress_with_memory,
+    make_compressor,
+    worker_uniforms,
+)
+from thinwire.algorithms.registry import (
+    MethodBase,
+    Oracle,
+    check_density,
+    check_step,
+    is_period_end,
+    register,
+)
 
 
 @register
@@ -87,39 +73,31 @@ class StepAheadErrorFeedback(MethodBase):
 
         def __post_init__(self) -> None:
             check_step(self.lr)
-            if self.compressor != TOPK and self.compressor not in QUANTIZERS:
-                raise ValueError(f"compressor must be {TOPK!r} or a quantizer ({', '.join(sorted(QUANTIZERS))}), "
-                                 f"got {self.compressor!r}")
+            check_compressor(self.compressor)
             check_density(self.density)
             if self.error_average_every < 0:
                 raise ValueError(f"error_average_every must be >= 0 (0 = never), got {self.error_average_every}")
-            if self.compressor != TOPK:
-                make_quantizer(self.compressor, self.levels, self.bucket_size)
+            make_compressor(self.compressor, self.density, self.levels, self.bucket_size)
 
     def __init__(self, config: Config, layout) -> None:
         super().__init__(config, layout)
-        c = config
-        self.compressor = TopK(c.density) if c.compressor == TOPK else make_quantizer(c.compressor, c.levels,
-                                                                                       c.bucket_size)
+        self.compressor = make_compressor(config.compressor, config.density, config.levels, config.bucket_size)
+        self.memory = ErrorFeedback()
 
     def init_state(self, x: Any, comm: Communicator) -> dict[str, Any]:
         return {"error": comm.xp.zeros_like(x), "step": 0}
 
     def averages_errors(self, step: int) -> bool:
         p = self.config.error_average_every
-        return p > 0 and (step + 1) % p == 0
-
-    def uniforms(self, x: Any, step: int, comm: Communicator) -> Any:
-        # ef-quant's draws (seed, worker, step): with both switches off, saef and ef-quant coincide.
-        return ErrorFeedbackQuantized.uniforms(self, x, step, comm)
+        return p > 0 and is_period_end(step, p)
 
     def step(self, x: Any, state: dict[str, Any], oracle: Oracle, comm: Communicator):
         c, C, xp = self.config, self.compressor, comm.xp
         d, t, e = x.shape[-1], state["step"], state["error"]
         loss, grad = oracle(x - e if c.step_ahead else x)
-        p = e + c.lr * grad
-        payload = C.compress(p, self.uniforms(p, t, comm) if C.stochastic else None)
-        error = p - C.decompress(payload, d, p.dtype)
+        # ef-quant's draws (seed, worker, step): with both switches off, saef and ef-quant coincide.
+        uniforms = worker_uniforms(x, comm, c.seed, t) if C.stochastic else None
+        payload, error = compress_with_memory(C, self.memory, e, c.lr * grad, uniforms)
         gathered = comm.all_gather(payload)
         update = xp.mean(C.decompress(gathered, d, x.dtype), axis=-2)
         if self.averages_errors(t):
@@ -127,8 +105,8 @@ class StepAheadErrorFeedback(MethodBase):
         return x - update, {"error": error, "step": t + 1}, loss
 
     def bits_per_parameter(self, value_bits: int, step: int) -> float:
-        n, C = self.n_params, self.compressor
-        sent = C.payload_bits(n, value_bits) if isinstance(C, TopK) else C.payload_bytes(n) * 8
+        n = self.n_params
+        sent = self.compressor.payload_bytes(n, value_bits // 8) * 8
         if self.averages_errors(step):
             sent += n * value_bits
         return sent / n

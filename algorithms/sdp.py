@@ -35,18 +35,15 @@ import dataclasses
 import math
 from typing import Any, ClassVar
 
-import numpy as np
-from array_api_compat import device as device_of
 from thinwire.algorithms import wire
 from thinwire.algorithms.adam import bias_corrections, check_adam, direction, moments
 from thinwire.algorithms.comm import Communicator, ThinwireError
+from thinwire.algorithms.compress import worker_uniforms
 from thinwire.algorithms.registry import MethodBase, Oracle, register
 from thinwire.algorithms.sdp_quant import check_bits, check_hadamard_block, hadamard, symmetric
 
 WEIGHTS = ("full", "qw", "qwd")
 GRADS = ("full", "tlq", "tlq-hs", "ulq")
-
-
 
 
 @register
@@ -132,11 +129,7 @@ class ShardedDP(MethodBase):
         rounding to nearest."""
         if self.config.rounding == "nearest":
             return None
-        per = math.prod(like.shape) // len(comm.workers)
-        dtype = np.dtype(str(like.dtype).removeprefix("torch."))
-        draws = np.stack([np.random.default_rng([self.config.seed, w, step, level]).random(per, dtype=dtype)
-                          for w in comm.workers])
-        return comm.xp.asarray(draws.reshape(tuple(like.shape)), device=device_of(like))
+        return worker_uniforms(like, comm, self.config.seed, step, level)
 
     def step(self, x: Any, state: dict[str, Any], oracle: Oracle, comm: Communicator):
         c, t = self.config, state["t"]

@@ -19,7 +19,7 @@ import math
 from typing import Any
 
 from thinwire.algorithms import wire
-from thinwire.algorithms.quantizers import Quantizer, _f32, _safe, _stochastic_round
+from thinwire.algorithms.quantizers import Quantizer, safe_divisor, stochastic_round, to_float32
 
 
 def check_bits(k: int, name: str) -> None:
@@ -41,9 +41,9 @@ class SymmetricQuantizer(Quantizer):
 
     def _encode(self, xb, mask, u):
         xp = wire.namespace(xb)
-        scale = _f32(xp.max(xp.abs(xb), axis=-1, keepdims=True), +1)
-        pos = xb / _safe(scale) * self.levels + self.levels
-        return scale, xp.clip(_stochastic_round(pos, u), 0, 2 * self.levels)
+        scale = to_float32(xp.max(xp.abs(xb), axis=-1, keepdims=True), +1)
+        pos = xb / safe_divisor(scale) * self.levels + self.levels
+        return scale, xp.clip(stochastic_round(pos, u), 0, 2 * self.levels)
 
     def _decode(self, floats, codes):
         return floats * ((wire.astype(codes, floats.dtype) - self.levels) / self.levels)

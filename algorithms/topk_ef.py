@@ -15,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from thinwire.algorithms import wire
 from thinwire.algorithms.comm import Communicator
+from thinwire.algorithms.compress import ErrorFeedback, TopK, compress_with_memory
 from thinwire.algorithms.registry import MethodBase, Oracle, check_density, check_step, register
 
 
@@ -35,8 +35,9 @@ class TopKErrorFeedback(MethodBase):
             check_step(self.lr, self.momentum)
             check_density(self.density)
 
-    def k(self, n_params: int) -> int:
-        return max(1, round(self.config.density * n_params))
+    def __init__(self, config: Config, layout) -> None:
+        super().__init__(config, layout)
+        self.compressor, self.memory = TopK(config.density), ErrorFeedback()
 
     def init_state(self, x: Any, comm: Communicator) -> dict[str, Any]:
         zeros = comm.xp.zeros_like(x)
@@ -47,14 +48,10 @@ class TopKErrorFeedback(MethodBase):
         d = x.shape[-1]
         loss, grad = oracle(x)
         m = c.momentum * state["momentum"] + grad if c.momentum else grad
-        p = state["error"] + c.lr * m
-        idx = wire.top_k_indices(p, self.k(d))
-        vals = wire.take_last(p, idx)
-        error = p - wire.scatter_sum(idx[..., None, :], vals[..., None, :], d)
-        gathered = comm.all_gather(wire.pack([idx, vals]))
-        all_idx, all_vals = wire.unpack(gathered, [(idx.dtype, idx.shape[-1]), (vals.dtype, vals.shape[-1])])
-        update = wire.scatter_sum(all_idx, all_vals, d) / gathered.shape[-2]
+        payload, error = compress_with_memory(self.compressor, self.memory, state["error"], c.lr * m)
+        gathered = comm.all_gather(payload)
+        update = self.compressor.decompress_sum(gathered, d, x.dtype) / gathered.shape[-2]
         return x - update, {"error": error, "momentum": m if c.momentum else state["momentum"]}, loss
 
     def bits_per_parameter(self, value_bits: int, step: int) -> float:
-        return self.k(self.n_params) * (32 + value_bits) / self.n_params
+        return self.compressor.payload_bytes(self.n_params, value_bits // 8) * 8 / self.n_params

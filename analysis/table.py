@@ -46,16 +46,21 @@ def read_run(run_dir: Path) -> pd.DataFrame:
 
 
 def link_bytes(commlog: pd.DataFrame, world_size: int) -> pd.Series:
-    """Bytes one rank puts on the links per step when the run's own collectives use the performance
-    model's ring algorithms (simulators/collectives.py: all_reduce 2(p-1)/p n, all_gather (p-1) n,
-    all_to_all (p-1)/p n, ...): the volume papers compare, where `bytes_sent` is what a rank hands in.
-    Priced as seconds on one node of the run's size whose links move one byte per second, no latency."""
-    from thinwire.simulators.collectives import Tier
-    from thinwire.simulators.perfmodel import Cluster, step_comm_times
+    """Bytes one rank puts on its busiest link per step when the run's own collectives use the
+    performance model's ring algorithms (simulators/linkvolume.py: all_reduce 2(p-1)/p n, all_gather
+    (p-1) n, all_to_all (p-1)/p n, ...): the volume papers compare, where `bytes_sent` is what a rank
+    hands in. The log's method calls are read as the performance model replays them (a variable-size
+    all-gather as an all-gather of its mean message)."""
+    from thinwire.simulators.linkvolume import link_volume
+    from thinwire.simulators.perfmodel import log_calls
 
-    unit = Tier(bandwidth_gbps=8e-9, latency_us=0.0)
-    nodes = Cluster("links", nodes=1, gpus_per_node=world_size, sustained_tflops=1.0, intra=unit, inter=unit)
-    return step_comm_times(commlog, world_size, nodes, scale=1.0)
+    calls = log_calls(commlog, world_size, world_size, scale=1.0)
+    if not len(calls.step):
+        return pd.Series(dtype=float)
+    volume = np.zeros(len(calls.step))
+    for op, at in calls.rows.items():
+        volume[at] = link_volume(op, calls.p[at], calls.n[at])
+    return pd.Series(volume).groupby(calls.step).sum()
 
 
 def model_rows(model_csv: Path, runs: pd.DataFrame) -> pd.DataFrame:

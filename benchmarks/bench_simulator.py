@@ -88,7 +88,7 @@ def loop_step_sgd(method: Any, xs: list, state: dict, oracles: list) -> tuple[li
 def loop_step_topk_ef(method: Any, xs: list, state: dict, oracles: list) -> tuple[list, dict, list]:
     c = method.config
     d = xs[0].shape[-1]
-    k = method.k(d)
+    k = method.compressor.k(d)
     losses, payloads, errors, moms = [], [], [], []
     for oracle, x, e, m in zip(oracles, xs, state["error"], state["momentum"]):
         loss, g = oracle(x)

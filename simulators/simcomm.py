@@ -58,7 +58,7 @@ class SimComm:
                    category: str = "method") -> Any:
         self._check(x)
         xp, p = self.xp, (group or self._world).size
-        self.log.record("all_reduce", p, wire.nbytes(x[0]), wire.nbytes(x[0]), category)
+        self.log.count("all_reduce", p, wire.nbytes(x[0]), category)
 
         def reduce(rows):
             if op == "max":
@@ -74,7 +74,7 @@ class SimComm:
     def all_gather(self, x: Any, group: SimGroup | None = None, sharded: bool = False) -> Any:
         self._check(x)
         p = (group or self._world).size
-        self.log.record("all_gather_shards" if sharded else "all_gather", p, wire.nbytes(x[0]), p * wire.nbytes(x[0]))
+        self.log.count("all_gather_shards" if sharded else "all_gather", p, wire.nbytes(x[0]))
         return self._per_block(x, group, lambda rows: self.xp.broadcast_to(rows[None], (rows.shape[0],) + rows.shape))
 
     def all_gather_v(self, x: Any, lengths: Any, group: SimGroup | None = None) -> tuple[Any, np.ndarray]:
@@ -86,9 +86,9 @@ class SimComm:
         lengths = np.asarray(lengths, dtype=np.int64).reshape(self.world_size)
         block0 = next(b for b in group.blocks if 0 in b)
         item = wire.itemsize(x)
-        self.log.record("all_gather", group.size, 8, 8 * group.size)  # the lengths themselves
-        self.log.record("all_gather_v", group.size, int(lengths[0]) * item,
-                        int(lengths[list(block0)].sum()) * item)
+        self.log.count("all_gather", group.size, 8)  # the lengths themselves
+        self.log.count("all_gather_v", group.size, int(lengths[0]) * item,
+                       lengths=[int(n) * item for n in lengths[list(block0)]])
         inside = xp.asarray(np.arange(x.shape[-1])[None, :] < lengths[:, None], device=device_of(x))
         x = xp.where(inside, x, xp.zeros_like(x))
         gathered = self._per_block(x, group,
@@ -102,7 +102,7 @@ class SimComm:
         n = x.shape[-1]
         if n % p:
             raise ValueError(f"reduce_scatter needs the last axis ({n}) divisible by the group size {p}")
-        self.log.record("reduce_scatter", p, wire.nbytes(x[0]), wire.nbytes(x[0]) // p)
+        self.log.count("reduce_scatter", p, wire.nbytes(x[0]))
 
         def scatter(rows):
             total = xp.sum(rows, axis=0)
@@ -116,12 +116,12 @@ class SimComm:
         p = (group or self._world).size
         if x.shape[1] != p:
             raise ValueError(f"all_to_all needs per-worker shape (group size {p}, ...), got {x.shape[1:]}")
-        self.log.record("all_to_all", p, wire.nbytes(x[0]), wire.nbytes(x[0]))
+        self.log.count("all_to_all", p, wire.nbytes(x[0]))
         return self._per_block(x, group, lambda rows: self.xp.permute_dims(rows, (1, 0) + tuple(range(2, rows.ndim))))
 
     def broadcast(self, x: Any, src: int = 0, group: SimGroup | None = None) -> Any:
         self._check(x)
-        self.log.record("broadcast", (group or self._world).size, wire.nbytes(x[0]), wire.nbytes(x[0]))
+        self.log.count("broadcast", (group or self._world).size, wire.nbytes(x[0]))
         return self._per_block(x, group, lambda rows: self.xp.broadcast_to(rows[src][None], rows.shape))
 
     def mean_over_workers(self, x: Any) -> float:

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 from thinwire.algorithms.comm import ThinwireError
+from thinwire.algorithms.compress import TopK
 from thinwire.algorithms.quantizers import make_quantizer
 from thinwire.algorithms.registry import get_method, make_config
-from thinwire.algorithms.saef import TopK
 from thinwire.simulators.problems import PROBLEMS, ProblemConfig
 from thinwire.simulators.simcomm import SimComm
 

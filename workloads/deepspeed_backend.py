@@ -61,10 +61,6 @@ def import_deepspeed() -> Any:
     return deepspeed
 
 
-def _recv_bytes(op: str, sent: int, p: int) -> int:
-    return p * sent if op == "all_gather" else sent // p if op == "reduce_scatter" else sent
-
-
 @contextlib.contextmanager
 def count_collectives(log: CommLog) -> Iterator[None]:
     """Record every tensor handed to a deepspeed.comm collective in `log`, while the context is open."""
@@ -80,7 +76,7 @@ def count_collectives(log: CommLog) -> Iterator[None]:
             tensor = kwargs[key] if key in kwargs else args[index]
             p = dcomm.get_world_size(group=kwargs.get("group"))
             sent = tensor.numel() * tensor.element_size()
-            log.record(op, p, sent, _recv_bytes(op, sent, p))
+            log.count(op, p, sent)
             return call(*args, **kwargs)
 
         return wrapper

@@ -85,7 +85,7 @@ class MPIComm:
     def all_reduce(self, x: Any, op: str = "sum", group: MPIGroup | None = None,
                    category: str = "method") -> Any:
         comm = self._comm(group)
-        self.log.record("all_reduce", comm.Get_size(), wire.nbytes(x), wire.nbytes(x), category)
+        self.log.count("all_reduce", comm.Get_size(), wire.nbytes(x), category)
         send = self._np(x)
         out = np.empty_like(send)
         mpi_op = self.MPI.MAX if op == "max" else self.MPI.SUM
@@ -97,7 +97,7 @@ class MPIComm:
     def all_gather(self, x: Any, group: MPIGroup | None = None, sharded: bool = False) -> Any:
         comm = self._comm(group)
         p = comm.Get_size()
-        self.log.record("all_gather_shards" if sharded else "all_gather", p, wire.nbytes(x), p * wire.nbytes(x))
+        self.log.count("all_gather_shards" if sharded else "all_gather", p, wire.nbytes(x))
         send = self._np(x)
         out = np.empty((p,) + send.shape, dtype=send.dtype)
         self._wait("all_gather", comm.Iallgather(send, out))
@@ -107,7 +107,7 @@ class MPIComm:
         comm = self._comm(group)
         p, n = comm.Get_size(), int(lengths)
         sizes = self.all_gather(np.array([n], dtype=np.int64), group).reshape(p)
-        self.log.record("all_gather_v", p, n * wire.itemsize(x), int(sizes.sum()) * wire.itemsize(x))
+        self.log.count("all_gather_v", p, n * wire.itemsize(x), lengths=[int(s) * wire.itemsize(x) for s in sizes])
         send = np.ascontiguousarray(self._np(x)[:n])
         out = np.empty(int(sizes.sum()), dtype=send.dtype)
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -119,7 +119,7 @@ class MPIComm:
         p, n = comm.Get_size(), x.shape[-1]
         if n % p:
             raise ValueError(f"reduce_scatter needs the last axis ({n}) divisible by the group size {p}")
-        self.log.record("reduce_scatter", p, wire.nbytes(x), wire.nbytes(x) // p)
+        self.log.count("reduce_scatter", p, wire.nbytes(x))
         send = self._np(x)
         out = np.empty(send.shape[:-1] + (n // p,), dtype=send.dtype)
         # MPI scatters contiguous blocks, so bring the chunk axis to the front first.
@@ -132,7 +132,7 @@ class MPIComm:
         p = comm.Get_size()
         if x.shape[0] != p:
             raise ValueError(f"all_to_all needs shape (group size {p}, ...), got {tuple(x.shape)}")
-        self.log.record("all_to_all", p, wire.nbytes(x), wire.nbytes(x))
+        self.log.count("all_to_all", p, wire.nbytes(x))
         send = self._np(x)
         out = np.empty_like(send)
         self._wait("all_to_all", comm.Ialltoall(send, out))
@@ -140,7 +140,7 @@ class MPIComm:
 
     def broadcast(self, x: Any, src: int = 0, group: MPIGroup | None = None) -> Any:
         comm = self._comm(group)
-        self.log.record("broadcast", comm.Get_size(), wire.nbytes(x), wire.nbytes(x))
+        self.log.count("broadcast", comm.Get_size(), wire.nbytes(x))
         out = self._np(x).copy()
         self._wait("broadcast", comm.Ibcast(out, root=src))
         return self._like(out, x)

@@ -111,7 +111,7 @@ class TorchComm:
 
     def all_reduce(self, x: torch.Tensor, op: str = "sum", group: TorchGroup | None = None,
                    category: str = "method") -> torch.Tensor:
-        self.log.record("all_reduce", self._size(group), wire.nbytes(x), wire.nbytes(x), category)
+        self.log.count("all_reduce", self._size(group), wire.nbytes(x), category)
         out = x.detach().clone()
         red = dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM
         self._run("all_reduce", lambda: dist.all_reduce(out, op=red, group=self._pg(group)))
@@ -119,7 +119,7 @@ class TorchComm:
 
     def all_gather(self, x: torch.Tensor, group: TorchGroup | None = None, sharded: bool = False) -> torch.Tensor:
         p = self._size(group)
-        self.log.record("all_gather_shards" if sharded else "all_gather", p, wire.nbytes(x), p * wire.nbytes(x))
+        self.log.count("all_gather_shards" if sharded else "all_gather", p, wire.nbytes(x))
         x = x.contiguous()
         outs = [torch.empty_like(x) for _ in range(p)]
         self._run("all_gather", lambda: dist.all_gather(outs, x, group=self._pg(group)))
@@ -129,7 +129,7 @@ class TorchComm:
                      group: TorchGroup | None = None) -> tuple[torch.Tensor, np.ndarray]:
         p, n = self._size(group), int(lengths)
         sizes = self.all_gather(torch.tensor([n], dtype=torch.int64, device=x.device), group).reshape(p).tolist()
-        self.log.record("all_gather_v", p, n * wire.itemsize(x), sum(sizes) * wire.itemsize(x))
+        self.log.count("all_gather_v", p, n * wire.itemsize(x), lengths=[s * wire.itemsize(x) for s in sizes])
         out = torch.empty(sum(sizes), dtype=x.dtype, device=x.device)
         # gloo's all_gather needs equal sizes; an all-to-all with uneven splits hands every member this
         # rank's message and nothing more.
@@ -142,7 +142,7 @@ class TorchComm:
         p, n = self._size(group), x.shape[-1]
         if n % p:
             raise ValueError(f"reduce_scatter needs the last axis ({n}) divisible by the group size {p}")
-        self.log.record("reduce_scatter", p, wire.nbytes(x), wire.nbytes(x) // p)
+        self.log.count("reduce_scatter", p, wire.nbytes(x))
         chunks = [c.contiguous() for c in torch.chunk(x, p, dim=-1)]
         out = torch.empty_like(chunks[0])
         self._run("reduce_scatter", lambda: dist.reduce_scatter(out, chunks, group=self._pg(group)))
@@ -152,14 +152,14 @@ class TorchComm:
         p = self._size(group)
         if x.shape[0] != p:
             raise ValueError(f"all_to_all needs shape (group size {p}, ...), got {tuple(x.shape)}")
-        self.log.record("all_to_all", p, wire.nbytes(x), wire.nbytes(x))
+        self.log.count("all_to_all", p, wire.nbytes(x))
         x = x.contiguous()
         out = torch.empty_like(x)
         self._run("all_to_all", lambda: dist.all_to_all_single(out, x, group=self._pg(group)))
         return out
 
     def broadcast(self, x: torch.Tensor, src: int = 0, group: TorchGroup | None = None) -> torch.Tensor:
-        self.log.record("broadcast", self._size(group), wire.nbytes(x), wire.nbytes(x))
+        self.log.count("broadcast", self._size(group), wire.nbytes(x))
         out = x.detach().clone().contiguous()
         root = src if group is None else group.blocks[[self.rank in b for b in group.blocks].index(True)][src]
         self._run("broadcast", lambda: dist.broadcast(out, src=root, group=self._pg(group)))

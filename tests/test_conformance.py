@@ -1,0 +1,88 @@
+"""Conformance of every registered method, automatically: on its tiny problem (and in each extra case of
+tests/conformance.py), the simulator, gloo and MPI (2 ranks, float64) follow the same trajectory and log
+the same calls, and every step's bytes are the method's stated bits. A new method is covered by being
+registered; one that cannot run in a mode says why in `unsupported_modes`, reported here as a skip.
+
+All the cases run in one torchrun job and one mpiexec job (tests/conformance_script.py); only the cases
+of the tests pytest selected run (`pytest tests/test_conformance.py -k topk` launches topk-ef's alone).
+"""
+
+import json
+
+import pytest
+from conformance import WORKERS, cases, run_batch, sim_run
+from launch import assert_bytes_are_stated_bits, assert_same_run, launched, read_run
+from thinwire.algorithms.registry import MODES, get_method, method_names
+
+CASES = cases()
+REAL = [m for m in MODES if m != "sim"]
+
+
+def unsupported(case: str, mode: str) -> str | None:
+    return get_method(CASES[case].method).unsupported_modes.get(mode)
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory):
+    """{case: {mode: RunFiles or None}} for the cases of the selected tests; mode "log:<mode>" holds the
+    tail of that launch's stderr, for failure messages."""
+    root = tmp_path_factory.mktemp("conformance")
+    wanted = sorted({item.callspec.params["case"] for item in request.session.items
+                     if item.module is request.module and hasattr(item, "callspec") and "case" in item.callspec.params})
+    out: dict = {name: {"sim": sim_run(CASES[name], root / name / "sim")} for name in wanted}
+    for mode in REAL:
+        jobs = {name: CASES[name] for name in wanted if unsupported(name, mode) is None}
+        dirs = {name: root / name / mode for name in jobs}
+        proc = run_batch(mode, jobs, dirs, root) if jobs else None
+        for name in wanted:
+            d = root / name / mode
+            out[name][mode] = read_run(d) if d.exists() else None
+            out[name][f"log:{mode}"] = proc.stderr[-3000:] if proc else ""
+    out["root"] = root
+    return out
+
+
+def test_every_method_declares_why_it_skips_a_mode():
+    for name in method_names():
+        reasons = get_method(name).unsupported_modes
+        assert set(reasons) <= set(MODES) - {"sim"}, (name, reasons)  # the simulator is the reference
+        assert all(isinstance(r, str) and r.strip() for r in reasons.values()), (name, reasons)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_logged_bytes_equal_stated_bits(runs, case):
+    sim = runs[case]["sim"]
+    assert_bytes_are_stated_bits(sim)
+    assert sim.meta["world_size"] == WORKERS and sim.meta["status"] == "ok"
+    assert sim.trajectory["eval_loss"].iloc[-1] < sim.trajectory["eval_loss"].iloc[0]  # it trained
+
+
+@pytest.mark.parametrize("mode", REAL)
+@pytest.mark.parametrize("case", list(CASES))
+def test_real_ranks_follow_the_simulator(runs, case, mode):
+    reason = unsupported(case, mode)
+    if reason is not None:
+        pytest.skip(f"{CASES[case].method} does not run under {mode}: {reason}")
+    run = runs[case][mode]
+    assert run is not None, f"case {case} wrote no results under {mode}:\n{runs[case][f'log:{mode}']}"
+    assert_same_run(runs[case]["sim"], run, mode)
+
+
+@pytest.mark.parametrize("case", ["topk-ef"])
+def test_real_runs_are_deterministic_and_record_where_they_ran(runs, case):
+    """Run the case again alone, with the workflow's launch command, a bus-bandwidth measurement (the GPU
+    default, asked for on gloo here) and a cluster name: the same results, and the fingerprint says
+    where and how fast the all-reduce was."""
+    root = runs["root"]
+    again = launched("gloo", WORKERS, [case, *CASES[case].args, "--quiet", "--timeout", "30", "--busbw-mb", "1",
+                                       "--cluster-name", "testbed", "--out", str(root / "again" / "gloo")], cwd=root)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for name in ("trajectory.csv", "commlog.csv", "params.npy"):
+        assert (root / "again" / "gloo" / name).read_bytes() == (root / case / "gloo" / name).read_bytes(), name
+    first, second = (json.loads((root / d / "gloo" / "meta.json").read_text()) for d in (case, "again"))
+    assert first["env"]["cluster"].startswith("local:") and second["env"]["cluster"] == "testbed"
+    assert float(second["env"]["allreduce_busbw_gbps"]) > 0 and "allreduce_busbw_gbps" not in first["env"]
+    assert int(second["env"]["allreduce_bytes"]) == 2**20
+    assert "gpu" not in second["env"]  # no GPU here: no GPU fingerprint
+    drop = ("env",)
+    assert {k: v for k, v in first.items() if k not in drop} == {k: v for k, v in second.items() if k not in drop}

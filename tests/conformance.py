@@ -51,6 +51,7 @@ SIGMOID = ("--workload", "sigmoid", "--wparam", "dim=20", "--wparam", "samples_p
            "--wparam", "heterogeneity=0.5", "--steps", "12")
 SDP = (*TINY[:2], "--wparam", "dim=100", "--wparam", "heterogeneity=0.5", "--steps", "12",
        *params(lr=0.05, weight_group=16, grad_group=32))
+COSINE = {"lr": 0.05, "tau": 4, "schedule": "cosine", "warmup_steps": 4, "decay_steps": 20, "min_lr": 0.005}
 
 # Configurations beyond `tiny` whose agreement across modes is checked too: what each one exercises on
 # real ranks is in its comment. Later arguments override COMMON's.
@@ -84,9 +85,10 @@ EXTRA: dict[str, Case] = {
                                                        step_ahead=True, error_average_every=4, seed=1))),
     "sdp-qw-tlq": Case("sdp", (*COMMON, *SDP, *params(weights="qw", grads="tlq"))),
     "sdp-full": Case("sdp", (*COMMON, *SDP, *params(weights="full", grads="full"))),
-    # Local steps with a warm-up then a cosine, so every global step divides by a different lr.
-    "slowmo-cosine": Case("slowmo", (*COMMON, *TINY, *params(lr=0.05, tau=4, schedule="cosine", warmup_steps=4,
-                                                             decay_steps=20, min_lr=0.005, slow_momentum=0.5))),
+    # Local steps with a warm-up then a cosine, so every global step divides by a different lr; tau 4: the
+    # parameters are all-reduced at steps 3, 7, 11, 15, 19. The randomized sign's uniforms must match.
+    "dsm-ls-cosine": Case("dsm-ls", (*COMMON, *TINY, *params(**COSINE, sign="randomized", sign_bound=2.0, seed=1))),
+    "slowmo-cosine": Case("slowmo", (*COMMON, *TINY, *params(**COSINE, slow_momentum=0.5))),
     # Zeroth-order estimators on the sigmoid problem; ZO-ProxSVRG's snapshots add a second d-vector.
     "zo-proxsvrg-sigmoid": Case("zo-proxsvrg", (*COMMON, *SIGMOID, *params(lr=0.1, estimator="sphere", batch=8,
                                                                           epoch=5, l1=0.01, l2=0.01, seed=1))),
@@ -100,6 +102,11 @@ EXTRA: dict[str, Case] = {
 def cases() -> dict[str, Case]:
     """Every registered method on its tiny problem (named after the method), then EXTRA."""
     return {**{m: tiny_case(m) for m in method_names()}, **EXTRA}
+
+
+def case(name: str) -> Case:
+    """A case by name: an EXTRA one, else a method's tiny one."""
+    return EXTRA[name] if name in EXTRA else tiny_case(name)
 
 
 def sim_run(case: Case, out: Path, workers: int = WORKERS) -> RunFiles:

@@ -20,6 +20,8 @@ from typing import NamedTuple
 from launch import BIN, RunFiles, read_run
 from thinwire.algorithms.registry import get_method, method_names
 
+from thinwire.launch import RUN_FLAGS
+
 SCRIPT = Path(__file__).with_name("conformance_script.py")
 WORKERS = 2
 # The tiny problem `Method.tiny` is tuned for: logistic regression on 50 parameters, 20 steps, float64
@@ -49,7 +51,7 @@ TEXT_GPT = ("--workload", "text-gpt", "--wparam", "width=16", "--wparam", "layer
             "--wparam", "seq_len=8", "--wparam", "batch_size=2", "--wparam", "eval_bytes=1024")
 SIGMOID = ("--workload", "sigmoid", "--wparam", "dim=20", "--wparam", "samples_per_worker=64", "--wparam", "l2=0",
            "--wparam", "heterogeneity=0.5", "--steps", "12")
-SDP = (*TINY[:2], "--wparam", "dim=100", "--wparam", "heterogeneity=0.5", "--steps", "12",
+SDP = ("--workload", "logreg", "--wparam", "dim=100", "--wparam", "heterogeneity=0.5", "--steps", "12",
        *params(lr=0.05, weight_group=16, grad_group=32))
 COSINE = {"lr": 0.05, "tau": 4, "schedule": "cosine", "warmup_steps": 4, "decay_steps": 20, "min_lr": 0.005}
 
@@ -125,7 +127,7 @@ def run_batch(mode: str, jobs: dict[str, Case], outs: dict[str, Path], work: Pat
     work.mkdir(parents=True, exist_ok=True)
     sheet = work / f"{mode}-cases.json"
     sheet.write_text(json.dumps([{"name": name, "out": str(outs[name]), "nproc": nproc,
-                                  "args": ["run", c.method, *c.args, "--backend", "torch" if mode == "gloo" else "mpi"]}
+                                  "args": ["run", c.method, *c.args, *RUN_FLAGS[mode]]}
                                  for name, c in jobs.items()]))
     launcher = ([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(nproc)] if mode == "gloo"
                 else [str(BIN / "mpiexec"), "-n", str(nproc), sys.executable])

@@ -14,6 +14,8 @@ from conformance import WORKERS, cases, run_batch, sim_run
 from launch import assert_bytes_are_stated_bits, assert_same_run, launched, read_run
 from thinwire.algorithms.registry import MODES, get_method, method_names
 
+# One fixture runs every case in every mode (the per-method modules it replaces had 300 s each).
+pytestmark = pytest.mark.timeout(600)
 CASES = cases()
 REAL = [m for m in MODES if m != "sim"]
 

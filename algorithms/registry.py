@@ -122,6 +122,9 @@ METHODS: dict[str, type] = {}
 
 
 def register(cls: type) -> type:
+    known = METHODS.get(cls.name)
+    if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ThinwireError(f"method name {cls.name!r} is taken by {known.__module__}.{known.__qualname__}")
     METHODS[cls.name] = cls
     return cls
 

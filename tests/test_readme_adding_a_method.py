@@ -64,3 +64,9 @@ def test_a_missing_or_broken_method_file_is_named(tmp_path):
     broken = run([str(BIN / "thinwire"), "list"], tmp_path, env={PLUGIN_ENV: str(tmp_path / "broken.py")})
     assert broken.returncode == 2 and len(broken.stderr.strip().splitlines()) == 1
     assert "broken.py" in broken.stderr and "ModuleNotFoundError" in broken.stderr
+
+
+def test_a_method_file_may_not_take_a_registered_name(tmp_path):
+    (tmp_path / "mine.py").write_text(readme_example().replace('name = "toy-mean"', 'name = "sgd"'))
+    taken = run([str(BIN / "thinwire"), "list"], tmp_path, env={PLUGIN_ENV: str(tmp_path)})
+    assert taken.returncode == 2 and "method name 'sgd' is taken by thinwire.algorithms.sgd.DenseSGD" in taken.stderr

@@ -141,3 +141,24 @@ def run_batch(mode: str, jobs: dict[str, Case], outs: dict[str, Path], work: Pat
         out, err = proc.communicate()
         err += f"\n(the {mode} batch was killed after {timeout} s)"
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def case_logs(stderr: str, names: list[str], nproc: int = WORKERS) -> dict[str, str]:
+    """Split a batch's stderr by case: conformance_script.py prints "conformance case NAME: ..." on each of
+    the `nproc` ranks after each case, so what comes after the previous case's last such line and before
+    this case's last is this case's. A launch that died mid-case leaves the rest to the case it was running."""
+    logs: dict[str, str] = {}
+    chunk: list[str] = []
+    seen = dict.fromkeys(names, 0)
+    for line in stderr.splitlines():
+        name = line.removeprefix("conformance case ").split(": ")[0] if line.startswith("conformance case ") else None
+        if name is None:
+            chunk.append(line)
+        elif name in seen:
+            seen[name] += 1
+            if seen[name] == nproc:
+                logs[name], chunk = "\n".join(chunk)[-3000:], []
+    unfinished = [name for name in names if name not in logs]
+    if unfinished:
+        logs[unfinished[0]] = "\n".join(chunk)[-3000:]
+    return logs

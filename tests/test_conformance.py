@@ -8,9 +8,11 @@ of the tests pytest selected run (`pytest tests/test_conformance.py -k topk` lau
 """
 
 import json
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
-from conformance import WORKERS, cases, run_batch, sim_run
+from conformance import WORKERS, case_logs, cases, run_batch, sim_run
 from launch import assert_bytes_are_stated_bits, assert_same_run, launched, read_run
 from thinwire.algorithms.registry import MODES, get_method, method_names
 
@@ -24,24 +26,29 @@ def unsupported(case: str, mode: str) -> str | None:
     return get_method(CASES[case].method).unsupported_modes.get(mode)
 
 
+class Runs(NamedTuple):
+    root: Path
+    files: dict  # {case: {mode: RunFiles, or None where the case wrote no results}}
+    logs: dict  # {(case, mode): what the launch printed on stderr while running the case}
+
+
 @pytest.fixture(scope="module")
-def runs(request, tmp_path_factory):
-    """{case: {mode: RunFiles or None}} for the cases of the selected tests; mode "log:<mode>" holds the
-    tail of that launch's stderr, for failure messages."""
+def runs(request, tmp_path_factory) -> Runs:
+    """The cases of the selected tests, in the simulator here and in one launch per real mode."""
     root = tmp_path_factory.mktemp("conformance")
     wanted = sorted({item.callspec.params["case"] for item in request.session.items
                      if item.module is request.module and hasattr(item, "callspec") and "case" in item.callspec.params})
-    out: dict = {name: {"sim": sim_run(CASES[name], root / name / "sim")} for name in wanted}
+    files = {name: {"sim": sim_run(CASES[name], root / name / "sim")} for name in wanted}
+    logs = {}
     for mode in REAL:
         jobs = {name: CASES[name] for name in wanted if unsupported(name, mode) is None}
-        dirs = {name: root / name / mode for name in jobs}
-        proc = run_batch(mode, jobs, dirs, root) if jobs else None
+        proc = run_batch(mode, jobs, {name: root / name / mode for name in jobs}, root) if jobs else None
+        per_case = case_logs(proc.stderr, list(jobs)) if proc else {}
         for name in wanted:
             d = root / name / mode
-            out[name][mode] = read_run(d) if d.exists() else None
-            out[name][f"log:{mode}"] = proc.stderr[-3000:] if proc else ""
-    out["root"] = root
-    return out
+            files[name][mode] = read_run(d) if d.exists() else None
+            logs[name, mode] = per_case.get(name, "")
+    return Runs(root, files, logs)
 
 
 def test_every_method_declares_why_it_skips_a_mode():
@@ -53,7 +60,7 @@ def test_every_method_declares_why_it_skips_a_mode():
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_logged_bytes_equal_stated_bits(runs, case):
-    sim = runs[case]["sim"]
+    sim = runs.files[case]["sim"]
     assert_bytes_are_stated_bits(sim)
     assert sim.meta["world_size"] == WORKERS and sim.meta["status"] == "ok"
     assert sim.trajectory["eval_loss"].iloc[-1] < sim.trajectory["eval_loss"].iloc[0]  # it trained
@@ -65,9 +72,9 @@ def test_real_ranks_follow_the_simulator(runs, case, mode):
     reason = unsupported(case, mode)
     if reason is not None:
         pytest.skip(f"{CASES[case].method} does not run under {mode}: {reason}")
-    run = runs[case][mode]
-    assert run is not None, f"case {case} wrote no results under {mode}:\n{runs[case][f'log:{mode}']}"
-    assert_same_run(runs[case]["sim"], run, mode)
+    run = runs.files[case][mode]
+    assert run is not None, f"case {case} wrote no results under {mode}:\n{runs.logs[case, mode]}"
+    assert_same_run(runs.files[case]["sim"], run, mode)
 
 
 @pytest.mark.parametrize("case", ["topk-ef"])
@@ -75,7 +82,7 @@ def test_real_runs_are_deterministic_and_record_where_they_ran(runs, case):
     """Run the case again alone, with the workflow's launch command, a bus-bandwidth measurement (the GPU
     default, asked for on gloo here) and a cluster name: the same results, and the fingerprint says
     where and how fast the all-reduce was."""
-    root = runs["root"]
+    root = runs.root
     again = launched("gloo", WORKERS, [case, *CASES[case].args, "--quiet", "--timeout", "30", "--busbw-mb", "1",
                                        "--cluster-name", "testbed", "--out", str(root / "again" / "gloo")], cwd=root)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import math
+import os
 import pkgutil
+import sys
 import typing
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from thinwire.algorithms.comm import Communicator, ThinwireError
 
@@ -61,8 +65,16 @@ def check_density(density: float) -> None:
         raise ValueError(f"density must be in (0, 1], got {density}")
 
 
+# The modes every method is checked in (tests/test_conformance.py): the simulator, and real ranks under
+# torch.distributed (gloo) and MPI.
+MODES = ("sim", "gloo", "mpi")
+
+
 class MethodBase:
     """What every method keeps: its validated config and the layout of the parameters it updates."""
+
+    # Modes (of MODES) this method cannot run in, each with the reason; conformance reports it as a skip.
+    unsupported_modes: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: Any, layout: Layout) -> None:
         self.config = config
@@ -94,6 +106,8 @@ class Method(Protocol):
     # Parameters under which the method does something non-trivial on a 50-parameter problem in 20
     # steps (compresses, warms up, ...): every conformance test runs the method with them.
     tiny: dict[str, Any]
+    # Modes it cannot run in -> why (MethodBase: none).
+    unsupported_modes: dict[str, str]
 
     def __init__(self, config: Any, layout: Layout) -> None: ...
 
@@ -114,6 +128,9 @@ METHODS: dict[str, type] = {}
 
 
 def register(cls: type) -> type:
+    known = METHODS.get(cls.name)
+    if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ThinwireError(f"method name {cls.name!r} is taken by {known.__module__}.{known.__qualname__}")
     METHODS[cls.name] = cls
     return cls
 
@@ -130,13 +147,42 @@ def method_names() -> list[str]:
     return sorted(METHODS)
 
 
+# Methods kept outside this package: files or folders of them, separated by os.pathsep (":" on Linux).
+PLUGIN_ENV = "THINWIRE_METHODS"
+
+
 def _load_all() -> None:
-    """Import every module of this package: a method module registers its class when imported, so a
-    new method is one new file."""
+    """Import every module of this package, then every file $THINWIRE_METHODS names: a method module
+    registers its class when imported, so a new method is one new file, here or in a folder of your own."""
     import thinwire.algorithms as package
 
     for module in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{package.__name__}.{module.name}")
+    for entry in filter(None, os.environ.get(PLUGIN_ENV, "").split(os.pathsep)):
+        path = Path(entry)
+        if not path.exists():
+            raise ThinwireError(f"{PLUGIN_ENV} names {entry!r}, which does not exist")
+        for file in sorted(path.glob("*.py")) if path.is_dir() else [path]:
+            _load_plugin(file)
+
+
+def _load_plugin(file: Path) -> None:
+    """Import one method file from outside the package, once, as module thinwire_methods.<its stem>."""
+    name = f"thinwire_methods.{file.stem}"
+    if name in sys.modules:
+        if Path(sys.modules[name].__file__ or "").resolve() != file.resolve():
+            raise ThinwireError(f"{PLUGIN_ENV}: two method files are named {file.name!r}; rename one")
+        return
+    spec = importlib.util.spec_from_file_location(name, file)
+    if file.suffix != ".py" or spec is None or spec.loader is None:
+        raise ThinwireError(f"{PLUGIN_ENV} names {str(file)!r}, which is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[name]
+        raise ThinwireError(f"method file {file} (from {PLUGIN_ENV}) failed to import: {type(e).__name__}: {e}") from e
 
 
 def make_config(method: type, params: dict[str, Any]) -> Any:

@@ -5,6 +5,8 @@ import array_api_compat.numpy as xp_np
 import array_api_compat.torch as xp_torch
 import numpy as np
 import pytest
+from conformance import case, sim_run
+from launch import method_log
 from thinwire.algorithms import grbs
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.local_nag import nag_step
@@ -357,3 +359,15 @@ def test_ratios_larger_than_a_tensor_allows_are_refused_naming_it(name, params, 
         return
     with pytest.raises(ThinwireError, match=message):
         cls(config, LAYOUT)
+
+
+@pytest.mark.parametrize("method", ["cser", "qsparse-local-sgd"])
+def test_bytes_are_block_values_only(tmp_path, method):
+    """The tiny problem (tests/conformance.py) splits blocks inside the 1 x 50 weight and sets `layer` = 2
+    on C1, so some steps send nothing and the block sizes vary (10 or 25 values)."""
+    calls = method_log(sim_run(case(method), tmp_path))
+    assert set(calls["op"]) == {"all_reduce"} and (calls["sent"] % 8 == 0).all()
+    per_step = calls.groupby("step")["sent"].sum().reindex(range(20), fill_value=0)
+    # float64 block values, nothing else: a block of the 1 x 50 weight holds 10 (out = 5) or 25 (R2 = 2)
+    assert set(calls["sent"] // 8) <= {10, 25}
+    assert (per_step == 0).any() and (per_step > 0).any()  # steps without a block send nothing

@@ -3,6 +3,8 @@
 import array_api_compat.numpy as xp
 import numpy as np
 import pytest
+from conformance import case, sim_run
+from launch import method_log
 from simulate import simulate
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.registry import get_method, make_config
@@ -201,3 +203,17 @@ def test_staleness_tracking_counts_every_send_after_warmup():
     assert shares[16] == np.mean(sends == 1) and shares[8] == np.mean(sends == 2)  # 20 and 10 steps
     assert sum(shares.values()) + diag["never_updated_fraction"] == pytest.approx(1.0)
     assert dgc(lr=0.1).diagnostics(state) == {}  # not tracking: nothing reported
+
+
+def test_messages_are_the_selected_entries_and_escapes(tmp_path):
+    """The sampled threshold's and the run-length format's messages (cases of tests/conformance.py)."""
+    sampled = method_log(sim_run(case("dgc-sampled-rl16"), tmp_path / "sampled")).query("op == 'all_gather_v'")
+    assert len(sampled) == 20 and sampled["sent"].nunique() > 1  # sizes follow the data and the warm-up
+    escapes = method_log(sim_run(case("dgc-escapes"), tmp_path / "escapes")).query("op == 'all_gather_v'")
+    assert (escapes["sent"] >= 4 + 3 * 6).all()  # count, then 3 entries of a float32 and a run length
+    assert (escapes["sent"] > 4 + 3 * 6).any()  # and some steps needed escapes
+
+
+def test_sampled_threshold_gathers_lengths_then_messages_and_reduces_biases(tmp_path):
+    calls = method_log(sim_run(case("dgc-sampled-fp16"), tmp_path))
+    assert set(calls["op"]) == {"all_gather", "all_gather_v", "all_reduce"}

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conformance import case, sim_run
+from launch import method_log
 from simulate import simulate
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.local_adamw import local_lr
@@ -231,3 +233,13 @@ def test_sign_rate_study_rows(tmp_path):
     assert (table["min_grad_sq"] <= table["avg_grad_sq"]).all()
     assert np.allclose(table["eta"], 0.5 / np.sqrt(table["rounds"]))
     assert pd.read_csv(tmp_path / "s.csv").shape == table.shape
+
+
+@pytest.mark.parametrize("name", ["dsm-ls-cosine", "slowmo-cosine"])
+def test_one_parameter_all_reduce_per_period(tmp_path, name):
+    """tau 4 over 20 steps (cases of tests/conformance.py): the float64 parameters are all-reduced at steps
+    3, 7, 11, 15, 19 and nothing is sent between."""
+    calls = method_log(sim_run(case(name), tmp_path))
+    assert list(calls["op"]) == ["all_reduce"] * 5
+    assert list(calls["step"]) == [3, 7, 11, 15, 19]
+    assert (calls["sent"] == 50 * 8).all() and (calls["recv"] == 50 * 8).all()

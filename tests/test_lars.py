@@ -6,9 +6,11 @@ import array_api_compat.numpy as xp_np
 import numpy as np
 import pytest
 import torch
+from conformance import case, sim_run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from launch import method_log
 from simulate import simulate
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.lars import trust_ratio
@@ -183,3 +185,27 @@ def test_the_layer_lrs_reach_the_results_table_one_column_per_tensor(tmp_path):
     lars = table[table["method"] == "lars"].sort_values("step")
     assert lars[traced].notna().all().all() and table.loc[table["method"] == "sgd", traced].isna().all().all()
     assert (lars["trace_lr:net.0.weight"].diff().dropna() > 0).all()  # the warm-up raises it
+
+
+N_MLP_PARAMS = 64 * 16 + 16 + 16 * 10 + 10
+
+
+@pytest.fixture(scope="module")
+def mlp_runs(tmp_path_factory):
+    """LARS and CLARS on the two-weight-tensor MLP (cases of tests/conformance.py), in the simulator."""
+    root = tmp_path_factory.mktemp("lars-mlp")
+    return {name: sim_run(case(f"{name}-mlp"), root / name) for name in ("lars", "clars")}
+
+
+@pytest.mark.parametrize("name", ["lars", "clars"])
+def test_one_lr_per_weight_tensor_is_traced_every_step(mlp_runs, name):
+    trace = mlp_runs[name].trace
+    assert set(trace["name"]) == {"lr:net.0.weight", "lr:net.2.weight"} and len(trace) == 2 * 12
+
+
+def test_clars_sends_one_extra_value_per_weight_tensor(mlp_runs):
+    for name, extra in (("lars", 0), ("clars", 2)):
+        log = method_log(mlp_runs[name])
+        assert (log["op"] == "all_reduce").all() and (log["sent"] == 8 * (N_MLP_PARAMS + extra)).all()
+    ratios = mlp_runs["clars"].meta["diagnostics"]
+    assert ratios["lr_ratio_to_lars_max"] <= 1 + 1e-12 and ratios["lr_ratio_to_lars_min"] < 1

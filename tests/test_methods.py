@@ -4,6 +4,8 @@ import array_api_compat.torch as xp_torch
 import numpy as np
 import pytest
 import torch
+from conformance import case, sim_run
+from launch import method_log
 from simulate import simulate
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.quantizers import QUANTIZERS
@@ -120,3 +122,11 @@ def test_performance_model_prices_what_the_method_sent(name):
     assert np.isfinite(cost).all()
     assert ((cost > 0) == (sent > 0)).all()
     assert (sent > 0).any()
+
+
+@pytest.mark.parametrize("name, sent", [("sgd", 50 * 8), ("topk-ef", 5 * (4 + 8))])
+def test_dense_and_top_k_payload_sizes(tmp_path, name, sent):
+    """On the tiny problem in float64: sgd all-reduces 50 values; topk-ef (density 0.1: k = 5) gathers int32
+    indices and float64 values, the values starting at byte 20 of the payload (unaligned unpacking)."""
+    calls = method_log(sim_run(case(name), tmp_path))
+    assert len(calls) == 20 and (calls["sent"] == sent).all()

@@ -7,6 +7,8 @@ import sys
 import array_api_compat.numpy as xp_np
 import numpy as np
 import pytest
+from conformance import case, sim_run
+from launch import method_log
 from simulate import simulate
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.registry import get_method, make_config
@@ -181,3 +183,27 @@ def test_cpu_packer_is_msb_first_with_bit_one_for_non_negative():
     packed = NumpyPacker.packbits(x, x.numel(), 0)
     assert packed.tolist() == [0b10111001, 0b00000000]
     assert NumpyPacker.unpackbits(packed, 2, 0)[:9].tolist() == [1, -1, 1, 1, 1, -1, -1, 1, -1]
+
+
+DENSE = 50 * 8  # the float64 gradient all-reduced in warm-up (freeze_step 5)
+
+
+def test_default_mode_sends_dense_then_one_all_to_all_and_one_all_gather(tmp_path):
+    calls = method_log(sim_run(case("onebit-adam"), tmp_path))
+    dense, compressed = calls[calls["step"] < 5], calls[calls["step"] >= 5]
+    assert (dense["op"] == "all_reduce").all() and (dense["sent"] == DENSE).all() and len(dense) == 5
+    # d = 50 on 2 ranks: chunks of 32 coordinates = 4 bytes of sign bits, each with an 8-byte scale.
+    assert list(compressed["op"]) == ["all_to_all", "all_gather_shards"] * 15
+    assert list(compressed["sent"]) == [2 * (4 + 8), 4 + 8] * 15
+
+
+def test_deepspeed_mode_sends_its_initialising_step_and_four_collectives_per_tensor(tmp_path):
+    calls = method_log(sim_run(case("onebit-adam-deepspeed-compat"), tmp_path))
+    # 50 coordinates padded to a multiple of 2 lcm(2, 8) = 16: 64, chunks of 32.
+    per_tensor = [("all_to_all", 8), ("all_gather", 8), ("all_gather", 4), ("all_gather", 8)]
+    assert list(zip(calls.loc[calls["step"] == 0, "op"], calls.loc[calls["step"] == 0, "sent"])) == \
+        [("all_reduce", DENSE), *per_tensor]
+    for t in range(1, 5):
+        assert list(calls.loc[calls["step"] == t, "sent"]) == [DENSE]
+    for t in range(5, 20):
+        assert list(zip(calls.loc[calls["step"] == t, "op"], calls.loc[calls["step"] == t, "sent"])) == per_tensor

@@ -7,9 +7,11 @@ import array_api_compat.numpy as xp_np
 import numpy as np
 import pytest
 import torch
+from conformance import case, sim_run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from launch import method_log
 from simulate import simulate
 from thinwire.algorithms import bits
 from thinwire.algorithms.comm import ThinwireError
@@ -439,3 +441,13 @@ def test_each_worker_draws_its_own_uniforms_as_a_real_rank_would():
                                   sim[1])
     assert not np.array_equal(sim[0], sim[1])
     assert not np.array_equal(method.uniforms(np.zeros(50), 5, OneRank(1, xp_np)), sim[1])  # new draws each step
+
+
+# ef-quant, d = 50 in buckets of 16, 16, 16, 2: 4 buckets (cases of tests/conformance.py).
+# qsgd, s = 2: 4 float32 norms + 50 codes of ceil(log2 3) + 1 = 3 bits -> 16 + 19 = 35 bytes.
+# bingrad: 4 x 2 float32 levels + 50 codes of 1 bit -> 32 + 7 = 39 bytes.
+@pytest.mark.parametrize("name, payload", [("ef-quant", 35), ("ef-quant-bingrad", 39)])
+def test_ef_quant_sends_one_payload_of_the_formula_size_per_step(tmp_path, name, payload):
+    calls = method_log(sim_run(case(name), tmp_path))
+    assert list(calls["op"].unique()) == ["all_gather"] and len(calls) == 20
+    assert (calls["sent"] == payload).all() and (calls["recv"] == 2 * payload).all()

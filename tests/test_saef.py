@@ -6,6 +6,8 @@ import array_api_compat.torch as xp_torch
 import numpy as np
 import pytest
 import torch
+from conformance import case, sim_run
+from launch import method_log
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.compress import TopK
 from thinwire.algorithms.quantizers import make_quantizer
@@ -175,3 +177,19 @@ def test_topk_payload_round_trips_with_and_without_a_worker_axis(lead):
 def test_bad_configs_are_refused_with_a_named_error(params, message):
     with pytest.raises(ThinwireError, match=message):
         make_config(get_method("saef"), params)
+
+
+def test_bytes_are_the_payload_plus_the_error_average(tmp_path):
+    """QSGD, s = 2, d = 50 in buckets of 16, 16, 16, 2 (case saef-qsgd of tests/conformance.py): 4 float32
+    norms + 50 codes of 3 bits = 16 + 19 bytes a step; the float64 errors all-reduced every 4 steps."""
+    payload, errors = 35, 50 * 8
+    run = sim_run(case("saef-qsgd"), tmp_path)
+    sim = method_log(run)
+    gathers, reduces = sim[sim["op"] == "all_gather"], sim[sim["op"] == "all_reduce"]
+    assert set(sim["op"]) == {"all_gather", "all_reduce"}
+    assert list(gathers["step"]) == list(range(20))
+    assert (gathers["sent"] == payload).all() and (gathers["recv"] == 2 * payload).all()
+    assert list(reduces["step"]) == [3, 7, 11, 15, 19]
+    assert (reduces["sent"] == errors).all() and (reduces["recv"] == errors).all()
+    stated = run.trajectory.set_index("step")["stated_bits"]
+    assert stated[3] == (payload + errors) * 8 / 50 and stated[4] == payload * 8 / 50

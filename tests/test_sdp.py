@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.linalg
+from conformance import Case, case, params, run_batch, sim_run
+from launch import assert_same_run, method_log, read_run
 from simulate import simulate
 from thinwire.algorithms.comm import CommLog, ThinwireError
 from thinwire.algorithms.registry import get_method, make_config
@@ -136,3 +138,26 @@ def test_counterexample_quantized_weights_stall_and_weight_differences_converge(
     # q of a difference with one nonzero coordinate is exact up to its float32 scale: qWD follows
     # uncompressed SGD here.
     np.testing.assert_allclose(converged, _counterexample({}), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name, ops", [("sdp", ["all_to_all", "all_gather_shards"]),
+                                       ("sdp-qw-tlq", ["all_to_all", "all_gather_shards"]),
+                                       ("sdp-full", ["reduce_scatter", "all_gather_shards"])])
+def test_one_gradient_and_one_weight_collective_per_step(tmp_path, name, ops):
+    """qWD + TLq-HS (tiny), qW + TLq, and the uncompressed baseline (cases of tests/conformance.py)."""
+    run = sim_run(case(name), tmp_path)
+    assert method_log(run)["op"].tolist() == ops * len(run.trajectory)
+
+
+def test_four_ranks_as_two_nodes_of_two(tmp_path):
+    """2 nodes x 2 ranks (both all-to-all levels) with qWD and TLq-HS or ULq under gloo, both in one torchrun
+    job: the simulator's trajectory and bytes, call by call."""
+    four = {f"sdp-4-{grads}": Case("sdp", (*case("sdp-qw-tlq").args, *params(ranks_per_node=2, weights="qwd",
+                                                                              grads=grads)))
+            for grads in ("tlq-hs", "ulq")}
+    proc = run_batch("gloo", four, {name: tmp_path / name / "gloo" for name in four}, tmp_path, nproc=4)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name, c in four.items():
+        sim, gloo = sim_run(c, tmp_path / name / "sim", workers=4), read_run(tmp_path / name / "gloo")
+        assert_same_run(sim, gloo, "gloo")
+        assert method_log(sim)["group_size"].tolist()[:3] == [2, 2, 4]

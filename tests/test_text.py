@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conformance import case, sim_run
+from launch import method_log
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.registry import segments
 from thinwire.analysis.claims import final_eval_loss_ratio
@@ -182,3 +184,15 @@ def test_final_eval_loss_ratio_pairs_seeds_and_counts_divergence():
     table.loc[(table["label"] == "dgc") & (table["seed"] == 1), "status"] = "diverged"
     assert final_eval_loss_ratio(table, "e", "dgc", "dense").value == math.inf
     assert final_eval_loss_ratio(table, "e", "topk", "dense") is None
+
+
+def test_dgc_sends_sparse_matrices_and_dense_biases(tmp_path):
+    """DGC on a tiny text-lstm (case dgc-text-lstm of tests/conformance.py): after the warm-up, k =
+    ceil(0.05 numel) of the embedding (256 x 8) and the four LSTM matrices (32 x 8), as int32 index +
+    float32 value; the 2 x 2 x 32 LSTM biases and the 256 decoder biases as float64."""
+    sim = sim_run(case("dgc-text-lstm"), tmp_path)
+    calls = method_log(sim)
+    assert set(calls["op"]) == {"all_gather", "all_reduce"}
+    last = calls[calls["step"] == 7].set_index("op")["sent"]
+    assert last["all_gather"] == (103 + 4 * 13) * 8 and last["all_reduce"] == (4 * 32 + 256) * 8
+    assert sim.meta["n_params"] == 256 * 8 + 4 * 32 * 8 + 4 * 32 + 256

@@ -5,6 +5,8 @@ import array_api_compat.numpy as xp_np
 import numpy as np
 import pandas as pd
 import pytest
+from conformance import case, sim_run
+from launch import method_log
 from simulate import simulate
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.registry import get_method, make_config
@@ -111,3 +113,15 @@ def test_rounds_ratio_counts_steps_with_method_traffic():
     m = rounds_ratio(table, "e", "ours", "base")
     assert m.value == 3.0 and m.sem == 1.0
     assert rounds_ratio(table, "e", "ours", "missing") is None
+
+
+def test_the_schedule_is_on_the_wire(tmp_path):
+    """Steps s = t + 1 (see test_schedule_by_hand), 24 of them (case zero-one-adam-24 of tests/conformance.py):
+    dense at s = 1, 2, 4, 6, 8; 1-bit gradients at 3, 5, 7; then synchronisations at 9, 10, 12, 16, 20, 24
+    and silence in between."""
+    calls = method_log(sim_run(case("zero-one-adam-24"), tmp_path))
+    per_step = calls.groupby("step")["op"].apply(tuple).to_dict()
+    onebit = ("all_to_all", "all_gather_shards")
+    assert {s + 1 for s, ops in per_step.items() if ops == ("all_reduce",)} == {1, 2, 4, 6, 8}
+    assert {s + 1 for s, ops in per_step.items() if ops == onebit} == {3, 5, 7, 9, 10, 12, 16, 20, 24}
+    assert len(per_step) == 14

@@ -3,6 +3,8 @@
 import array_api_compat.numpy as xp
 import numpy as np
 import pytest
+from conformance import case, sim_run
+from launch import method_log
 from simulate import simulate
 from thinwire.algorithms import zo
 from thinwire.algorithms.comm import ThinwireError
@@ -199,3 +201,24 @@ def test_proxsvrg_decreases_the_objective_on_breast_cancer(l2):
 def test_breast_cancer_refuses_more_samples_than_it_has():
     with pytest.raises(ValueError, match="exceeds the 569 samples"):
         PROBLEMS["sigmoid-bc"](4, 0, ProblemConfig(samples_per_worker=200))
+
+
+FULL_PASS_STEPS = {"zo-proxsvrg": [0, 5, 10], "zo-proxsaga": [0]}
+
+
+@pytest.mark.parametrize("name", sorted(FULL_PASS_STEPS))
+def test_one_d_vector_a_step_and_one_more_at_a_full_pass(tmp_path, name):
+    """On the sigmoid problem, d = 20, 12 steps (cases of tests/conformance.py): every step all-reduces one
+    float64 d-vector, a full pass (ZO-ProxSVRG's snapshots, ZO-ProxSAGA's table) a second. Each worker
+    queries its own 64 samples at a full pass, and 2 x 8 samples at x and at the snapshot / table
+    otherwise: 2 function values a sample with either random-direction estimator."""
+    run = sim_run(case(f"{name}-sigmoid"), tmp_path)
+    log = method_log(run)
+    assert set(log["op"]) == {"all_reduce"}
+    assert (log["sent"] == 20 * 8).all() and (log["recv"] == 20 * 8).all()
+    calls = log.groupby("step").size()
+    assert list(calls[calls == 2].index) == FULL_PASS_STEPS[name] and set(calls) == {1, 2}
+    assert len(calls) == 12
+    queries = run.trace.query("name == 'queries'")
+    expected = [64 * 2 * (t in FULL_PASS_STEPS[name]) + 2 * 8 * 2 for t in range(12)]
+    assert list(queries["step"]) == list(range(12)) and list(queries["value"]) == expected

@@ -453,7 +453,11 @@ def model_codec_share(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stu
 def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat: str,
                      study: str = "validation") -> Measurement | None:
     """median or max over the shaped-link cases of |predicted - measured| / measured step time
-    (results/studies/validation.csv, from `thinwire validate`)."""
+    (results/studies/validation.csv, from `thinwire validate`). Its uncertainty is the measured runs' own
+    relative spread (median over the cases, (max - min) / median of each case's runs), given as two
+    standard errors: an error plus the spread within the bound reads reproduced, an error minus the spread
+    beyond it not reproduced, and anything between (always, when the spread exceeds the bound)
+    inconclusive, so run-to-run noise is never read as a result."""
     if stat not in ("median", "max"):
         raise ThinwireError(f"validation_error: stat must be median or max, got {stat!r}")
     df = studies.get(study)
@@ -461,12 +465,13 @@ def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat
         return None
     err = df["error"].abs()
     worst = df.loc[err.idxmax()]
-    return Measurement(float(getattr(err, stat)()), None, 0.0,
+    spread = float(df["measured_spread"].median()) if "measured_spread" in df else 0.0
+    return Measurement(float(getattr(err, stat)()), None, spread / 2,
                        f"{len(df)} cases ({', '.join(sorted(df['bandwidth'].unique()))}); median {err.median():.1%}, "
                        f"max {err.max():.1%} ({worst['label']} at {worst['bandwidth']}: predicted "
                        f"{worst['predicted_s'] * 1e3:.3g} ms, measured {worst['measured_s'] * 1e3:.3g} ms"
                        + (f", its {int(worst['repeats'])} measured runs spread {worst['measured_spread']:.1%}"
-                          if "measured_spread" in df else "") + ")")
+                          if "measured_spread" in df else "") + f"); median spread of the measured runs {spread:.1%}")
 
 
 def load_claims(folder: Path | None = None) -> list[dict]:

@@ -391,6 +391,46 @@ def model_bandwidth(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study
 
 
 @quantity
+def model_prediction(table: pd.DataFrame, studies: dict[str, pd.DataFrame], claim: str,
+                     study: str = "model-predicted") -> Measurement | None:
+    """The performance model's speedup at a paper's stated setup (simulators/predict.py, one row per cell):
+    the value is the prediction from public facts; the evidence sets it next to the claimed speedup, its
+    error, the sensitivity band and the calibrated predictions, and reads "consistent / not consistent
+    within the model's error" (the claim inside / outside the band), never "reproduced"."""
+    df = studies.get(study)
+    if df is None or df.empty or claim not in set(df["claim"]):
+        return None
+    r = df[df["claim"] == claim].iloc[0]
+    calibrated = "; calibrated on the stated baseline: no stated baseline" if pd.isna(r["predicted_calibrated"]) else (
+        f"; calibrated on the stated baseline ({r['baseline_tflops_stated']:g} TFLOP/s): per cell "
+        f"{r['predicted_calibrated']:.2f}x ({r['error_calibrated']:+.0%}, inter-node efficiency "
+        f"{r['calibrated_inter_efficiency']:.3g}), per cluster {r['predicted_cluster_calibrated']:.2f}x "
+        f"({r['error_cluster_calibrated']:+.0%}, efficiency {r['cluster_inter_efficiency']:.3g})")
+    verdict = "consistent" if r["consistent"] else "not consistent"
+    return Measurement(float(r["predicted"]), None, 0.0,
+                       f"predicted {r['predicted']:.2f}x from public facts against the claimed {r['claimed']:g}x "
+                       f"(error {r['error']:+.0%}); sensitivity band {r['band_low']:.2f}x to {r['band_high']:.2f}x: "
+                       f"{verdict} within the model's error{calibrated}")
+
+
+@quantity
+def published_collective_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat: str,
+                               study: str = "model-collectives") -> Measurement | None:
+    """median or max over published nccl-tests measurements of |predicted / measured - 1| all-reduce bus
+    bandwidth (simulators/published_collectives.py), with every row's error in the evidence."""
+    if stat not in ("median", "max"):
+        raise ThinwireError(f"published_collective_error: stat must be median or max, got {stat!r}")
+    df = studies.get(study)
+    if df is None or df.empty:
+        return None
+    e = df["error"].abs()
+    value = float(e.median() if stat == "median" else e.max())
+    each = "; ".join(f"{r.name}: {r.predicted_busbw_gbs:.1f} vs {r.measured_busbw_gbs:g} GB/s ({r.error:+.0%})"
+                     for r in df.itertuples(index=False))
+    return Measurement(value, None, 0.0, f"{stat} |error| over {len(df)} published measurements: {each}")
+
+
+@quantity
 def model_codec_share(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study: str, label: str,
                       bandwidth: float) -> Measurement | None:
     """Share of `label`'s predicted step spent encoding/decoding (mean codec_s / mean wall_s) at one
@@ -413,7 +453,11 @@ def model_codec_share(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stu
 def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat: str,
                      study: str = "validation") -> Measurement | None:
     """median or max over the shaped-link cases of |predicted - measured| / measured step time
-    (results/studies/validation.csv, from `thinwire validate`)."""
+    (results/studies/validation.csv, from `thinwire validate`). Its uncertainty is the measured runs' own
+    relative spread (median over the cases, (max - min) / median of each case's runs), given as two
+    standard errors: an error plus the spread within the bound reads reproduced, an error minus the spread
+    beyond it not reproduced, and anything between (always, when the spread exceeds the bound)
+    inconclusive, so run-to-run noise is never read as a result."""
     if stat not in ("median", "max"):
         raise ThinwireError(f"validation_error: stat must be median or max, got {stat!r}")
     df = studies.get(study)
@@ -421,12 +465,13 @@ def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat
         return None
     err = df["error"].abs()
     worst = df.loc[err.idxmax()]
-    return Measurement(float(getattr(err, stat)()), None, 0.0,
+    spread = float(df["measured_spread"].median()) if "measured_spread" in df else 0.0
+    return Measurement(float(getattr(err, stat)()), None, spread / 2,
                        f"{len(df)} cases ({', '.join(sorted(df['bandwidth'].unique()))}); median {err.median():.1%}, "
                        f"max {err.max():.1%} ({worst['label']} at {worst['bandwidth']}: predicted "
                        f"{worst['predicted_s'] * 1e3:.3g} ms, measured {worst['measured_s'] * 1e3:.3g} ms"
                        + (f", its {int(worst['repeats'])} measured runs spread {worst['measured_spread']:.1%}"
-                          if "measured_spread" in df else "") + ")")
+                          if "measured_spread" in df else "") + f"); median spread of the measured runs {spread:.1%}")
 
 
 def load_claims(folder: Path | None = None) -> list[dict]:

@@ -53,6 +53,9 @@ def draw_figures(table: pd.DataFrame, out_dir: Path, studies: dict[str, pd.DataF
         "model_time_to_target": (_time_rows(table), _model_time_to_target),
         "model_time_profile": (_time_rows(table), _model_time_profile),
         "model_validation": (studies.get("validation", pd.DataFrame()), _model_validation),
+        "model_predicted": (_predicted_rows(studies), _model_predicted),
+        "model_sensitivity": (studies.get("model-sensitivity", pd.DataFrame()), _model_sensitivity),
+        "model_collectives": (studies.get("model-collectives", pd.DataFrame()), _model_collectives),
         "sign_rate": (_sign_rate_rows(studies), _sign_rate),
         "zo_rate": (_zo_rate_rows(studies), _zo_rate),
         "zo_queries": (_zo_budget_rows(studies), _zo_queries),
@@ -374,6 +377,52 @@ def _model_validation(rows: pd.DataFrame) -> sns.FacetGrid:
            title="performance model vs shaped-link runs (2 gloo ranks)")
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_minor_formatter(mticker.NullFormatter())
+    return grid
+
+
+def _predicted_rows(studies: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Long rows of simulators/predict.py's table: per cell the claimed speedup and each prediction."""
+    df = studies.get("model-predicted", pd.DataFrame())
+    if df.empty:
+        return df
+    views = {"claimed": "claimed", "predicted": "public facts", "predicted_calibrated": "calibrated (cell)",
+             "predicted_cluster_calibrated": "calibrated (cluster)"}
+    rows = df.melt(id_vars=["claim", "stated", "band_low", "band_high"], value_vars=list(views),
+                   var_name="view", value_name="speedup").dropna(subset=["speedup"])
+    return rows.assign(view=rows["view"].map(views),
+                       cells=np.where(rows["stated"], "claims the model decides", "Table 2's other cells"))
+
+
+def _model_predicted(rows: pd.DataFrame) -> sns.FacetGrid:
+    """Predicted against claimed speedup per paper cell; the grey bar is the sensitivity band of the
+    public-facts prediction (each uncertain input at its published low and high)."""
+    grid = sns.catplot(data=rows, x="speedup", y="claim", hue="view", col="cells", kind="strip", s=80, jitter=False,
+                       sharey=False, height=4.5, aspect=1.1)
+    for ax, (_, part) in zip(grid.axes.flat, rows.groupby("cells", sort=False)):
+        bands = part.drop_duplicates("claim")
+        ax.hlines(bands["claim"], bands["band_low"], bands["band_high"], color="grey", lw=8, alpha=0.3)
+        ax.set(xlabel="speedup over the paper's baseline")
+    return grid
+
+
+def _model_sensitivity(rows: pd.DataFrame) -> sns.FacetGrid:
+    """Each uncertain input at its low and high published value: the predicted speedup per claim."""
+    grid = sns.catplot(data=rows, x="speedup", y="input", hue="end", col="claim", col_wrap=3, kind="strip", s=70,
+                       jitter=False, sharex=False, sharey=False, height=3, aspect=1.6)
+    for ax, (_, part) in zip(grid.axes.flat, rows.groupby("claim", sort=False)):
+        ax.axvline(part["claimed"].iloc[0], color="black", lw=1)
+    grid.set_titles("{col_name} (line: claimed)")
+    return grid
+
+
+def _model_collectives(rows: pd.DataFrame) -> sns.FacetGrid:
+    """Predicted against published all-reduce bus bandwidth (nccl-tests), the diagonal a perfect model."""
+    grid = sns.relplot(data=rows, x="measured_busbw_gbs", y="predicted_busbw_gbs", hue="name", s=70, height=4.5,
+                       aspect=1.4)
+    line = np.geomspace(rows[["measured_busbw_gbs", "predicted_busbw_gbs"]].min().min() / 1.5,
+                        rows[["measured_busbw_gbs", "predicted_busbw_gbs"]].max().max() * 1.5, 50)
+    grid.ax.plot(line, line, color="black", lw=1)
+    grid.ax.set(xscale="log", yscale="log", xlabel="published busbw (GB/s)", ylabel="predicted busbw (GB/s)")
     return grid
 
 

@@ -13,18 +13,24 @@ p ranks, n the bytes each rank hands to the collective (the CommLog's `sent`), a
     broadcast       ring   (p-1) alpha + n beta                    pipelined chain, as NCCL
                     tree   ceil(log2 p) (alpha + n beta)           binomial tree
 
-A group of p = m g ranks spanning m nodes of g GPUs (inter bandwidth is the node's, shared by its GPUs):
+A group of p ranks that spans nodes (p > g, on a cluster of `nodes` nodes of g GPUs; inter bandwidth is
+the node's, shared by its GPUs) has k of its ranks on each node it touches: k = 1 when p <= nodes (one
+rank per node: SDP4Bit's inter-node level, Megatron's data-parallel groups across tensor-parallel
+ranks), else k = g (whole nodes, packed: the whole world). The g / k groups of a node run at once, so
+each gets k / g of the node's link (inter tier e' = bandwidth k / g):
   flat         the one-tier formula at the slower tier (smaller bandwidth, larger latency; normally
-               the inter tier): a ring (or NCCL's channels, one per NIC) crosses each node boundary
-               once per step and every step waits for its slowest hop; all_to_all instead:
-               (p-1) alpha_e + max(g (p-g)/p n beta_e, (g-1)/p n beta_i), since all g ranks of a node
-               push their (p-g)/p n off-node through the node's link.
-  hierarchical (cluster `hierarchical: true`, p a multiple of g; as Horovod's hierarchical all-reduce,
+               e'): a ring (or NCCL's channels, one per NIC) crosses each node boundary once per step
+               and every step waits for its slowest hop; all_to_all instead:
+               (p-1) alpha_e + max(g (p-k)/p n beta_e, (k-1)/p n beta_i), since all g ranks of a node
+               push their (p-k)/p n off-node through the node's link (with k = g: as if packed).
+  hierarchical (cluster `hierarchical: true`, p a multiple of k; as Horovod's hierarchical all-reduce,
                Jia et al. 2018, "Highly Scalable Deep Learning Training System with Mixed-Precision"):
-    all_reduce      RS_i(g, n) + AR_e(m, n) + AG_i(g, n/g)    the g concurrent inter-node all-reduces
-                                                              of n/g share the node link: together one
-                                                              all-reduce of n over m nodes
-    reduce_scatter  RS_i(g, n) + RS_e(m, n)
+    all_reduce      RS_i(k, n) + AR_e'(p/k, n) + AG_i(k, n/k)  the k concurrent inter-node all-reduces
+                                                              of n/k share the group's link share:
+                                                              together one all-reduce of n over p/k nodes
+    reduce_scatter  RS_i(k, n) + RS_e'(p/k, n)
+A tier's `efficiency` (default 1) is the share of its line rate a collective achieves (NCCL's protocol
+overhead, ~20% on NVLink per NCCL's maintainers); beta is 8 / (bandwidth x efficiency).
 The algorithm (ring, tree, or auto: the cheaper of the two per call, as NCCL's tuner picks) is the
 cluster's `algorithm`; it applies to all_reduce (and its inter-node stage) and broadcast; the other
 collectives have one algorithm here. A variable-size all-gather is priced in perfmodel.py.
@@ -52,6 +58,7 @@ ALGORITHMS = ("ring", "tree", "auto")
 class Tier:
     bandwidth_gbps: float
     latency_us: float
+    efficiency: float = 1.0  # achieved / line rate
 
     @property
     def alpha(self) -> float:
@@ -59,12 +66,13 @@ class Tier:
 
     @property
     def beta(self) -> float:
-        return 8 / (self.bandwidth_gbps * 1e9)
+        return 8 / (self.bandwidth_gbps * self.efficiency * 1e9)
 
 
 class Network(Protocol):
     """What pricing needs of a cluster (perfmodel.Cluster is one)."""
 
+    nodes: int
     gpus_per_node: int
     intra: Tier
     inter: Tier
@@ -128,28 +136,35 @@ def one_tier(op: str, p, n, tier: Tier, algorithm: str = "ring"):
 
 
 def on_cluster(op: str, p, n, net: Network):
-    """Seconds for `op` over groups of p ranks on a two-tier cluster (flat or hierarchical; see above)."""
+    """Seconds for `op` over groups of p ranks on a two-tier cluster (flat or hierarchical; groups that
+    span nodes spread evenly over them; see above)."""
     p, n = np.asarray(p, dtype=float), np.asarray(n, dtype=float)
     g = net.gpus_per_node
     inside = one_tier(op, p, n, net.intra, net.algorithm)
+    k = np.where(p <= net.nodes, 1.0, g)  # the group's ranks per node, when it spans nodes
+    # The node link is shared by its g / k concurrent groups.
+    share = net.inter.bandwidth_gbps * k / g
+    inter = Tier(share, net.inter.latency_us, net.inter.efficiency)
     # One GPU per node: there are no intra-node hops to wait for.
-    slowest = net.inter if g == 1 else Tier(min(net.intra.bandwidth_gbps, net.inter.bandwidth_gbps),
-                                            max(net.intra.latency_us, net.inter.latency_us))
+    intra_slower = net.intra.bandwidth_gbps * net.intra.efficiency < share * net.inter.efficiency
+    slowest = Tier(np.where((g == 1) | ~intra_slower, share, net.intra.bandwidth_gbps),
+                   max(net.intra.latency_us, net.inter.latency_us) if g > 1 else net.inter.latency_us,
+                   np.where((g == 1) | ~intra_slower, net.inter.efficiency, net.intra.efficiency))
     flat = one_tier(op, p, n, slowest, net.algorithm)
     if op == "all_to_all":
-        off_node = g * np.maximum(p - g, 0) / np.maximum(p, 1) * n * net.inter.beta
-        on_node = (g - 1) / np.maximum(p, 1) * n * net.intra.beta
+        off_node = g * np.maximum(p - k, 0) / np.maximum(p, 1) * n * net.inter.beta
+        on_node = (k - 1) / np.maximum(p, 1) * n * net.intra.beta
         flat = (p - 1) * net.inter.alpha + np.maximum(off_node, on_node)
     spans = p > g
     if net.hierarchical and op in ("all_reduce", "reduce_scatter") and g > 1:
-        m = p / g
-        intra = one_tier("reduce_scatter", g, n, net.intra)
+        m = p / k
+        intra = one_tier("reduce_scatter", k, n, net.intra)
         if op == "all_reduce":
-            inter = one_tier("all_reduce", m, n, net.inter, net.algorithm)
-            intra = intra + one_tier("all_gather", g, n / g, net.intra)
+            across = one_tier("all_reduce", m, n, inter, net.algorithm)
+            intra = intra + one_tier("all_gather", k, n / k, net.intra)
         else:
-            inter = one_tier("reduce_scatter", m, n, net.inter)
-        flat = np.where(p % g == 0, intra + inter, flat)
+            across = one_tier("reduce_scatter", m, n, inter)
+        flat = np.where(np.isclose(p % k, 0), intra + across, flat)
     return np.where(spans, flat, inside)
 
 

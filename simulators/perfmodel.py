@@ -20,6 +20,12 @@ A step costs compute + encode/decode + communication, each from data, none from 
   with k the dense fp32 gradient over PyTorch DDP's 25 MiB buckets unless given. It treats every
   method as if its traffic were per-bucket gradients: generous to methods that compress the whole
   flattened gradient or send after the optimizer step (local steps, model averaging).
+- layout (optional, simulators/layout.py: a paper's tensor / pipeline parallelism, batch and
+  accumulation as data): the logged world becomes the data-parallel group of one GPU per rank on the
+  cluster's data-parallel view (its ranks per node, its share of the node link), bytes scale to the
+  GPU's 1/(t pp) of the layout's parameters, dense collectives carry the paper's `dense_bits`, compute
+  is the layout's (Megatron's FLOPs, selective recomputation, the 1F1B bubble), and the tensor- and
+  pipeline-parallel traffic is added to every step (Layout.tensor_parallel_seconds, pipeline_seconds).
 The speedup of a run is its dense baseline's mean predicted step time over its own, at the same
 bandwidth (breakeven.py finds the bandwidth where it crosses 1 or any target, and time to a loss).
 """
@@ -37,6 +43,7 @@ import yaml
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.simulators.breakeven import baseline_runs, summary, time_to_target
 from thinwire.simulators.collectives import ALGORITHMS, Tier, on_cluster, one_tier
+from thinwire.simulators.layout import Layout
 
 BASELINE = "sgd"
 BACKWARD_SHARE = 2 / 3  # of compute: the backward pass costs twice the forward (4 N D of the 6 N D)
@@ -56,20 +63,37 @@ class Cluster:
     # Encode + decode throughput per run label or method (the label first), parameters per second per
     # GPU; neither stated costs 0.
     codec_values_per_s: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
+    # Each number's label and source, by dotted key (load_cluster), for the report.
+    facts: dict[str, dict[str, str]] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def world_size(self) -> int:
         return self.nodes * self.gpus_per_node
 
     def with_inter_bandwidth(self, gbps: float) -> Cluster:
-        return replace(self, inter=Tier(gbps, self.inter.latency_us))
+        return replace(self, inter=Tier(gbps, self.inter.latency_us, self.inter.efficiency))
 
 
 CLUSTER_KEYS = {"name", "nodes", "gpus_per_node", "sustained_tflops", "tiers", "algorithm", "hierarchical",
                 "codec_values_per_s"}
+# Where a cluster number comes from: the paper itself, the paper's official scripts, someone else's
+# published measurement (nccl-tests, Megatron-LM), the vendor's data sheet, or assumed.
+FACT_LABELS = ("paper", "official-script", "measured", "vendor", "assumed")
 
 
 def load_cluster(path: Path) -> Cluster:
+    """A cluster file. Any number may be written as {value, label, source} (label one of FACT_LABELS):
+    the value is used, label and source are kept in Cluster.facts under the number's dotted key."""
+    facts: dict[str, dict[str, str]] = {}
+
+    def number(x, key: str) -> float:
+        if isinstance(x, dict):
+            if set(x) != {"value", "label", "source"} or x["label"] not in FACT_LABELS:
+                raise ValueError(f"{key}: a fact is {{value, label, source}} with label one of {FACT_LABELS}")
+            facts[key] = {"value": x["value"], "label": x["label"], "source": x["source"]}
+            x = x["value"]
+        return float(x)
+
     try:
         d = yaml.safe_load(Path(path).read_text())
         unknown = sorted(set(d) - CLUSTER_KEYS)
@@ -77,10 +101,12 @@ def load_cluster(path: Path) -> Cluster:
             raise ValueError(f"unknown keys {unknown}")
         if d.get("algorithm", "ring") not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}")
-        codec = {str(k): float(v) for k, v in (d.get("codec_values_per_s") or {}).items()}
-        return Cluster(d["name"], int(d["nodes"]), int(d["gpus_per_node"]), float(d["sustained_tflops"]),
-                       Tier(**d["tiers"]["intra"]), Tier(**d["tiers"]["inter"]), d.get("algorithm", "ring"),
-                       bool(d.get("hierarchical", False)), codec)
+        codec = {str(k): number(v, f"codec_values_per_s.{k}") for k, v in (d.get("codec_values_per_s") or {}).items()}
+        tiers = {t: Tier(**{k: number(v, f"tiers.{t}.{k}") for k, v in d["tiers"][t].items()})
+                 for t in ("intra", "inter")}
+        return Cluster(d["name"], int(number(d["nodes"], "nodes")), int(number(d["gpus_per_node"], "gpus_per_node")),
+                       number(d["sustained_tflops"], "sustained_tflops"), tiers["intra"], tiers["inter"],
+                       d.get("algorithm", "ring"), bool(d.get("hierarchical", False)), codec, facts)
     except FileNotFoundError:
         raise ThinwireError(f"cluster file {path} does not exist") from None
     except (KeyError, TypeError, ValueError, AttributeError, yaml.YAMLError) as e:
@@ -148,6 +174,30 @@ class Options:
     tokens_per_step: float | None = None
     overlap: bool = False
     buckets: int | None = None
+    layout: Layout | None = None
+
+
+VALUE_BITS = {"float16": 16, "bfloat16": 16, "float32": 32, "float64": 64}
+
+
+def as_sent_by_paper(commlog: pd.DataFrame, n_params: int, value_bits: int, dense_bits: dict[str, int]) -> pd.DataFrame:
+    """The log with every uncompressed call of an op in `dense_bits` re-priced at that many bits per value.
+    A call is uncompressed when it carries the run's value bits for each of its values (an all-gather: the
+    rank's 1/p share of the parameters; any other op: all of them), e.g. the fp32 all-gather of the sharded
+    baseline, which the paper's Megatron sends in bf16; a quantized payload carries far fewer."""
+    if not dense_bits:
+        return commlog
+    log = commlog.copy()
+    ops = log["op"].astype(str)
+    gathers = ops.str.startswith("all_gather").to_numpy()
+    values = np.where(gathers, n_params / log["group_size"].to_numpy(), n_params)
+    dense = log["sent"].to_numpy() * 8 >= (value_bits - 0.5) * values
+    sent = log["sent"].to_numpy(dtype=float)
+    for op, bits in dense_bits.items():
+        rows = dense & (ops.to_numpy() == op) | dense & gathers & (op == "all_gather")
+        sent = np.where(rows, sent * bits / value_bits, sent)
+    log["sent"] = sent
+    return log
 
 
 class StepModel:
@@ -160,13 +210,24 @@ class StepModel:
     def __init__(self, commlog: pd.DataFrame, steps: np.ndarray, meta: dict, cluster: Cluster,
                  options: Options) -> None:
         self.cluster, self.options, self.steps = cluster, options, np.asarray(steps)
-        params = options.target_params or meta["n_params"]
-        if options.flops_per_step is not None:
-            flops = options.flops_per_step
+        layout = options.layout
+        params = options.target_params or (layout.params if layout else meta["n_params"])
+        self.parallel_s = 0.0  # tensor- and pipeline-parallel seconds per step
+        if layout is not None:
+            world = cluster.world_size
+            self.compute_s = layout.compute_seconds(world, cluster.sustained_tflops)
+            self.parallel_s = layout.tensor_parallel_seconds(cluster) + layout.pipeline_seconds(cluster)
+            self.net = layout.data_parallel_view(cluster)
+            params = params / (layout.tp * layout.pp)  # one GPU's share: what its data-parallel group sends
+            commlog = as_sent_by_paper(commlog, meta["n_params"], VALUE_BITS.get(meta.get("dtype"), 32),
+                                       layout.dense_bits)
         else:
-            flops = 6 * params * (options.tokens_per_step or 0.0)  # Kaplan et al. 2020, C = 6 N D
-        self.compute_s = flops / (cluster.sustained_tflops * 1e12)
-        calls = log_calls(commlog, meta["world_size"], cluster.world_size, params / meta["n_params"])
+            flops = options.flops_per_step
+            if flops is None:
+                flops = 6 * params * (options.tokens_per_step or 0.0)  # Kaplan et al. 2020, C = 6 N D
+            self.compute_s = flops / (cluster.sustained_tflops * 1e12)
+            self.net = cluster
+        calls = log_calls(commlog, meta["world_size"], self.net.world_size, params / meta["n_params"])
         sends = np.isin(self.steps, calls.step)
         codec = cluster.codec_values_per_s
         rate = codec.get(meta.get("label", meta["method"]), codec.get(meta["method"]))
@@ -179,16 +240,18 @@ class StepModel:
         self._mean: dict[float, float] = {}
 
     def comm(self, bandwidth_gbps: float) -> np.ndarray:
-        cost = price(self.calls, self.cluster.with_inter_bandwidth(bandwidth_gbps))
+        # The data-parallel view keeps its share of the node link at any node bandwidth.
+        share = self.net.inter.bandwidth_gbps / self.cluster.inter.bandwidth_gbps
+        cost = price(self.calls, self.net.with_inter_bandwidth(bandwidth_gbps * share))
         kept = self._row >= 0
         return np.bincount(self._row[kept], weights=cost[kept], minlength=len(self.steps))
 
     def wall(self, bandwidth_gbps: float, comm: np.ndarray | None = None) -> np.ndarray:
         comm = self.comm(bandwidth_gbps) if comm is None else comm
         if not self.options.overlap:
-            return self.compute_s + self.codec_s + comm
+            return self.compute_s + self.parallel_s + self.codec_s + comm
         backward, k = BACKWARD_SHARE * self.compute_s, self.buckets
-        return self.codec_s + (self.compute_s - backward) + np.maximum(backward / k + comm, backward + comm / k)
+        return self.codec_s + self.parallel_s + (self.compute_s - backward) + np.maximum(backward / k + comm, backward + comm / k)
 
     def mean_wall(self, bandwidth_gbps: float) -> float:
         """Mean predicted step time; cached, as the break-even search asks for the same bandwidths often."""

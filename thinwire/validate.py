@@ -10,10 +10,12 @@ step time from quantities measured elsewhere:
     predicted = local + priced communication
     priced    = the run's own CommLog priced by simulators/perfmodel.py with the alpha and beta that
                 the link micro-benchmark measured at that rate
-    local     = the mean step time of a calibration run of the same method on loopback, minus its own
-                CommLog priced on the loopback link (measured the same way): the gradient, encode and
-                decode, and what the link does not explain (the ranks waiting for each other, software
-                overhead per call); measured on another run, not assumed
+    local     = the mean step time of a calibration run of the same method where the runs run: 2 ranks
+                in their own unshaped namespaces behind the same bridge, minus its own CommLog priced on
+                that link (measured the same way): the gradient, encode and decode, and what the link
+                does not explain (the veth/bridge stack's cost per call, the ranks waiting for each
+                other); measured on another run, not assumed. (Calibrating on loopback left the
+                namespaces' stack unpriced: the model was too fast in 31 of 36 cases.)
 
 and the table compares it with the measured mean step time (steps after `skip`), per case, with the
 relative error and the speedup over dense SGD both ways.
@@ -23,7 +25,8 @@ step time here (2 cores shared by 2 ranks and the network stack), more than sing
 Each calibration and each measured run is then repeated, rounds interleaved in time (round r calibrates
 every method, then measures every rate), and the medians over rounds are compared. The relative spread
 (max - min) / median of the measured runs of a case is reported next to its error: it is the noise
-floor that no model of this machine can beat. Every run directory and link measurement is kept, so an
+floor that no model of this machine can beat, and the claims read a case's error against it (an error
+inside the spread is noise, not a result: analysis/claims.py validation_error). Every run directory and link measurement is kept, so an
 interrupted validation resumes where it stopped. Needs root for the namespaces; without
 it the command says why and writes nothing.
 """
@@ -32,7 +35,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import statistics
 import subprocess
@@ -116,30 +118,6 @@ def _wait_all(procs: list[subprocess.Popen], what: str, timeout_s: float) -> Non
 RANK_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def _torchrun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
-
-
-def calibrate_link(sheet: dict, work: Path) -> Path:
-    """The loopback link of the calibration runs, measured as the shaped ones are."""
-    link = work / "calibration" / "link.json"
-    if not link.exists():
-        proc = subprocess.Popen(_torchrun("-m", "thinwire.workloads.linkbench", "--out", str(link)),
-                                env={**os.environ, **RANK_ENV}, stdout=subprocess.DEVNULL)
-        _wait_all([proc], "loopback link benchmark", sheet.get("run_timeout_s", 600))
-    return link
-
-
-def calibrate_local(sheet: dict, method: dict, work: Path, rep: int = 0) -> Path:
-    """A loopback run of the method (2 ranks, torchrun), from which `local` is measured."""
-    out = work / "calibration" / f"rep{rep}" / method.get("label", method["method"])
-    if not _done(out, sheet, method):
-        argv = _torchrun("-m", "thinwire", *_run_argv(sheet, method, out))
-        proc = subprocess.Popen(argv, env={**os.environ, **RANK_ENV}, stdout=subprocess.DEVNULL)
-        _wait_all([proc], f"calibration run of {method['method']}", sheet.get("run_timeout_s", 600))
-    return out
-
-
 def measure_rate(sheet: dict, rate: float | None, work: Path, rep: int = 0) -> tuple[Path, list[Path]]:
     """Link benchmark (once per rate) and every method's run (round `rep`) across 2 namespaces at this rate."""
     from thinwire.workloads.shaped import ShapedNet
@@ -207,16 +185,17 @@ def validate(sheet_path: Path, work: Path, out: Path, progress: bool = True) -> 
     if reason:
         raise ThinwireError(f"shaped-link validation skipped: {reason}")
     rates = [None if r in (None, "unshaped") else float(r) for r in sheet["rates_mbit"]]
-    calibration_link = calibrate_link(sheet, work)
     labels = [m.get("label", m["method"]) for m in sheet["methods"]]
     calibrations: dict[str, list[Path]] = {label: [] for label in labels}
     runs: dict[tuple[float | None, str], list[Path]] = {(rate, label): [] for rate in rates for label in labels}
     links: dict[float | None, Path] = {}
     for rep in range(sheet.get("repeats", 1)):
-        for m, label in zip(sheet["methods"], labels):
-            if progress:
-                print(f"round {rep + 1}: calibrating {label} on loopback", file=sys.stderr)
-            calibrations[label].append(calibrate_local(sheet, m, work, rep))
+        if progress:
+            print(f"round {rep + 1}: calibrating in unshaped namespaces", file=sys.stderr)
+        # Calibration runs are independent runs of the unshaped namespaces, kept apart from the measured ones.
+        calibration_link, calibration_runs = measure_rate(sheet, None, work / "calibration", rep)
+        for label, run in zip(labels, calibration_runs):
+            calibrations[label].append(run)
         for rate in rates:
             if progress:
                 print(f"round {rep + 1}: measuring at {_rate_name(rate)}", file=sys.stderr)

@@ -21,6 +21,7 @@ rule report:
         claims=CLAIMS,
         studies=expand(f"{RESULTS}/studies/{{name}}.csv", name=STUDIES),
         model_summaries=expand(f"{RESULTS}/studies/model-{{job}}.csv", job=MODEL_JOBS),
+        predicted=PREDICTED,
     output:
         html=f"{REPORTS}/index.html",
         csv=f"{REPORTS}/claims.csv",

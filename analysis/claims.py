@@ -69,6 +69,11 @@ def standard_error(values: pd.Series) -> float:
     return float(values.std(ddof=1) / math.sqrt(len(values)))
 
 
+def _over_seeds(values: pd.Series, evidence: str) -> Measurement:
+    """The mean of per-seed (or per-run) values, with its standard error (standard_error's policy)."""
+    return Measurement(float(values.mean()), None, standard_error(values), evidence)
+
+
 def _select(table: pd.DataFrame, **where: Any) -> pd.DataFrame:
     """The rows whose columns take the given values (a value or a list of values); None: any."""
     for key, value in where.items():
@@ -128,9 +133,8 @@ def final_loss_ratio(table: pd.DataFrame, method: str, baseline: str, workload: 
     ratio = _paired(_per_seed(rows, "method", "eval_loss"), method, baseline, lambda a, b: a / b)
     if ratio is None:
         return None
-    sem = standard_error(ratio)
     diverged = rows[(rows["method"] == method) & (rows["status"] == "diverged")]["run"].nunique()
-    return Measurement(float(ratio.mean()), None, sem,
+    return _over_seeds(ratio,
                        f"{method} / {baseline} final loss on {workload} ({mode}), {len(ratio)} seeds: "
                        f"mean {ratio.mean():.4g} (per seed {', '.join(f'{r:.4g}' for r in ratio)}); "
                        f"{diverged} diverged runs")
@@ -165,7 +169,7 @@ def compression_ratio(table: pd.DataFrame, experiment: str, method: str, baselin
     ratio = dense / last["bytes_sent"]
     mib = 2 ** 20
     worst = (ratio - ratio.mean()).abs().idxmax()
-    return Measurement(float(ratio.mean()), None, standard_error(ratio),
+    return _over_seeds(ratio,
                        f"{method} on {last.at[worst, 'workload']} ({int(last.at[worst, 'n_params']):,} parameters): "
                        f"{last.at[worst, 'bytes_sent'] / mib:.4g} MB sent per rank per step against "
                        f"{dense[worst] / mib:.4g} MB dense ({baseline_bits}-bit), over {len(last)} runs")
@@ -180,8 +184,7 @@ def final_metric_gap(table: pd.DataFrame, experiment: str, label: str, baseline:
     gap = _paired(finals, baseline, label, lambda b, a: b - a)
     if gap is None:
         return None
-    sem = standard_error(gap)
-    return Measurement(float(gap.mean()), None, sem,
+    return _over_seeds(gap,
                        f"final accuracy {baseline} {finals[baseline].mean():.4f} vs {label} {finals[label].mean():.4f} "
                        f"on {experiment} ({mode}), {len(gap)} seeds; gap per seed "
                        f"{', '.join(f'{g:+.4f}' for g in gap)}")
@@ -200,7 +203,7 @@ def final_eval_loss_ratio(table: pd.DataFrame, experiment: str, label: str, base
     ratio = _paired(finals, label, baseline, lambda a, b: a / b)
     if ratio is None:
         return None
-    return Measurement(float(ratio.mean()), None, standard_error(ratio),
+    return _over_seeds(ratio,
                        f"final eval loss {baseline} {finals[baseline].mean():.4f} vs {label} {finals[label].mean():.4f} "
                        f"on {experiment} ({mode}), {len(ratio)} seeds; ratio per seed "
                        f"{', '.join(f'{r:.4f}' for r in ratio)}; {len(diverged)} diverged runs")
@@ -222,7 +225,7 @@ def eval_loss_ratio_at_step(table: pd.DataFrame, experiment: str, label: str, ba
     ratio = _paired(at, label, baseline, lambda a, b: a / b)
     if ratio is None:
         return None
-    return Measurement(float(ratio.mean()), None, standard_error(ratio),
+    return _over_seeds(ratio,
                        f"eval loss after step {step}: {baseline} {at[baseline].mean():.4f} vs {label} "
                        f"{at[label].mean():.4f} on {experiment} ({mode}), {len(ratio)} seeds; ratio per seed "
                        f"{', '.join(f'{r:.4f}' for r in ratio)}")
@@ -251,10 +254,9 @@ def volume_ratio(table: pd.DataFrame, experiment: str, label: str, baseline: str
     ratio = _paired(link, baseline, label, lambda b, a: b * scale / a)
     if ratio is None:
         return None
-    sem = standard_error(ratio)
     as_handed = (handed[baseline] * scale / handed[label]).mean()
     bits = f" counted at {baseline_bits} bits" if baseline_bits else ""
-    return Measurement(float(ratio.mean()), None, sem,
+    return _over_seeds(ratio,
                        f"{baseline}{bits} / {label} link bytes per rank ({'whole runs' if steps == 'all' else 'last step'}"
                        f", {experiment}): {(link[baseline] * scale).mean():,.0f} / {link[label].mean():,.0f} = "
                        f"{ratio.mean():.4g} over {len(ratio)} seeds; bytes handed to collectives: {as_handed:.4g}x")
@@ -273,8 +275,7 @@ def rounds_ratio(table: pd.DataFrame, experiment: str, label: str, baseline: str
     ratio = _paired(rounds, baseline, label, lambda b, a: (b / a).replace(math.inf, np.nan))
     if ratio is None:
         return None
-    sem = standard_error(ratio)
-    return Measurement(float(ratio.mean()), None, sem,
+    return _over_seeds(ratio,
                        f"steps with method traffic, {baseline} / {label} ({experiment}): {rounds[baseline].mean():.4g} "
                        f"/ {rounds[label].mean():.4g} of {steps[label].mean():.4g} steps = {ratio.mean():.4g} over "
                        f"{len(ratio)} seeds ({1 - 1 / ratio.mean():.1%} fewer rounds)")
@@ -290,8 +291,7 @@ def diagnostic(table: pd.DataFrame, experiment: str, label: str, diagnostic: str
     per_run = _select(table, experiment=experiment, label=label).groupby("run")[column].first().dropna()
     if per_run.empty:
         return None
-    sem = standard_error(per_run)
-    return Measurement(float(per_run.mean()), None, sem,
+    return _over_seeds(per_run,
                        f"{name} of {label} on {experiment}: {', '.join(f'{v:.4g}' for v in per_run)} "
                        f"({len(per_run)} runs)")
 
@@ -362,9 +362,8 @@ def rate_exponent(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study: 
     if rows[by].nunique() < 2:
         return None
     slopes = pd.Series({seed: np.polyfit(np.log(g[by]), np.log(g[column]), 1)[0] for seed, g in rows.groupby("seed")})
-    sem = standard_error(slopes)
     means = rows.groupby(by)[column].mean()
-    return Measurement(float(slopes.mean()), None, sem,
+    return _over_seeds(slopes,
                        f"{column} of {label} ({study}), mean over {len(slopes)} seeds at {by} "
                        f"{', '.join(f'{t:g}: {v:.3g}' for t, v in means.items())}; log-log slope per seed "
                        f"{', '.join(f'{b:.3f}' for b in slopes)}")
@@ -383,7 +382,6 @@ def model_bandwidth(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study
     at = rows[np.isclose(rows["target"], speedup)]["value"]
     if at.empty:
         return None
-    sem = standard_error(at)
 
     def below(values: pd.Series) -> str:
         if np.isinf(values).all():
@@ -391,7 +389,7 @@ def model_bandwidth(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study
         return "below " + ", ".join("never" if v == 0 else f"{v:.3g}" for v in values) + " Gbit/s"
 
     each = "; ".join(f"{t:g}x {below(g['value'])}" for t, g in rows.groupby("target"))
-    return Measurement(float(at.mean()), None, sem,
+    return _over_seeds(at,
                        f"{label} against its baseline on {rows['cluster'].iloc[0]}, per seed ({len(at)}): {each}")
 
 
@@ -408,9 +406,8 @@ def model_codec_share(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stu
     at = rows[np.isclose(rows["bandwidth_gbps"], bandwidth)]["value"]
     if at.empty:
         return None
-    sem = standard_error(at)
     each = "; ".join(f"{bw:g} Gbit/s {g['value'].mean():.3%}" for bw, g in rows.groupby("bandwidth_gbps"))
-    return Measurement(float(at.mean()), None, sem,
+    return _over_seeds(at,
                        f"encode/decode share of {label}'s step on {rows['cluster'].iloc[0]} ({len(at)} runs): {each}")
 
 

@@ -212,30 +212,29 @@ def _loss_vs_bytes(rows: pd.DataFrame) -> sns.FacetGrid:
     return grid
 
 
+def _bandwidth_grid(rows: pd.DataFrame, y: str, ylabel: str, **kw) -> sns.FacetGrid:
+    """A model quantity against the modelled bandwidth (log x), a line per label, a panel per cluster."""
+    grid = sns.relplot(data=rows, x="bandwidth_gbps", y=y, hue="label", style="experiment", kind="line", marker="o",
+                       **kw, **facets(rows, "cluster"))
+    grid.set(xscale="log")
+    grid.set_axis_labels(BANDWIDTH, ylabel)
+    grid.set_titles("{col_name}")
+    return grid
+
+
 @figure("model_step_time", _step_time_rows)
 def _model_step_time(rows: pd.DataFrame) -> sns.FacetGrid:
-    grid = sns.relplot(
-        data=rows, x="bandwidth_gbps", y="step_time", hue="label", style="experiment", kind="line", marker="o",
-        **facets(rows, "cluster"),
-    )
-    grid.set(xscale="log", yscale="log")
-    grid.set_axis_labels(BANDWIDTH, "predicted step time (s)")
-    grid.set_titles("{col_name}")
+    grid = _bandwidth_grid(rows, "step_time", "predicted step time (s)")
+    grid.set(yscale="log")
     grid.figure.suptitle("Predicted step time against bandwidth", y=1.02)
     return grid
 
 
 @figure("model_speedup", _speedup_rows)
 def _model_speedup(rows: pd.DataFrame) -> sns.FacetGrid:
-    grid = sns.relplot(
-        data=rows, x="bandwidth_gbps", y="speedup", hue="label", style="experiment", kind="line", marker="o",
-        **facets(rows, "cluster"),
-    )
-    grid.set(xscale="log")
+    grid = _bandwidth_grid(rows, "speedup", "predicted speedup over the dense baseline (x)")
     # Above the line a method beats dense SGD on that cluster and bandwidth.
     grid.refline(y=1.0, color="grey", linestyle="--")
-    grid.set_axis_labels(BANDWIDTH, "predicted speedup over the dense baseline (x)")
-    grid.set_titles("{col_name}")
     grid.figure.suptitle("Predicted speedup over the dense baseline (sgd unless the model job names one)", y=1.02)
     return grid
 
@@ -259,13 +258,8 @@ def _time_rows(table: pd.DataFrame, studies: dict[str, pd.DataFrame]) -> pd.Data
 
 @figure("model_time_to_target", _time_rows)
 def _model_time_to_target(rows: pd.DataFrame) -> sns.FacetGrid:
-    grid = sns.relplot(
-        data=rows, x="bandwidth_gbps", y="seconds_to_target", hue="label", style="experiment", kind="line",
-        marker="o", seed=BOOT_SEED, **facets(rows, "cluster"),
-    )
-    grid.set(xscale="log", yscale="log")
-    grid.set_axis_labels(BANDWIDTH, "predicted seconds to the target loss")
-    grid.set_titles("{col_name}")
+    grid = _bandwidth_grid(rows, "seconds_to_target", "predicted seconds to the target loss", seed=BOOT_SEED)
+    grid.set(yscale="log")
     grid.figure.suptitle("Time to target: steps each run needed x predicted step times (runs that got there)",
                          y=1.02)
     return grid

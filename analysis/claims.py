@@ -530,7 +530,11 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
         if expected is None:
             raise ThinwireError(f"claim {c['id']}: quantity {c['quantity']['name']} has no stated value")
         verdict = judge(c["rule"], m.value, expected, float(c.get("tolerance", 0.0)), m.sem)
-        reason = "the bound lies within two standard errors over seeds" if verdict == "inconclusive" else ""
+        reason = ""
+        if verdict == "inconclusive":
+            reason = ("one seed (or a non-finite value): the spread over seeds is unknown"
+                      if math.isfinite(m.value) and math.isinf(m.sem) else
+                      "the bound lies within two standard errors over seeds")
         row.update(verdict=verdict, measured=m.value, expected=expected, evidence=m.evidence, reason=reason)
         rows.append(row)
     return pd.DataFrame(rows)

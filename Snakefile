@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(workflow.basedir)
-if "runs" not in config:  # no --configfile: the quick config, under any --config overrides (e.g. a profile's)
+# No --configfile: the quick config, under any --config overrides (e.g. a profile's).
+if "runs" not in config and "papers" not in config:
     config.update({**yaml.safe_load((ROOT / "config" / "quick.yaml").read_text()), **config})
 
 

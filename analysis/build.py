@@ -1,4 +1,4 @@
-"""Build reports/ from results/table.csv: verdicts, figures, claims.csv/md and index.html."""
+"""Build reports/ from results/table.csv: verdicts, figures, claims.csv/md and index.html (or one figure)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from thinwire.analysis.figures import draw_figures
 from thinwire.analysis.report import write_report
 
 
-def build_report(table_csv: Path, out_dir: Path, claims_dir: Path | None = None,
-                 studies_dir: Path | None = None) -> pd.DataFrame:
+def read_results(table_csv: Path, studies_dir: Path | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The results table and the study tables by name (results/studies/<name>.csv)."""
     try:
         # cluster is empty except on model rows: read it as text, not as a guessed mixed column.
         table = pd.read_csv(table_csv, dtype={"cluster": str, "label": str, "experiment": str})
@@ -21,7 +21,22 @@ def build_report(table_csv: Path, out_dir: Path, claims_dir: Path | None = None,
     table["cluster"] = table["cluster"].fillna("")
     # Studies: measurements that are not training runs (e.g. quantizer error by distribution).
     studies = {p.stem: pd.read_csv(p) for p in sorted(Path(studies_dir).glob("*.csv"))} if studies_dir else {}
+    return table, studies
+
+
+def build_report(table_csv: Path, out_dir: Path, claims_dir: Path | None = None,
+                 studies_dir: Path | None = None) -> pd.DataFrame:
+    table, studies = read_results(table_csv, studies_dir)
     v = verdicts(table, load_claims(claims_dir), studies)
     figures = draw_figures(table, Path(out_dir) / "figures", studies)
     write_report(table, v, figures, Path(out_dir), studies.get("validation"))
     return v
+
+
+def build_figure(table_csv: Path, name: str, out_dir: Path, studies_dir: Path | None = None) -> Path:
+    """Draw the one figure `name` into out_dir/<name>.png; an error when the results have no rows for it."""
+    table, studies = read_results(table_csv, studies_dir)
+    drawn = draw_figures(table, Path(out_dir), studies, names=[name])
+    if name not in drawn:
+        raise ThinwireError(f"figure {name}: the results in {table_csv} have no rows to draw it from")
+    return drawn[name]

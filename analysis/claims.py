@@ -1,6 +1,6 @@
 """Claims as data, and the machinery that gives each a verdict from the results table.
 
-A claim file (analysis/claims/*.yaml) holds a list of claims:
+A claim file (analysis/papers/<paper>/claims.yaml, analysis/catalog.py) holds a list of claims:
 
     - id: EF-1
       source: "Stich et al. 2018, Sparsified SGD with memory, Thm 2.4 / Fig. 3"
@@ -14,7 +14,7 @@ A claim file (analysis/claims/*.yaml) holds a list of claims:
       out_of_scope: "why"    # optional: no verdict is computed, the reason is reported
 
 Verdicts: reproduced, not reproduced, inconclusive (no data, or the bound lies within two standard
-errors of the seed-to-seed spread), out of scope, reported (rule `reported`: a number computed and
+errors of the seed-to-seed spread; with a single seed the spread is unknown, see `standard_error`), out of scope, reported (rule `reported`: a number computed and
 shown, such as a performance-model prediction for a setup the paper leaves unstated, where no fair
 bound exists to judge it by). Tolerances are fixed in the claim file before any result exists;
 nothing here adjusts them.
@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 import yaml
 from thinwire.algorithms.comm import ThinwireError
+from thinwire.analysis.catalog import PAPERS_DIR
 
-CLAIMS_DIR = Path(__file__).parent / "claims"
 RULES = ("within", "at_most", "at_least", "reported")
 FIELDS = {"id", "source", "statement", "setup", "quantity", "rule", "expected", "tolerance", "figure",
           "out_of_scope"}
@@ -45,7 +45,7 @@ REQUIRED = {"id", "source", "statement", "setup", "quantity", "rule", "expected"
 class Measurement:
     value: float
     expected: float | None = None  # when the quantity itself knows the expected value ("stated")
-    sem: float = 0.0  # standard error over seeds; 0 when exact
+    sem: float = 0.0  # standard error over seeds (standard_error); 0 when exact (no seed-to-seed spread)
     evidence: str = ""
 
 
@@ -57,11 +57,48 @@ def quantity(fn: Callable[..., Measurement | None]) -> Callable[..., Measurement
     return fn
 
 
+def standard_error(values: pd.Series) -> float:
+    """Standard error of the mean of independent per-seed (or per-run) values: sample standard deviation
+    over sqrt(n). The single-seed policy of every claim: with one value, or a non-finite one, the spread
+    is unknown, and the standard error is infinite, so `judge` reads any bound as inside it
+    (inconclusive), never as decided. Only a quantity with no seed-to-seed spread by construction (bytes
+    against a formula, an identity) states 0 instead of calling this."""
+    values = pd.Series(values, dtype=float)
+    if len(values) < 2 or not np.isfinite(values).all():
+        return math.inf
+    return float(values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def _over_seeds(values: pd.Series, evidence: str) -> Measurement:
+    """The mean of per-seed (or per-run) values, with its standard error (standard_error's policy)."""
+    return Measurement(float(values.mean()), None, standard_error(values), evidence)
+
+
 def _select(table: pd.DataFrame, **where: Any) -> pd.DataFrame:
+    """The rows whose columns take the given values (a value or a list of values); None: any."""
     for key, value in where.items():
+        if value is None:
+            continue
         values = value if isinstance(value, list) else [value]
         table = table[table[key].isin(values)]
     return table
+
+
+def _per_seed(rows: pd.DataFrame, by: str, column: str, how: str = "last") -> pd.Series:
+    """Per (arm, seed), where an arm is a value of `by` (method or label): `column` at the run's last
+    step with a value (how "last"), or summed over the run ("sum")."""
+    runs = rows.dropna(subset=[column]).sort_values("step").groupby([by, "seed"])[column]
+    return runs.last() if how == "last" else runs.sum()
+
+
+def _paired(values: pd.Series, a: str, b: str, combine: Callable[[pd.Series, pd.Series], pd.Series]) -> pd.Series | None:
+    """combine(values[a], values[b]) per seed, from an (arm, seed)-indexed series; None when an arm has no
+    runs or no seed pairs."""
+    arms = values.index.get_level_values(0)
+    if a not in arms or b not in arms:
+        return None
+    paired = combine(values[a], values[b]).dropna()
+    return None if paired.empty else paired
 
 
 @quantity
@@ -92,18 +129,12 @@ def final_loss_ratio(table: pd.DataFrame, method: str, baseline: str, workload: 
     """Final full objective (eval_loss) of `method` over `baseline`'s, paired by seed; mean over seeds.
     With `experiment`, only that runs-sheet entry's runs (other entries may run the same methods on the
     same workload with other settings)."""
-    rows = _select(table, workload=workload, mode=mode)
-    if experiment is not None:
-        rows = rows[rows["experiment"] == experiment]
-    finals = rows.dropna(subset=["eval_loss"]).sort_values("step").groupby(["method", "seed"])["eval_loss"].last()
-    if method not in finals.index.get_level_values(0) or baseline not in finals.index.get_level_values(0):
+    rows = _select(table, workload=workload, mode=mode, experiment=experiment)
+    ratio = _paired(_per_seed(rows, "method", "eval_loss"), method, baseline, lambda a, b: a / b)
+    if ratio is None:
         return None
-    ratio = (finals[method] / finals[baseline]).dropna()
-    if ratio.empty:
-        return None
-    sem = float(ratio.std(ddof=1) / math.sqrt(len(ratio))) if len(ratio) > 1 else math.inf
     diverged = rows[(rows["method"] == method) & (rows["status"] == "diverged")]["run"].nunique()
-    return Measurement(float(ratio.mean()), None, sem,
+    return _over_seeds(ratio,
                        f"{method} / {baseline} final loss on {workload} ({mode}), {len(ratio)} seeds: "
                        f"mean {ratio.mean():.4g} (per seed {', '.join(f'{r:.4g}' for r in ratio)}); "
                        f"{diverged} diverged runs")
@@ -128,7 +159,8 @@ def mode_agreement(table: pd.DataFrame) -> Measurement | None:
 
 @quantity
 def compression_ratio(table: pd.DataFrame, experiment: str, method: str, baseline_bits: int = 32) -> Measurement | None:
-    """Dense gradient bytes (baseline_bits per parameter) over the bytes the method logged at its last step."""
+    """Dense gradient bytes (baseline_bits per parameter) over the bytes the method logged at its last step;
+    mean over the runs (seeds, modes), with its standard error."""
     rows = _select(table, experiment=experiment, method=method, mode=["sim", "real"])
     if rows.empty:
         return None
@@ -137,7 +169,7 @@ def compression_ratio(table: pd.DataFrame, experiment: str, method: str, baselin
     ratio = dense / last["bytes_sent"]
     mib = 2 ** 20
     worst = (ratio - ratio.mean()).abs().idxmax()
-    return Measurement(float(ratio.mean()), None, float(ratio.std(ddof=0)),
+    return _over_seeds(ratio,
                        f"{method} on {last.at[worst, 'workload']} ({int(last.at[worst, 'n_params']):,} parameters): "
                        f"{last.at[worst, 'bytes_sent'] / mib:.4g} MB sent per rank per step against "
                        f"{dense[worst] / mib:.4g} MB dense ({baseline_bits}-bit), over {len(last)} runs")
@@ -148,32 +180,14 @@ def final_metric_gap(table: pd.DataFrame, experiment: str, label: str, baseline:
                      mode: str = "sim") -> Measurement | None:
     """Final metric (accuracy of the average model) of `baseline` minus that of `label`, paired by
     seed; mean over seeds, with its standard error. Positive: `label` lost accuracy."""
-    rows = _select(table, experiment=experiment, mode=mode).dropna(subset=["metric"])
-    finals = rows.sort_values("step").groupby(["label", "seed"])["metric"].last()
-    labels = finals.index.get_level_values(0)
-    if label not in labels or baseline not in labels:
+    finals = _per_seed(_select(table, experiment=experiment, mode=mode), "label", "metric")
+    gap = _paired(finals, baseline, label, lambda b, a: b - a)
+    if gap is None:
         return None
-    gap = (finals[baseline] - finals[label]).dropna()
-    if gap.empty:
-        return None
-    sem = float(gap.std(ddof=1) / math.sqrt(len(gap))) if len(gap) > 1 else math.inf
-    return Measurement(float(gap.mean()), None, sem,
+    return _over_seeds(gap,
                        f"final accuracy {baseline} {finals[baseline].mean():.4f} vs {label} {finals[label].mean():.4f} "
                        f"on {experiment} ({mode}), {len(gap)} seeds; gap per seed "
                        f"{', '.join(f'{g:+.4f}' for g in gap)}")
-
-
-def _paired_ratio(values: pd.Series, label: str, baseline: str) -> tuple[pd.Series, float] | None:
-    """Per seed, value(label) / value(baseline) from a (label, seed)-indexed series, and the standard
-    error of its mean (infinite with one seed or an infinite ratio: no spread to judge by)."""
-    labels = values.index.get_level_values(0)
-    if label not in labels or baseline not in labels:
-        return None
-    ratio = (values[label] / values[baseline]).dropna()
-    if ratio.empty:
-        return None
-    spread = len(ratio) > 1 and bool(np.isfinite(ratio).all())
-    return ratio, float(ratio.std(ddof=1) / math.sqrt(len(ratio))) if spread else math.inf
 
 
 @quantity
@@ -183,14 +197,13 @@ def final_eval_loss_ratio(table: pd.DataFrame, experiment: str, label: str, base
     seeds, with its standard error. Above 1: `label` ends worse (for a language model, the
     perplexity ratio is exp(loss difference)). A diverged run counts as an infinite loss."""
     rows = _select(table, experiment=experiment, mode=mode)
-    finals = rows.dropna(subset=["eval_loss"]).sort_values("step").groupby(["label", "seed"])["eval_loss"].last()
+    finals = _per_seed(rows, "label", "eval_loss")
     diverged = rows[rows["status"] == "diverged"].groupby(["label", "seed"]).size().index
     finals[finals.index.isin(diverged)] = math.inf
-    paired = _paired_ratio(finals, label, baseline)
-    if paired is None:
+    ratio = _paired(finals, label, baseline, lambda a, b: a / b)
+    if ratio is None:
         return None
-    ratio, sem = paired
-    return Measurement(float(ratio.mean()), None, sem,
+    return _over_seeds(ratio,
                        f"final eval loss {baseline} {finals[baseline].mean():.4f} vs {label} {finals[label].mean():.4f} "
                        f"on {experiment} ({mode}), {len(ratio)} seeds; ratio per seed "
                        f"{', '.join(f'{r:.4f}' for r in ratio)}; {len(diverged)} diverged runs")
@@ -209,11 +222,10 @@ def eval_loss_ratio_at_step(table: pd.DataFrame, experiment: str, label: str, ba
     diverged = runs["status"].first() == "diverged"
     at[at.isna() & diverged] = math.inf
     at = at.dropna()
-    paired = _paired_ratio(at, label, baseline)
-    if paired is None:
+    ratio = _paired(at, label, baseline, lambda a, b: a / b)
+    if ratio is None:
         return None
-    ratio, sem = paired
-    return Measurement(float(ratio.mean()), None, sem,
+    return _over_seeds(ratio,
                        f"eval loss after step {step}: {baseline} {at[baseline].mean():.4f} vs {label} "
                        f"{at[label].mean():.4f} on {experiment} ({mode}), {len(ratio)} seeds; ratio per seed "
                        f"{', '.join(f'{r:.4f}' for r in ratio)}")
@@ -236,17 +248,15 @@ def volume_ratio(table: pd.DataFrame, experiment: str, label: str, baseline: str
     link = runs["link_bytes"].sum() if steps == "all" else runs["link_bytes"].last()
     handed = runs["bytes_sent"].sum() if steps == "all" else runs["bytes_sent"].last()
     value_bits = runs["dtype"].first().map(lambda d: np.dtype(d).itemsize * 8)
-    labels = link.index.get_level_values(0)
-    if label not in labels or baseline not in labels:
+    if baseline not in value_bits.index.get_level_values(0):
         return None
     scale = (baseline_bits / value_bits[baseline]) if baseline_bits else 1.0
-    ratio = (link[baseline] * scale / link[label]).dropna()
-    if ratio.empty:
+    ratio = _paired(link, baseline, label, lambda b, a: b * scale / a)
+    if ratio is None:
         return None
-    sem = float(ratio.std(ddof=1) / math.sqrt(len(ratio))) if len(ratio) > 1 else 0.0
     as_handed = (handed[baseline] * scale / handed[label]).mean()
     bits = f" counted at {baseline_bits} bits" if baseline_bits else ""
-    return Measurement(float(ratio.mean()), None, sem,
+    return _over_seeds(ratio,
                        f"{baseline}{bits} / {label} link bytes per rank ({'whole runs' if steps == 'all' else 'last step'}"
                        f", {experiment}): {(link[baseline] * scale).mean():,.0f} / {link[label].mean():,.0f} = "
                        f"{ratio.mean():.4g} over {len(ratio)} seeds; bytes handed to collectives: {as_handed:.4g}x")
@@ -262,14 +272,10 @@ def rounds_ratio(table: pd.DataFrame, experiment: str, label: str, baseline: str
     runs = rows.groupby(["label", "seed"])
     rounds = runs["bytes_sent"].apply(lambda b: int((b > 0).sum()))
     steps = runs["step"].count()
-    labels = rounds.index.get_level_values(0)
-    if label not in labels or baseline not in labels:
+    ratio = _paired(rounds, baseline, label, lambda b, a: (b / a).replace(math.inf, np.nan))
+    if ratio is None:
         return None
-    ratio = (rounds[baseline] / rounds[label]).replace(math.inf, np.nan).dropna()
-    if ratio.empty:
-        return None
-    sem = float(ratio.std(ddof=1) / math.sqrt(len(ratio))) if len(ratio) > 1 else 0.0
-    return Measurement(float(ratio.mean()), None, sem,
+    return _over_seeds(ratio,
                        f"steps with method traffic, {baseline} / {label} ({experiment}): {rounds[baseline].mean():.4g} "
                        f"/ {rounds[label].mean():.4g} of {steps[label].mean():.4g} steps = {ratio.mean():.4g} over "
                        f"{len(ratio)} seeds ({1 - 1 / ratio.mean():.1%} fewer rounds)")
@@ -285,8 +291,7 @@ def diagnostic(table: pd.DataFrame, experiment: str, label: str, diagnostic: str
     per_run = _select(table, experiment=experiment, label=label).groupby("run")[column].first().dropna()
     if per_run.empty:
         return None
-    sem = float(per_run.std(ddof=1) / math.sqrt(len(per_run))) if len(per_run) > 1 else 0.0
-    return Measurement(float(per_run.mean()), None, sem,
+    return _over_seeds(per_run,
                        f"{name} of {label} on {experiment}: {', '.join(f'{v:.4g}' for v in per_run)} "
                        f"({len(per_run)} runs)")
 
@@ -357,9 +362,8 @@ def rate_exponent(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study: 
     if rows[by].nunique() < 2:
         return None
     slopes = pd.Series({seed: np.polyfit(np.log(g[by]), np.log(g[column]), 1)[0] for seed, g in rows.groupby("seed")})
-    sem = float(slopes.std(ddof=1) / math.sqrt(len(slopes))) if len(slopes) > 1 else math.inf
     means = rows.groupby(by)[column].mean()
-    return Measurement(float(slopes.mean()), None, sem,
+    return _over_seeds(slopes,
                        f"{column} of {label} ({study}), mean over {len(slopes)} seeds at {by} "
                        f"{', '.join(f'{t:g}: {v:.3g}' for t, v in means.items())}; log-log slope per seed "
                        f"{', '.join(f'{b:.3f}' for b in slopes)}")
@@ -378,7 +382,6 @@ def model_bandwidth(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study
     at = rows[np.isclose(rows["target"], speedup)]["value"]
     if at.empty:
         return None
-    sem = float(at.std(ddof=1) / math.sqrt(len(at))) if len(at) > 1 and np.isfinite(at).all() else 0.0
 
     def below(values: pd.Series) -> str:
         if np.isinf(values).all():
@@ -386,7 +389,7 @@ def model_bandwidth(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study
         return "below " + ", ".join("never" if v == 0 else f"{v:.3g}" for v in values) + " Gbit/s"
 
     each = "; ".join(f"{t:g}x {below(g['value'])}" for t, g in rows.groupby("target"))
-    return Measurement(float(at.mean()), None, sem,
+    return _over_seeds(at,
                        f"{label} against its baseline on {rows['cluster'].iloc[0]}, per seed ({len(at)}): {each}")
 
 
@@ -443,9 +446,8 @@ def model_codec_share(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stu
     at = rows[np.isclose(rows["bandwidth_gbps"], bandwidth)]["value"]
     if at.empty:
         return None
-    sem = float(at.std(ddof=1) / math.sqrt(len(at))) if len(at) > 1 else 0.0
     each = "; ".join(f"{bw:g} Gbit/s {g['value'].mean():.3%}" for bw, g in rows.groupby("bandwidth_gbps"))
-    return Measurement(float(at.mean()), None, sem,
+    return _over_seeds(at,
                        f"encode/decode share of {label}'s step on {rows['cluster'].iloc[0]} ({len(at)} runs): {each}")
 
 
@@ -474,16 +476,27 @@ def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat
                           if "measured_spread" in df else "") + f"); median spread of the measured runs {spread:.1%}")
 
 
+def claim_files(folder: Path | None = None) -> list[Path]:
+    """The claim files of a folder of paper folders (each <paper>/claims.yaml; default: thinwire's
+    papers), or of a folder of claim files (each *.yaml)."""
+    folder = Path(folder or PAPERS_DIR)
+    return sorted(folder.glob("*/claims.yaml")) or sorted(folder.glob("*.yaml"))
+
+
+def read_claims(path: Path) -> list[dict]:
+    """The claims of one claim file, each checked."""
+    try:
+        items = yaml.safe_load(Path(path).read_text()) or []
+    except yaml.YAMLError as e:
+        raise ThinwireError(f"claim file {path} is not valid YAML: {e}") from None
+    for c in items:
+        _check(c, path)
+    return items
+
+
 def load_claims(folder: Path | None = None) -> list[dict]:
-    claims = []
-    for path in sorted(Path(folder or CLAIMS_DIR).glob("*.yaml")):
-        try:
-            items = yaml.safe_load(path.read_text()) or []
-        except yaml.YAMLError as e:
-            raise ThinwireError(f"claim file {path} is not valid YAML: {e}") from None
-        for c in items:
-            _check(c, path)
-            claims.append(c)
+    """Every claim of the claim files under `folder` (claim_files), ids unique."""
+    claims = [c for path in claim_files(folder) for c in read_claims(path)]
     ids = [c["id"] for c in claims]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -562,7 +575,11 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
         if expected is None:
             raise ThinwireError(f"claim {c['id']}: quantity {c['quantity']['name']} has no stated value")
         verdict = judge(c["rule"], m.value, expected, float(c.get("tolerance", 0.0)), m.sem)
-        reason = "the bound lies within two standard errors over seeds" if verdict == "inconclusive" else ""
+        reason = ""
+        if verdict == "inconclusive":
+            reason = ("one seed (or a non-finite value): the spread over seeds is unknown"
+                      if math.isfinite(m.value) and math.isinf(m.sem) else
+                      "the bound lies within two standard errors over seeds")
         row.update(verdict=verdict, measured=m.value, expected=expected, evidence=m.evidence, reason=reason)
         rows.append(row)
     return pd.DataFrame(rows)

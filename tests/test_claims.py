@@ -231,3 +231,56 @@ def test_a_loss_ratio_reads_only_its_experiment():
     both = pd.concat([ours, other], ignore_index=True)
     assert final_loss_ratio(both, "topk-ef", "sgd", "logreg", experiment="ef").value == pytest.approx(1.02)
     assert final_loss_ratio(both, "topk-ef", "sgd", "logreg", experiment="saef").value > 1.5
+
+
+def test_standard_error_is_the_spread_of_the_mean_and_unknown_for_one_seed():
+    from thinwire.analysis.claims import standard_error
+
+    assert standard_error(pd.Series([1.0, 2.0, 4.0])) == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1) / math.sqrt(3))
+    assert standard_error(pd.Series([2.0, 2.0])) == 0.0  # seeds that agree: a decided comparison
+    assert standard_error(pd.Series([1.5])) == math.inf
+    assert standard_error(pd.Series([1.0, math.inf])) == math.inf
+
+
+def _arms(per_seed: dict[str, list[float]], column: str, **extra) -> pd.DataFrame:
+    """Two-step runs of experiment e, one per label and seed, `column` at the last step as given."""
+    return pd.DataFrame([{"run": f"{label}-s{seed}", "experiment": "e", "label": label, "method": label,
+                          "mode": "sim", "workload": "w", "seed": seed, "step": step, "dtype": "float32",
+                          "status": "ok", column: value if step else np.nan, **extra}
+                         for label, values in per_seed.items() for seed, value in enumerate(values)
+                         for step in (0, 1)])
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+@pytest.mark.parametrize("name, column, args", [
+    ("final_metric_gap", "metric", {"experiment": "e", "label": "b", "baseline": "a"}),
+    ("final_eval_loss_ratio", "eval_loss", {"experiment": "e", "label": "b", "baseline": "a"}),
+    ("final_loss_ratio", "eval_loss", {"method": "b", "baseline": "a", "workload": "w"}),
+    ("volume_ratio", "link_bytes", {"experiment": "e", "label": "b", "baseline": "a", "steps": "last"}),
+    ("diagnostic", "diag_x", {"experiment": "e", "label": "b", "diagnostic": "x"}),
+    ("eval_loss_ratio_at_step", "eval_loss", {"experiment": "e", "label": "b", "baseline": "a", "step": 1}),
+    ("rounds_ratio", "unused", {"experiment": "e", "label": "b", "baseline": "a"}),
+])
+def test_one_seed_never_decides_a_comparison(name, column, args, seeds):
+    """Every claims function that averages over seeds follows one policy: one seed gives an infinite
+    standard error (the verdict is inconclusive), seeds that agree give 0 (decided)."""
+    from thinwire.analysis.claims import QUANTITIES
+
+    table = _arms({"a": [2.0] * seeds, "b": [1.0] * seeds}, column, bytes_sent=8)
+    table["diag_x"] = table.get("diag_x", 1.0)
+    m = QUANTITIES[name](table, **args)
+    assert m is not None and (m.sem == math.inf) == (seeds == 1)
+    verdict = judge("at_most", m.value, 100.0, 0.0, m.sem)
+    assert verdict == ("inconclusive" if seeds == 1 else "reproduced")
+
+
+def test_compression_ratio_gives_the_standard_error_of_its_mean_not_the_spread():
+    from thinwire.analysis.claims import compression_ratio
+
+    table = pd.DataFrame({"experiment": "e", "method": "dgc", "mode": "sim", "workload": "w", "n_params": 1000,
+                          "run": ["r0", "r1", "r2"], "step": 0, "bytes_sent": [40, 50, 80]})
+    ratios = pd.Series([100.0, 80.0, 50.0])
+    m = compression_ratio(table, experiment="e", method="dgc")
+    assert m.value == pytest.approx(ratios.mean())
+    assert m.sem == pytest.approx(ratios.std(ddof=1) / math.sqrt(3))
+    assert compression_ratio(table[table["run"] == "r0"], experiment="e", method="dgc").sem == math.inf

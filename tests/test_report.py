@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from thinwire.analysis.figures import draw_figures
+from thinwire.analysis.figures import draw_figures, load_figures
 from thinwire.analysis.report import write_report
 
 FIGURES = {"loss_vs_step", "loss_vs_bytes", "accuracy_vs_ratio", "model_step_time", "model_speedup"}
@@ -169,16 +169,19 @@ def test_accuracy_and_warmup_figures_from_their_rows(tmp_path: Path) -> None:
     assert "dgc_sparsity_warmup" not in draw_figures(no_dgc, tmp_path / "b")
 
 
-def test_quantizer_accuracy_figure_reads_quantizer_and_code_bits_from_params(tmp_path: Path) -> None:
-    from thinwire.analysis.figures import _quantizer_rows
+def _figure_rows(name: str, table: pd.DataFrame) -> pd.DataFrame:
+    """The rows the registered figure `name` draws from `table` (no study tables)."""
+    return load_figures()[name].rows(table, {})
 
+
+def test_quantizer_accuracy_figure_reads_quantizer_and_code_bits_from_params(tmp_path: Path) -> None:
     runs = [("sgd", {}), ("ef-quant", {"quantizer": "orq", "levels": 3, "error_feedback": False}),
             ("ef-quant", {"quantizer": "bingrad"}), ("topk-ef", {"density": 0.01})]
     rows = [_row(f"{method}-{i}-s{seed}", method, "sim", step, params=json.dumps(params), seed=seed,
                  experiment="quant", metric=0.9 + 0.01 * seed)
             for i, (method, params) in enumerate(runs) for seed in (0, 1) for step in range(2)]
     table = pd.DataFrame(rows)
-    final = _quantizer_rows(table).set_index("run")
+    final = _figure_rows("quantizer_accuracy", table).set_index("run")
     assert len(final) == 6 and set(final["step"]) == {1}  # one final row per run, topk-ef left out
     assert final.loc["ef-quant-1-s0", "quantizer"] == "orq" and final.loc["ef-quant-1-s0", "code_bits"] == 2
     assert final.loc["ef-quant-2-s1", "quantizer"] == "bingrad + EF" and final.loc["ef-quant-2-s1", "code_bits"] == 1
@@ -195,9 +198,7 @@ def test_staleness_histogram_from_the_dgc_diagnostics(tmp_path: Path) -> None:
     table = pd.DataFrame(rows)
     figures = draw_figures(table, tmp_path)
     assert _is_png(figures["dgc_staleness_histogram"])
-    from thinwire.analysis.figures import _staleness_rows
-
-    got = _staleness_rows(table)
+    got = _figure_rows("dgc_staleness_histogram", table)
     assert got["interval"].tolist() == ["[1, 2)", "[2, 4)", "[4, 8)", "never"]
     assert got["share"].tolist() == [0.1, 0.5, 0.3, 0.1] and set(got["run"]) == {"dgc-run"}
     without = table[table["method"] == "sgd"].drop(columns=list(shares))
@@ -205,29 +206,25 @@ def test_staleness_histogram_from_the_dgc_diagnostics(tmp_path: Path) -> None:
 
 
 def test_onebit_volume_figure_rows_measure_the_whole_run_volume_per_warmup_fraction():
-    from thinwire.analysis.figures import _onebit_volume_rows
-
     def run(name, method, params, per_step):
         return pd.DataFrame({"run": name, "method": method, "mode": "sim", "experiment": "ob", "seed": 0,
                              "params": json.dumps(params), "step": range(10), "link_bytes": per_step})
 
     table = pd.concat([run("a", "adam", {"lr": 1e-3}, [32.0] * 10),
                        run("o", "onebit-adam", {"freeze_step": 2}, [32.0] * 2 + [1.0] * 8)])
-    rows = _onebit_volume_rows(table)
+    rows = _figure_rows("onebit_volume_vs_warmup", table)
     assert rows["warmup_fraction"].tolist() == [0.2]
     assert rows["volume_ratio"].tolist() == [pytest.approx(320 / 72)]
 
 
 def test_sdp4bit_loss_table_rows_keep_each_runs_last_finite_held_out_loss(tmp_path: Path) -> None:
-    from thinwire.analysis.figures import _sdp4bit_loss_rows
-
     rows = [_row(f"{label}-s{seed}", "sdp", "sim", step, experiment="sdp4bit", label=label, seed=seed,
                  eval_loss=loss)
             for label, last in (("baseline", 2.0), ("qw", 3.0)) for seed in (0, 1)
             for step, loss in enumerate([5.0, last + seed, np.nan])]  # the last step has no eval
     rows += [_row("other-s0", "sdp", "sim", 0, experiment="sdp4bit_p8", label="qw", eval_loss=9.0)]
     table = pd.DataFrame(rows)
-    got = _sdp4bit_loss_rows(table).set_index("run")
+    got = _figure_rows("sdp4bit_loss_table", table).set_index("run")
     assert sorted(got.index) == ["baseline-s0", "baseline-s1", "qw-s0", "qw-s1"]  # only experiment sdp4bit
     assert got["loss"].to_dict() == {"baseline-s0": 2.0, "baseline-s1": 3.0, "qw-s0": 3.0, "qw-s1": 4.0}
     assert set(got["step"]) == {1}
@@ -235,16 +232,13 @@ def test_sdp4bit_loss_table_rows_keep_each_runs_last_finite_held_out_loss(tmp_pa
 
 
 def test_sdp4bit_throughput_rows_are_the_compressed_labels_of_the_sdp4bit_setups(tmp_path: Path) -> None:
-    from thinwire.analysis.figures import _model_rows as model_rows
-    from thinwire.analysis.figures import _sdp4bit_throughput_rows
-
     rows = [_row(f"{label}-{cluster}-{bw:g}", "sdp", "model", step, experiment="sdp4bit_dp16", label=label,
                  cluster=cluster, bandwidth_gbps=bw, wall_s=t, speedup=speedup, metric=np.nan)
             for cluster in ("sdp4bit-18b-h800", "sdp4bit-6.7b-a100") for bw in (400.0, 100.0)
             for label, t, speedup in (("baseline", 4.0, 1.0), ("sdp4bit", 1.0 + 100 / bw, 4.0 / (1.0 + 100 / bw)))
             for step in range(2)]
     table = pd.DataFrame(rows + _model_rows())  # the fixture's model rows (experiment ef) are not SDP4Bit's
-    got = _sdp4bit_throughput_rows(model_rows(table))
+    got = _figure_rows("sdp4bit_model_throughput", table)
     assert set(got["label"]) == {"sdp4bit"} and set(got["cluster"]) == {"sdp4bit-18b-h800", "sdp4bit-6.7b-a100"}
     assert got["bandwidth"].tolist()[:2] == ["100 Gbit/s", "100 Gbit/s"]  # slowest link first
     by = got.set_index(["cluster", "bandwidth_gbps"])

@@ -141,3 +141,15 @@ def test_a_study_can_be_sized_in_the_config(tmp_path):
     twice = {**TINY, "studies": ["zo_rate", {"name": "zo_rate", "seeds": 5}]}
     out = snakemake(tmp_path, twice, "-n")
     assert out.returncode != 0 and "names a study twice" in out.stdout + out.stderr
+
+
+def test_one_figure_by_name_and_an_unknown_one_named(finished):
+    """`snakemake reports/figures/<name>.png` draws any registered figure, a generic or a paper's."""
+    workdir, _ = finished
+    target = workdir / "reports" / "figures" / "model_step_time.png"
+    target.unlink()
+    done = snakemake(workdir, TINY, "reports/figures/model_step_time.png")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert target.stat().st_size > 1000
+    bad = snakemake(workdir, TINY, "reports/figures/no_such_figure.png")
+    assert bad.returncode != 0 and "no figure named no_such_figure" in bad.stdout + bad.stderr

@@ -20,6 +20,7 @@ import yaml
 
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.registry import get_method, make_config
+from thinwire.analysis.catalog import compose_runs
 from thinwire.launch import launch_command, slurm_resources
 from thinwire.workloads.registry import make_workload
 
@@ -93,6 +94,7 @@ def load(config: dict | str | Path) -> tuple[dict, list[Run]]:
             config = yaml.safe_load(Path(config).read_text())
         except (OSError, yaml.YAMLError) as e:
             raise ThinwireError(f"cannot read config {config}: {e}") from None
+    config = compose_runs(config)  # a sheet that names papers runs their entries (analysis/papers/)
     schema = yaml.safe_load(SCHEMA.read_text())
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
     if error is not None:

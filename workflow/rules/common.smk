@@ -47,7 +47,6 @@ def study_args(name):
 BIN = Path(sys.executable).parent
 RUN_FILES = list(FILES)
 CLUSTERS = ROOT / "simulators" / "clusters"
-CLAIMS = sorted((ROOT / "analysis" / "claims").glob("*.yaml"))
 
 
 def run_outputs(run="{run}"):

@@ -1,5 +1,9 @@
 # The results table, then the claim verdicts, figures and HTML report computed from it.
 
+# Each paper's claims and figures (analysis/papers/<paper>/): the report reruns when one changes.
+PAPER_FILES = sorted((ROOT / "analysis" / "papers").glob("*/claims.yaml")) + sorted(
+    (ROOT / "analysis" / "papers").glob("*/figures.py"))
+
 
 rule aggregate:
     input:
@@ -18,7 +22,7 @@ rule aggregate:
 rule report:
     input:
         table=f"{RESULTS}/table.csv",
-        claims=CLAIMS,
+        papers=PAPER_FILES,
         studies=expand(f"{RESULTS}/studies/{{name}}.csv", name=STUDIES),
         model_summaries=expand(f"{RESULTS}/studies/model-{{job}}.csv", job=MODEL_JOBS),
         predicted=PREDICTED,
@@ -31,6 +35,28 @@ rule report:
         f"{RESULTS}/logs/report.log",
     shell:
         "{BIN}/thinwire report {input.table} --out {REPORTS} --studies {RESULTS}/studies > {log} 2>&1"
+
+
+# One figure by name (`snakemake reports/figures/zo_rate.png`), any registered figure, generic or a
+# paper's; the report rule draws them all, and also makes the two it names.
+ruleorder: report > figure
+localrules: figure
+
+
+rule figure:
+    input:
+        table=f"{RESULTS}/table.csv",
+        studies=expand(f"{RESULTS}/studies/{{name}}.csv", name=STUDIES),
+        model_summaries=expand(f"{RESULTS}/studies/model-{{job}}.csv", job=MODEL_JOBS),
+    output:
+        f"{REPORTS}/figures/{{figure}}.png",
+    wildcard_constraints:
+        figure=r"[A-Za-z0-9_]+",
+    run:
+        from thinwire.analysis.build import build_figure
+
+        # An error (unknown figure, no rows for it) fails the job with its one-line message.
+        build_figure(input.table, wildcards.figure, Path(output[0]).parent, Path(RESULTS) / "studies")
 
 
 rule study:

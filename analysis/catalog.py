@@ -1,0 +1,77 @@
+"""The papers thinwire checks, one folder each: analysis/papers/<paper>/ holds
+
+    claims.yaml   the paper's claims (analysis/claims.py reads and judges them)
+    runs.yaml     the runs-sheet entries of its experiments, one section per sheet: quick, full, paper
+    figures.py    its own figures, registered by name with analysis.figures.figure (optional)
+
+Adding a paper is adding a folder; a runs sheet (config/quick.yaml, ...) names the papers it runs and
+its scale (`papers: [...]`, `scale: quick`), and `compose_runs` turns that into the sheet's `runs`.
+Generic code (figures, claims, report) knows no paper's methods or experiments: they live here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from thinwire.algorithms.comm import ThinwireError
+
+PAPERS_DIR = Path(__file__).parent / "papers"
+SCALES = ("quick", "full", "paper")
+
+
+def paper_names(folder: Path = PAPERS_DIR) -> list[str]:
+    """Every paper folder (one with a claims.yaml), sorted."""
+    return sorted(p.parent.name for p in Path(folder).glob("*/claims.yaml"))
+
+
+def paper_runs(paper: str, scale: str, folder: Path = PAPERS_DIR) -> list[dict]:
+    """The runs-sheet entries of `paper`'s experiments at `scale` (none when it has no runs.yaml)."""
+    path = Path(folder) / paper / "runs.yaml"
+    if not path.exists():
+        return []
+    try:
+        sections = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ThinwireError(f"runs file {path} is not valid YAML: {e}") from None
+    unknown = set(sections) - set(SCALES)
+    if unknown:
+        raise ThinwireError(f"{path}: sections must be among {list(SCALES)}, got {sorted(unknown)}")
+    if scale not in sections:
+        raise ThinwireError(f"{path} has no `{scale}` section: paper {paper} has no runs for a {scale} sheet")
+    return list(sections[scale])
+
+
+def compose_runs(config: dict[str, Any], folder: Path = PAPERS_DIR) -> dict[str, Any]:
+    """The config with `papers` and `scale` replaced by `runs`: each named paper's entries at that scale,
+    paper after paper in the order named, then the config's own `runs` (if any). A config without
+    `papers` is returned as it is."""
+    if not isinstance(config, dict) or "papers" not in config:
+        return config
+    config = dict(config)
+    papers, scale = config.pop("papers"), config.pop("scale", None)
+    if scale not in SCALES:
+        raise ThinwireError(f"config.scale must be one of {list(SCALES)} when config.papers is set, got {scale!r}")
+    known = paper_names(folder)
+    if not isinstance(papers, list) or not papers or any(p not in known for p in papers):
+        raise ThinwireError(f"config.papers must list papers among {known}, got {papers!r}")
+    config["runs"] = [entry for p in papers for entry in paper_runs(p, scale, folder)] + config.get("runs", [])
+    return config
+
+
+def load_paper_figures(folder: Path = PAPERS_DIR) -> list[str]:
+    """Import every paper's figures.py, which registers its figures; return the papers that have one.
+    Imported by path: the paper folders are data folders, not a package to list in pyproject.toml."""
+    found = []
+    for path in sorted(Path(folder).glob("*/figures.py")):
+        name = f"thinwire.analysis.papers.{path.parent.name}.figures"
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        found.append(path.parent.name)
+    return found

@@ -15,7 +15,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(workflow.basedir)
-if "runs" not in config:  # no --configfile: the quick config, under any --config overrides (e.g. a profile's)
+# No --configfile: the quick config, under any --config overrides (e.g. a profile's). A runs sheet that was
+# given is used as it is, so a sheet without `runs:` is refused (config/schema.yaml), not replaced.
+if not workflow.config_settings.configfiles:
     config.update({**yaml.safe_load((ROOT / "config" / "quick.yaml").read_text()), **config})
 
 

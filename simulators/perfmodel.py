@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from thinwire.algorithms.comm import ThinwireError
+from thinwire.clusterfile import check_cluster
 from thinwire.simulators.breakeven import baseline_runs, summary, time_to_target
 from thinwire.simulators.collectives import ALGORITHMS, Tier, on_cluster, one_tier
 
@@ -72,6 +73,7 @@ CLUSTER_KEYS = {"name", "nodes", "gpus_per_node", "sustained_tflops", "tiers", "
 def load_cluster(path: Path) -> Cluster:
     try:
         d = yaml.safe_load(Path(path).read_text())
+        check_cluster(d, path)  # one line naming a missing or impossible key (thinwire/clusterfile.py)
         unknown = sorted(set(d) - CLUSTER_KEYS)
         if unknown:
             raise ValueError(f"unknown keys {unknown}")

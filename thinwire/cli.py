@@ -1,6 +1,7 @@
 """The `thinwire` command: list what exists, run a method (simulated or real), price and report runs.
 
     thinwire list
+    thinwire check config/my.yaml      (a runs sheet read and planned as the workflow does)
     thinwire sim topk-ef --workload logreg --workers 8 --steps 200 --param density=0.01
     torchrun --standalone --nproc_per_node 2 -m thinwire run sgd --workload digits-mlp --steps 200
     mpiexec -n 2 thinwire run sgd --workload digits-mlp --backend mpi
@@ -89,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="print the registered methods, problems and workloads, one per line")
+
+    check = sub.add_parser("check", help="read a runs sheet and plan its runs as the workflow does, without "
+                           "running anything (Snakemake itself tracebacks on a sheet that is not text)")
+    check.add_argument("sheet", type=Path, help="a runs sheet (e.g. config/quick.yaml)")
 
     sim = sub.add_parser("sim", help="run a method with all workers simulated in this process")
     _run_args(sim)
@@ -189,6 +194,12 @@ def _dispatch(args: argparse.Namespace) -> None:
     """Run the parsed command."""
     if args.command == "list":
         _list()
+    elif args.command == "check":
+        from thinwire.config import load, plan
+
+        config, runs = load(args.sheet)
+        plan(config, runs)
+        print(f"{args.sheet}: {len(runs)} runs planned")
     elif args.command == "sim":
         from thinwire.execute import run_sim
 

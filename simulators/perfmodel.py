@@ -35,9 +35,10 @@ import numpy as np
 import pandas as pd
 import yaml
 from thinwire.algorithms.comm import ThinwireError
-from thinwire.clusterfile import check_cluster
 from thinwire.simulators.breakeven import baseline_runs, summary, time_to_target
 from thinwire.simulators.collectives import ALGORITHMS, Tier, on_cluster, one_tier
+
+from thinwire.clusterfile import check_cluster
 
 BASELINE = "sgd"
 BACKWARD_SHARE = 2 / 3  # of compute: the backward pass costs twice the forward (4 N D of the 6 N D)

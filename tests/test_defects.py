@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 from launch import BIN, ROOT, run
-
 from thinwire.algorithms.comm import ThinwireError
+
 from thinwire.cli import main
 
 

@@ -248,15 +248,14 @@ def _study(args: argparse.Namespace) -> None:
 
 
 def _file_out(path: Path) -> None:
-    """An output file's place: not a directory, and its folder can be made."""
+    """An output file's place, checked without writing anything: not a directory, under a writable folder."""
     if path.is_dir():
         raise ThinwireError(f"--out {path} is a directory; give a file name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ThinwireError(f"--out {path}: cannot make its folder: {e.strerror or e}") from None
-    if not os.access(path.parent, os.W_OK):
-        raise ThinwireError(f"--out {path}: its folder cannot be written")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ThinwireError(f"--out {path} cannot be written ({folder} is not a writable folder)")
 
 
 def _check_model(args: argparse.Namespace) -> None:
@@ -273,6 +272,9 @@ def _check_model(args: argparse.Namespace) -> None:
             raise ThinwireError(f"{d} is not a complete thinwire run directory "
                                 f"({'no ' + ', '.join(missing) if missing else 'meta.json lacks run, method, workload'})")
         metas.append(meta)
+    from thinwire.simulators.perfmodel import load_cluster
+
+    load_cluster(args.cluster)
     for out in (args.out, args.summary):
         if out is not None:
             _file_out(out)

@@ -144,10 +144,10 @@ def test_ctrl_c_of_the_workflow_ends_real_runs_within_seconds_and_a_rerun_comple
                        "eval_every": 1000, "workload": workload, "workload_params": wparams,
                        "methods": [{"method": method, "params": params}]}
                       for b, (method, workload, wparams, params, steps) in {
-                          "gloo": ("sgd", "lsq", {"dim": 10}, {}, 40000),
-                          "mpi": ("sgd", "lsq", {"dim": 10}, {}, 40000),
+                          "gloo": ("sgd", "lsq", {"dim": 10}, {}, 8000),
+                          "mpi": ("sgd", "lsq", {"dim": 10}, {}, 8000),
                           "deepspeed": ("onebit-adam", "digits-mlp", {"hidden": 16},
-                                        {"lr": 0.001, "freeze_step": 5, "deepspeed_compat": True}, 4000),
+                                        {"lr": 0.001, "freeze_step": 5, "deepspeed_compat": True}, 1000),
                       }.items() if b in backends],
              "collective_timeout_s": 30}
     path = tmp_path / "sheet.yaml"
@@ -168,7 +168,7 @@ def test_ctrl_c_of_the_workflow_ends_real_runs_within_seconds_and_a_rerun_comple
     try:
         started = wait_for(lambda: len(all_ranks()) == 2 * len(backends), 240)
         assert started, f"ranks {all_ranks()}: " + log.read_text()[-3000:]
-        time.sleep(3)  # into training
+        time.sleep(1)  # every rank started; SIGINT must reach them wherever they are
         assert len(all_ranks()) == 2 * len(backends), "a run ended before the interrupt: make it longer"
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
         interrupted = time.monotonic()

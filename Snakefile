@@ -15,19 +15,19 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(workflow.basedir)
-# No --configfile: the quick config, under any --config overrides (e.g. a profile's).
-if "runs" not in config and "papers" not in config:
+# No --configfile: the quick config, under any --config overrides (e.g. a profile's). A runs sheet that was
+# given is used as it is, so a sheet without `runs:` is refused (config/schema.yaml), not replaced.
+if not workflow.config_settings.configfiles:
     config.update({**yaml.safe_load((ROOT / "config" / "quick.yaml").read_text()), **config})
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/runs.smk"
-include: "workflow/rules/predicted.smk"
 include: "workflow/rules/report.smk"
 
 
 # Quick bookkeeping jobs stay on the submitting machine when a cluster executor is used.
-localrules: all, aggregate, report, model, predicted, study
+localrules: all, aggregate, report, model, study
 
 
 rule all:

@@ -92,6 +92,12 @@ class ShardedDP(MethodBase):
                 raise ValueError(f"grad_group {self.grad_group} must be a multiple of hadamard_block "
                                  f"{self.hadamard_block}")
 
+        def check_world(self, world_size: int) -> None:
+            """The ranks fill whole nodes; checked when a run is planned (thinwire.config.plan) and at start."""
+            if world_size % (self.ranks_per_node or world_size):
+                raise ValueError(f"world size {world_size} is not divisible into nodes of "
+                                 f"ranks_per_node={self.ranks_per_node}")
+
     def __init__(self, config: Config, layout: Any) -> None:
         super().__init__(config, layout)
         c = config

@@ -58,7 +58,10 @@ def compose_runs(config: dict[str, Any], folder: Path = PAPERS_DIR) -> dict[str,
     known = paper_names(folder)
     if not isinstance(papers, list) or not papers or any(p not in known for p in papers):
         raise ThinwireError(f"config.papers must list papers among {known}, got {papers!r}")
-    config["runs"] = [entry for p in papers for entry in paper_runs(p, scale, folder)] + config.get("runs", [])
+    own = config.get("runs", [])
+    if not isinstance(own, list):
+        raise ThinwireError(f"config.runs must be a list of runs-sheet entries, got {type(own).__name__}")
+    config["runs"] = [entry for p in papers for entry in paper_runs(p, scale, folder)] + own
     return config
 
 

@@ -45,6 +45,8 @@ from thinwire.simulators.breakeven import baseline_runs, summary, time_to_target
 from thinwire.simulators.collectives import ALGORITHMS, Tier, on_cluster, one_tier
 from thinwire.simulators.layout import Layout
 
+from thinwire.clusterfile import check_cluster
+
 BASELINE = "sgd"
 BACKWARD_SHARE = 2 / 3  # of compute: the backward pass costs twice the forward (4 N D of the 6 N D)
 DDP_BUCKET_BYTES = 25 * 2**20  # torch DistributedDataParallel's default bucket_cap_mb
@@ -96,6 +98,7 @@ def load_cluster(path: Path) -> Cluster:
 
     try:
         d = yaml.safe_load(Path(path).read_text())
+        check_cluster(d, path)  # one line naming a missing or impossible key (thinwire/clusterfile.py)
         unknown = sorted(set(d) - CLUSTER_KEYS)
         if unknown:
             raise ValueError(f"unknown keys {unknown}")

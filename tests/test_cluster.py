@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 from thinwire.algorithms.comm import ThinwireError
 
-from thinwire.config import load
+from thinwire.config import load as read_sheet
+from thinwire.config import plan
+
+
+def load(config):
+    """Read a runs sheet and plan its runs, as the workflow does before any job starts."""
+    config, runs = read_sheet(config)
+    plan(config, runs)
+    return config, runs
 from thinwire.launch import launch_command, port, slurm_resources
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,17 +34,17 @@ ARGS = ["sgd", "--workload", "logreg", "--out", "results/runs/x"]
 def test_local_commands_start_every_rank_on_this_machine():
     b = Path("/venv/bin")
     gloo = shlex.split(launch_command("r", "gloo", ARGS, b, ranks_per_node=2, run_timeout=60))
-    assert gloo == ["timeout", "60", "/venv/bin/torchrun", "--standalone", "--nproc_per_node", "2", "-m", "thinwire",
+    assert gloo == ["timeout", "--foreground", "60", "/venv/bin/torchrun", "--standalone", "--nproc_per_node", "2", "-m", "thinwire",
                     "run", *ARGS, "--backend", "torch", "--device", "cpu", "--world-size", "2"]
     nccl = shlex.split(launch_command("r", "nccl", ARGS, b, ranks_per_node=4))
     assert nccl[-6:] == ["--backend", "torch", "--device", "cuda", "--world-size", "4"] and "--nproc_per_node" in nccl
     mpi = shlex.split(launch_command("r", "mpi", ARGS, b, ranks_per_node=3))
-    assert mpi[2:] == ["/venv/bin/mpiexec", "-n", "3", "/venv/bin/thinwire", "run", *ARGS, "--backend", "mpi",
+    assert mpi[3:] == ["/venv/bin/mpiexec", "-n", "3", "/venv/bin/thinwire", "run", *ARGS, "--backend", "mpi",
                        "--world-size", "3"]
     ds = shlex.split(launch_command("r", "deepspeed", ARGS, b, ranks_per_node=2))
-    assert ds[2:9] == ["/venv/bin/deepspeed", "--num_gpus", "2", "--master_port", str(port("r")), "--no_local_rank",
+    assert ds[3:10] == ["/venv/bin/deepspeed", "--num_gpus", "2", "--master_port", str(port("r")), "--no_local_rank",
                        "--module"]
-    assert ds[9:] == ["thinwire", "run", *ARGS, "--backend", "deepspeed", "--world-size", "2"]
+    assert ds[10:] == ["thinwire", "run", *ARGS, "--backend", "deepspeed", "--world-size", "2"]
 
 
 def test_bad_launch_requests_are_refused():

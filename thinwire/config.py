@@ -1,8 +1,12 @@
 """The workflow's configuration: validate it, and expand its runs sheet into one spec per run.
 
 A runs sheet entry is (name, mode, workload, methods x seeds x backends); every run gets an id
-`<name>-<mode>[-<backend>]-<label>-s<seed>` and a command line. Everything is checked here, before
-any job starts: the schema (unknown or mistyped keys), and each method's and workload's parameters.
+`<name>-<mode>[-<backend>]-<label>-s<seed>` and a command line. Everything is checked before any job
+starts, in two steps. `load` reads the sheet and needs nothing but the sheet: the schema (unknown or
+mistyped keys, non-finite numbers), studies, each method's parameters, world sizes against resources.
+`plan` runs where runs are planned for submission (the workflow's planning step): it builds each
+workload (its parameters), checks each method against its world size, and checks what this
+installation and launcher can run (packages, launchers, GPUs).
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.registry import get_method, make_config
 from thinwire.analysis.catalog import compose_runs
 from thinwire.launch import launch_command, slurm_resources
-from thinwire.workloads.registry import make_workload
+from thinwire.options import RUN, check_finite, pricing_schema, studies_schema, study_kwargs
 
 SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
-DEFAULTS = {"results": "results", "reports": "reports", "collective_timeout_s": 120.0, "run_timeout_s": 900.0}
-RUN_DEFAULTS = {"backends": ["gloo"], "workload_params": {}, "world_size": 2, "seeds": [0], "steps": 100,
-                "dtype": "float32", "eval_every": 10}
+DEFAULTS = {"results": "results", "reports": "reports", "collective_timeout_s": RUN.collective_timeout_s,
+            "run_timeout_s": RUN.run_timeout_s}
+RUN_DEFAULTS = {"backends": ["gloo"], "workload_params": {}, "world_size": RUN.world_size, "seeds": [RUN.seed],
+                "steps": RUN.steps, "dtype": RUN.dtype, "eval_every": RUN.eval_every}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,19 +92,43 @@ class Run:
         return {k: v for k, v in res.items() if v}
 
 
+def schema() -> dict:
+    """The runs sheet's JSON schema: config/schema.yaml, with the model's pricing keys and the studies
+    filled in from their single definitions (thinwire/options.py)."""
+    s = yaml.safe_load(SCHEMA.read_text())
+    s["$defs"]["pricing"]["properties"].update(pricing_schema())
+    s["properties"]["studies"]["items"] = studies_schema()
+    return s
+
+
+def read(path: str | Path) -> Any:
+    """A runs sheet's YAML, or one line saying why it cannot be read."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except UnicodeDecodeError as e:
+        raise ThinwireError(f"cannot read config {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ThinwireError(f"cannot read config {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise ThinwireError(f"cannot read config {path}: not YAML{at}: "
+                            f"{getattr(e, 'problem', None) or type(e).__name__}") from None
+
+
 def load(config: dict | str | Path) -> tuple[dict, list[Run]]:
-    """Validate a config (a mapping, or a YAML file) and return (config with defaults, runs)."""
+    """Validate a config (a mapping, or a YAML file) and return (config with defaults, runs). Reads the
+    sheet only: no workload is built and nothing about the installation is probed (see `plan`)."""
     if not isinstance(config, dict):
-        try:
-            config = yaml.safe_load(Path(config).read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise ThinwireError(f"cannot read config {config}: {e}") from None
+        config = read(config)
+    if not isinstance(config, dict):
+        raise ThinwireError(f"config: a runs sheet is a mapping with a runs: list, got {type(config).__name__}")
     config = compose_runs(config)  # a sheet that names papers runs their entries (analysis/papers/)
-    schema = yaml.safe_load(SCHEMA.read_text())
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    _check_finite(config, "config")
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema()).iter_errors(config))
     if error is not None:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-        raise ThinwireError(f"config{where}: {error.message}")
+        raise ThinwireError(f"config{where}: {_one_line(error.message)}")
     config = {**DEFAULTS, **config}
     study_options(config)
     runs = []
@@ -108,7 +137,7 @@ def load(config: dict | str | Path) -> tuple[dict, list[Run]]:
             runs += _expand(entry)
         except ThinwireError as e:
             raise ThinwireError(f"config.runs[{i}] ({entry['name']}): {e}") from None
-    check_placement(config, runs)
+    check_resources(runs)
     ids = [r.id for r in runs]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -116,12 +145,54 @@ def load(config: dict | str | Path) -> tuple[dict, list[Run]]:
     return config, runs
 
 
+def plan(config: dict[str, Any], runs: list[Run]) -> None:
+    """What reading the sheet does not check, checked where its runs are planned for submission: each
+    workload built with its parameters, each method against its run's world size, and what this
+    installation and launcher can run (check_placement)."""
+    from thinwire.workloads.registry import make_workload
+
+    built: dict[str, Any] = {}
+    for r in runs:
+        key = json.dumps([r.workload, r.world_size, r.workload_params], sort_keys=True)
+        try:
+            if key not in built:
+                built[key] = make_workload(r.workload, r.world_size, 0, r.workload_params)
+            config_ = make_config(get_method(r.method), r.params)
+            getattr(config_, "check_world", lambda world: None)(r.world_size)
+        except ValueError as e:
+            raise ThinwireError(f"run {r.id}: method {r.method!r}: {e}") from None
+        except ThinwireError as e:
+            raise ThinwireError(f"run {r.id}: {e}") from None
+    check_placement(config, runs)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """Refuse .inf and .nan anywhere in a runs sheet (no option means them; lr: .inf passes `lr > 0`)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ThinwireError(f"{where}: must be a finite number, got {value}")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        _check_finite(v, f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}")
+
+
 def study_options(config: dict[str, Any]) -> dict[str, dict]:
-    """The config's studies by name, each with its size options (a config names a study, or gives its size)."""
+    """The config's studies by name, each with its size options (a config names a study, or gives its size),
+    checked against the study registry (thinwire/options.py)."""
     names = [s if isinstance(s, str) else s["name"] for s in config.get("studies", [])]
     if len(set(names)) != len(names):
         raise ThinwireError(f"config.studies names a study twice: {names}")
-    return {name: ({} if isinstance(s, str) else s) for name, s in zip(names, config.get("studies", []))}
+    studies = {name: ({} if isinstance(s, str) else {k: v for k, v in s.items() if k != "name"})
+               for name, s in zip(names, config.get("studies", []))}
+    for name, given in studies.items():
+        try:
+            study_kwargs(name, given)
+        except ThinwireError as e:
+            raise ThinwireError(f"config.studies ({name}): {e}") from None
+    return studies
 
 
 def _placement(entry: dict[str, Any]) -> dict[str, Any]:
@@ -155,11 +226,19 @@ def _expand(entry: dict[str, Any]) -> list[Run]:
     entry = dict(entry)  # the config's own entry stays as written
     placement = _placement(entry)
     entry = {**RUN_DEFAULTS, **entry}
-    make_workload_checked(entry)
+    from thinwire.workloads.registry import WORKLOADS
+
+    if entry["workload"] not in WORKLOADS:
+        raise ThinwireError(f"unknown workload {entry['workload']!r}; known workloads: {', '.join(sorted(WORKLOADS))}")
     backends = ["numpy"] if entry["mode"] == "sim" else entry["backends"]
     runs = []
     for m in entry["methods"]:
-        make_config(get_method(m["method"]), m.get("params", {}))
+        config = make_config(get_method(m["method"]), m.get("params", {}))
+        check_finite(m["method"], config)
+        try:  # a config whose validity depends on the run's length (e.g. 1-bit Adam's freeze_step)
+            getattr(config, "check_run", lambda steps: None)(entry["steps"])
+        except ValueError as e:
+            raise ThinwireError(f"method {m['method']!r}: {e}") from None
         label = m.get("label", m["method"])
         for backend in backends:
             for seed in entry["seeds"]:
@@ -172,15 +251,31 @@ def _expand(entry: dict[str, Any]) -> list[Run]:
     return runs
 
 
-def make_workload_checked(entry: dict[str, Any]) -> None:
-    """Build the workload once (cheap) so bad workload names and parameters fail at planning time."""
-    make_workload(entry["workload"], entry["world_size"], 0, entry["workload_params"])
+def check_resources(runs: list[Run]) -> None:
+    """What the sheet alone shows a run cannot be given: NCCL without GPUs, GPUs for CPU backends, and
+    mem_mb on some runs of a rule but not all."""
+    for r in runs:
+        if r.mode != "real":
+            continue
+        if r.backend == "nccl" and not r.gpus_per_node:
+            raise ThinwireError(f"run {r.id}: backend nccl needs GPUs (set resources.gpus_per_node, or use gloo)")
+        if r.backend in ("mpi", "gloo") and r.gpus_per_node:
+            what = "moves host (numpy) buffers" if r.backend == "mpi" else "runs CPU ranks"
+            raise ThinwireError(f"run {r.id}: backend {r.backend} {what}, its ranks use no GPU: set "
+                                f"resources.ranks_per_node instead of gpus_per_node")
+    with_mem = {r.mode for r in runs if r.mem_mb}
+    for r in runs:  # Snakemake needs a number for a rule's mem_mb: every run of a rule sets it, or none
+        if r.mode in with_mem and not r.mem_mb:
+            raise ThinwireError(f"run {r.id} has no resources.mem_mb while other {r.mode} runs do: set it on every "
+                                f"{r.mode} entry or on none")
 
 
 def check_placement(config: dict[str, Any], runs: list[Run]) -> None:
     """Refuse, before any job starts or is submitted, what the launcher or this installation cannot run:
-    more GPUs per node than the cluster's nodes have, several nodes without a cluster launcher, NCCL
-    without GPUs, a backend whose package or launcher is not installed."""
+    more GPUs per node than the cluster's nodes have, several nodes without a cluster launcher, a
+    backend whose package or launcher is not installed, more GPUs than this machine has."""
+    from thinwire.workloads.registry import make_workload
+
     launcher = config.get("launcher", "local")
     max_gpus = config.get("max_gpus_per_node")
     real = [r for r in runs if r.mode == "real"]
@@ -191,19 +286,8 @@ def check_placement(config: dict[str, Any], runs: list[Run]) -> None:
         if launcher == "local" and r.nodes > 1:
             raise ThinwireError(f"run {r.id} asks for {r.nodes} nodes: the local launcher runs on this machine "
                                 f"(use a cluster profile, e.g. --profile profiles/slurm)")
-        if r.backend == "nccl" and not r.gpus_per_node:
-            raise ThinwireError(f"run {r.id}: backend nccl needs GPUs (set resources.gpus_per_node, or use gloo)")
-        if r.backend in ("mpi", "gloo") and r.gpus_per_node:
-            what = "moves host (numpy) buffers" if r.backend == "mpi" else "runs CPU ranks"
-            raise ThinwireError(f"run {r.id}: backend {r.backend} {what}, its ranks use no GPU: set "
-                                f"resources.ranks_per_node instead of gpus_per_node")
         if launcher == "slurm" and r.world_size < 2:
             raise ThinwireError(f"run {r.id}: a real run on slurm needs at least 2 ranks")
-    with_mem = {r.mode for r in runs if r.mem_mb}
-    for r in runs:  # Snakemake needs a number for a rule's mem_mb: every run of a rule sets it, or none
-        if r.mode in with_mem and not r.mem_mb:
-            raise ThinwireError(f"run {r.id} has no resources.mem_mb while other {r.mode} runs do: set it on every "
-                                f"{r.mode} entry or on none")
     backends = {r.backend for r in real}
     missing = [problem for b in sorted(backends) if (problem := _backend_problem(b, config))]
     if missing:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -20,23 +21,22 @@ import numpy as np
 
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.registry import get_method, make_config
-from thinwire.results import environment, write_run
+from thinwire.options import DTYPES, RUN, check_finite
+from thinwire.results import check_out, environment, write_run
 from thinwire.runner import train
 from thinwire.workloads.registry import make_workload
-
-DTYPES = ("float32", "float64")
 
 
 @dataclasses.dataclass
 class RunSpec:
     method: str
     workload: str
-    steps: int = 100
-    seed: int = 0
-    dtype: str = "float32"
+    steps: int = RUN.steps
+    seed: int = RUN.seed
+    dtype: str = RUN.dtype
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     workload_params: dict[str, Any] = dataclasses.field(default_factory=dict)
-    eval_every: int = 10
+    eval_every: int = RUN.eval_every
     experiment: str = ""  # the runs-sheet entry this run belongs to; figures group runs by it
     label: str = ""  # names this method variant in figures and claims (default: the method)
     cluster_name: str = ""  # where it ran, for the report (default: slurm's cluster name, else local:<host>)
@@ -45,12 +45,15 @@ class RunSpec:
         """Check everything checkable before any process group exists; return (method class, config)."""
         if self.steps < 1:
             raise ThinwireError(f"steps must be >= 1, got {self.steps}")
+        if self.seed < 0:
+            raise ThinwireError(f"seed must be >= 0, got {self.seed}")
         if self.dtype not in DTYPES:
             raise ThinwireError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.eval_every < 1:
             raise ThinwireError(f"eval_every must be >= 1, got {self.eval_every}")
         cls = get_method(self.method)
         config = make_config(cls, self.params)
+        check_finite(self.method, config)
         try:  # a config whose validity depends on the run's length (e.g. 1-bit Adam's freeze_step)
             getattr(config, "check_run", lambda steps: None)(self.steps)
         except ValueError as e:
@@ -78,13 +81,18 @@ def _meta(spec: RunSpec, run_id: str, mode: str, backend: str, world_size: int, 
 
 
 def run_sim(spec: RunSpec, workers: int, out: Path, array_lib: str | None = None,
-            progress: bool = True) -> dict:
+            progress: bool = True, force: bool = False) -> dict:
     """All workers in this process (simulators/simcomm.py)."""
     from thinwire.simulators.simcomm import SimComm
 
     cls, config = spec.validate()
     if workers < 1:
         raise ThinwireError(f"workers must be >= 1, got {workers}")
+    try:  # a method whose topology needs a world size (sdp's ranks_per_node)
+        getattr(config, "check_world", lambda world: None)(workers)
+    except ValueError as e:
+        raise ThinwireError(f"method {spec.method!r}: {e}") from None
+    check_out(out, force)
     workload = make_workload(spec.workload, workers, spec.seed, spec.workload_params)
     method = cls(config, workload.layout)
     xp = _namespace(array_lib or getattr(workload, "prefers", "numpy"))
@@ -94,31 +102,34 @@ def run_sim(spec: RunSpec, workers: int, out: Path, array_lib: str | None = None
                  simulated=True, eval_every=spec.eval_every, progress=progress)
     meta = _meta(spec, out.name, "sim", "numpy" if xp.__name__.endswith("numpy") else "torch", workers,
                  method, workload, traj)
-    write_run(out, meta, traj, comm.log)
+    write_run(out, meta, traj, comm.log, force)
     return meta
 
 
-def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float = 120.0,
+def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float = RUN.collective_timeout_s,
              device: str | None = None, progress: bool = True, inject_failure: str | None = None,
-             busbw_mb: float | None = None, world_size: int | None = None) -> dict | None:
+             busbw_mb: float | None = None, world_size: int | None = None, force: bool = False) -> dict | None:
     """One worker per process: torch.distributed (gloo/NCCL) or MPI. Rank 0 writes the results and
     gets their metadata back; the other ranks get None. With torch.distributed and DeepSpeed, the
     all-reduce bus bandwidth of `busbw_mb` MB is measured first and kept in the fingerprint (default:
     64 MB on GPUs, not on CPUs; MPI runs do not measure it). With `world_size`, a run started with
     another number of ranks stops before training."""
     cls, config = spec.validate()
+    if not (timeout_s > 0 and math.isfinite(timeout_s)):
+        raise ThinwireError(f"--timeout must be a positive number of seconds, got {timeout_s}")
     backend = _detect_backend(backend)
     fail_at = _failure(inject_failure)
+    check_out(out, force)  # on every rank, before any process group: a bad --out fails before training
     measured: dict = {}
     if backend == "deepspeed":
         from thinwire.workloads.deepspeed_backend import train_deepspeed
 
         _check_world(int(os.environ.get("WORLD_SIZE", "1")), world_size)
         traj, log, method, workload, world, rank, measured = train_deepspeed(spec, cls, config, timeout_s, progress,
-                                                                             busbw_mb)
+                                                                             busbw_mb, fail_at)
         meta = _meta(spec, out.name, "real", "deepspeed", world, method, workload, traj, measured)
         if rank == 0:
-            write_run(out, meta, traj, log)
+            write_run(out, meta, traj, log, force)
         return meta if rank == 0 else None
     if backend == "mpi":
         from thinwire.workloads.mpicomm import MPIComm
@@ -150,7 +161,7 @@ def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float =
         name = backend if backend == "mpi" else comm.backend
         meta = _meta(spec, out.name, "real", name, comm.world_size, method, workload, traj, measured)
         if comm.rank == 0:
-            write_run(out, meta, traj, comm.log)
+            write_run(out, meta, traj, comm.log, force)
     finally:
         comm.close()
     return meta if comm.rank == 0 else None
@@ -204,21 +215,30 @@ def _detect_backend(backend: str) -> str:
 
 
 def _failure(spec: str | None):
-    """--inject-failure RANK:STEP:{exit,hang}: make one rank die or hang, to test that peers don't hang."""
+    """--inject-failure RANK:STEP:{exit,hang,nan}: make one rank die, hang, or turn its model to NaN at STEP
+    (to test that peers don't hang and that divergence is recorded). The returned function of (rank,
+    step) exits or hangs, or says whether to poison the model now."""
     if not spec:
         return None
     parts = spec.split(":")
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or parts[2] not in ("exit", "hang"):
-        raise ThinwireError(f"--inject-failure takes RANK:STEP:exit or RANK:STEP:hang, got {spec!r}")
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or parts[2] not in FAILURES:
+        raise ThinwireError(f"--inject-failure takes RANK:STEP:HOW with HOW one of {', '.join(FAILURES)}, "
+                            f"got {spec!r}")
     rank, step, how = int(parts[0]), int(parts[1]), parts[2]
 
-    def fail(r: int, t: int) -> None:
+    def fail(r: int, t: int) -> bool:
         if r == rank and t == step:
             if how == "exit":
                 os._exit(17)
-            time.sleep(3600)
+            if how == "hang":
+                time.sleep(3600)
+            return True
+        return False
 
     return fail
+
+
+FAILURES = ("exit", "hang", "nan")
 
 
 def parse_params(items: list[str] | None, what: str) -> dict[str, Any]:

@@ -68,7 +68,9 @@ def launch_command(run_id: str, backend: str, run_args: list[str], bin_dir: Path
     thinwire = str(bin_dir / "thinwire")
     args = ["run", *run_args, *RUN_FLAGS[backend], "--world-size", str(world)]
     p = port(run_id)
-    timeout = shlex.join(["timeout", f"{run_timeout:g}"])
+    # --foreground: the launcher stays in the caller's process group, so a terminal's Ctrl-C (and
+    # Snakemake's) reaches torchrun / mpiexec / deepspeed, which stop their ranks.
+    timeout = shlex.join(["timeout", "--foreground", f"{run_timeout:g}"])
     if launcher == "local":
         if backend == "mpi":
             cmd = [str(bin_dir / "mpiexec"), "-n", str(world), thinwire, *args]

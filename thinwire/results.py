@@ -11,7 +11,9 @@
                          LARS' per-layer lr), only when it records any (deterministic)
 
 The directory is built under a temporary name and renamed into place, so an interrupted or failed
-run leaves no partial result behind.
+run leaves no partial result behind. It is written only to a new path, an empty directory or a
+thinwire run directory of the same run (replacing a finished one takes `force`), never over anything
+else; `check_out` says so, and that the place can be written, before a run trains.
 """
 
 from __future__ import annotations
@@ -30,7 +32,49 @@ from typing import Any
 
 import numpy as np
 
+from thinwire.algorithms.comm import ThinwireError
+
 FILES = ("trajectory.csv", "commlog.csv", "timing.csv", "params.npy", "meta.json")
+RUN_FILES = (*FILES, "trace.csv")  # everything a run directory may hold
+
+
+def check_out(out: Path, force: bool = False) -> None:
+    """Refuse a results directory that is not new, empty or a thinwire run directory of this run (`out`'s
+    name is the run id; a finished one is replaced only with `force`), and one that cannot be written."""
+    out = Path(out)
+    if out.name in ("", ".", ".."):
+        raise ThinwireError(f"--out {out} must name a new directory, the run's own")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ThinwireError(f"--out {out} exists and is not a directory: choose a new path")
+    if out.is_dir():
+        try:
+            entries = sorted(p.name for p in out.iterdir())
+        except OSError as e:
+            raise ThinwireError(f"--out {out} cannot be read: {e.strerror or e}") from None
+        foreign = [e for e in entries if e not in RUN_FILES]
+        if foreign:
+            raise ThinwireError(f"--out {out} is not a thinwire run directory (it holds {', '.join(foreign[:3])}"
+                                f"{' ...' if len(foreign) > 3 else ''}): choose a new path")
+        if "meta.json" in entries:
+            try:
+                run = json.loads((out / "meta.json").read_text()).get("run")
+            except (OSError, ValueError, AttributeError):
+                run = None
+            if run != out.name:
+                raise ThinwireError(f"--out {out} holds another run ({run!r}): choose a new path")
+            if not force:
+                raise ThinwireError(f"--out {out} holds a finished run {run}: pass --force to replace it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent)).rmdir()
+    except OSError as e:
+        raise ThinwireError(f"--out {out} cannot be written: {e.strerror or e}") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -40,11 +84,13 @@ def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]])
         w.writerows([repr(v) if isinstance(v, float) else v for v in row] for row in rows)
 
 
-def write_run(out: Path, meta: dict, trajectory: Any, commlog: Any) -> Path:
+def write_run(out: Path, meta: dict, trajectory: Any, commlog: Any, force: bool = False) -> Path:
+    """Write the run directory all at once (see the module docstring), readable as the umask allows."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_out(out, force)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide results from the group
         _write_csv(tmp / "trajectory.csv", trajectory.COLUMNS, trajectory.rows)
         _write_csv(tmp / "commlog.csv", commlog.COLUMNS, commlog.rows())
         _write_csv(tmp / "timing.csv", ("step", "wall_s", "comm_s"), trajectory.wall)
@@ -55,9 +101,11 @@ def write_run(out: Path, meta: dict, trajectory: Any, commlog: Any) -> Path:
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
+    except OSError as e:
+        raise ThinwireError(f"cannot write run directory {out}: {e.strerror or e}") from None
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -55,11 +55,17 @@ def train(method: Any, x: Any, oracle: Any, comm: Communicator, workload: Any, s
     return traj
 
 
+def diverged(loss: float, eval_loss: float, step: int) -> str:
+    """Why a run stopped: the quantity that stopped being finite, with its value."""
+    what, value = ("loss", loss) if not math.isfinite(loss) else ("eval_loss", eval_loss)
+    return f"{what} became {value} at step {step}"
+
+
 def _loop(method, x, state, oracle, comm, workload, steps, simulated, eval_every, fail_at, bar, traj) -> None:
     value_bits = wire.itemsize(x) * 8
     for t in bar:
-        if fail_at is not None:
-            fail_at(t)
+        if fail_at is not None and fail_at(t):  # --inject-failure ...:nan: this rank's model becomes NaN
+            x = x * math.nan
         comm.log.step = t
         start = time.perf_counter()
         x, state, loss = method.step(x, state, oracle, comm)
@@ -73,7 +79,7 @@ def _loop(method, x, state, oracle, comm, workload, steps, simulated, eval_every
         traj.rows.append((t, loss, eval_loss, metric, sent, recv, stated))
         traj.trace.extend((t, name, value) for name, value in method.trace(state).items())
         if not (math.isfinite(loss) and (math.isnan(eval_loss) or math.isfinite(eval_loss))):
-            traj.status, traj.message = "diverged", f"loss became {loss} at step {t}"
+            traj.status, traj.message = "diverged", diverged(loss, eval_loss, t)
             break
         if t % 10 == 0:
             bar.set_postfix(loss=f"{loss:.4g}", refresh=False)

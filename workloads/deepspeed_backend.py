@@ -31,7 +31,7 @@ from thinwire.algorithms.comm import CommLog, ThinwireError
 from thinwire.workloads.registry import make_workload
 from tqdm.auto import tqdm
 
-from thinwire.runner import Trajectory
+from thinwire.runner import Trajectory, diverged
 
 INSTALL = ("pip install '.[deepspeed]' (DS_BUILD_OPS=0, with torch==2.13.0 as a constraint so pip keeps "
            "this torch; see the README)")
@@ -120,7 +120,7 @@ def check_workload(spec: Any, workload: Any) -> None:
 
 
 def train_deepspeed(spec: Any, cls: type, config: Any, timeout_s: float, progress: bool,
-                    busbw_mb: float | None = None) -> tuple:
+                    busbw_mb: float | None = None, fail_at: Any = None) -> tuple:
     """Train under DeepSpeed; return (trajectory, comm log, method, workload, world size, rank, measured):
     `measured` is the all-reduce bus bandwidth of DeepSpeed's process group before training (busbw_mb MB;
     default 64 on GPUs, none on the CPU), as thinwire's own torch runs measure it."""
@@ -159,13 +159,13 @@ def train_deepspeed(spec: Any, cls: type, config: Any, timeout_s: float, progres
                                 "(the wheel matching your CUDA)") from None
         log = CommLog()
         with count_collectives(log):
-            traj = _loop(engine, model, workload, method, spec, rank, world, device, log, progress)
+            traj = _loop(engine, model, workload, method, spec, rank, world, device, log, progress, fail_at)
     finally:
         tdist.destroy_process_group()
     return traj, log, method, workload, world, rank, measured
 
 
-def _loop(engine, model, workload, method, spec, rank, world, device, log, progress) -> Trajectory:
+def _loop(engine, model, workload, method, spec, rank, world, device, log, progress, fail_at=None) -> Trajectory:
     traj = Trajectory()
     features = torch.as_tensor(workload.features[rank], dtype=torch.float32, device=device)
     labels = torch.as_tensor(workload.labels[rank], device=device)
@@ -174,6 +174,10 @@ def _loop(engine, model, workload, method, spec, rank, world, device, log, progr
     per, batch = workload.features.shape[1], workload.config.batch_size
     for t in tqdm(range(spec.steps), disable=not (progress and rank == 0), desc="deepspeed", unit="step"):
         log.step = t
+        if fail_at is not None and fail_at(rank, t):  # --inject-failure ...:nan
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.mul_(math.nan)
         pick = torch.as_tensor(rng.integers(0, per, size=(world, batch))[rank], device=device)
         start = time.perf_counter()
         loss = torch.nn.functional.cross_entropy(engine(features[pick]), labels[pick])
@@ -191,6 +195,6 @@ def _loop(engine, model, workload, method, spec, rank, world, device, log, progr
         traj.rows.append((t, mean, eval_loss, metric, sent, recv, method.bits_per_parameter(32, t)))
         traj.params = flat
         if not math.isfinite(mean):
-            traj.status, traj.message = "diverged", f"loss became {mean} at step {t}"
+            traj.status, traj.message = "diverged", diverged(mean, eval_loss, t)
             break
     return traj

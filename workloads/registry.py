@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import typing
 from typing import Any
 
 from thinwire.algorithms.comm import ThinwireError
@@ -59,6 +61,15 @@ def make_workload(name: str, world_size: int, seed: int, params: dict[str, Any] 
     if unknown:
         raise ThinwireError(f"workload {name!r} has no parameter {', '.join(map(repr, unknown))}; "
                             f"its parameters: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(config_cls)
+    for key, value in params.items():  # numbers are numbers: `dim=abc` and `dim=10.5` name the parameter
+        kind = hints.get(key)
+        if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, int | float)
+                                     or not math.isfinite(value) or (kind is int and value != int(value))):
+            raise ThinwireError(f"workload {name!r}: parameter {key!r} must be "
+                                f"{'an integer' if kind is int else 'a finite number'}, got {value!r}")
+        if kind is int:
+            params[key] = int(value)
     try:
         return cls(world_size, seed, config_cls(**params))
     except (TypeError, ValueError) as e:

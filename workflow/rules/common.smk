@@ -1,10 +1,12 @@
 # Validate the config and expand the runs sheet once; every rule reads RUNS from here.
 from thinwire.algorithms.comm import ThinwireError
-from thinwire.config import load, study_options
+from thinwire.config import load, plan, study_options
+from thinwire.options import MODEL_OPTIONS, STUDY_OPTIONS
 from thinwire.results import FILES
 
-try:
+try:  # read the sheet, then plan its runs here (workloads, methods' world sizes, this installation)
     CONFIG, RUNS = load(config)
+    plan(CONFIG, RUNS)
 except ThinwireError as e:
     sys.exit(f"thinwire: error: {e}")
 
@@ -37,11 +39,9 @@ STUDIES = study_options(CONFIG)
 
 
 def study_args(name):
+    """`thinwire study` options of a study job (the registry's flags, thinwire/options.py)."""
     s = STUDIES[name]
-    args = [f"--{key} {s[key]}" for key in ("seeds", "draws") if key in s]
-    if "horizons" in s:
-        args.append("--horizons " + " ".join(map(str, s["horizons"])))
-    return " ".join(args)
+    return " ".join(a for key, option in STUDY_OPTIONS.items() if key in s for a in option.args(s[key]))
 
 
 BIN = Path(sys.executable).parent
@@ -83,17 +83,7 @@ def model_run_ids(job):
             if r.experiment in s.get("experiments", [r.experiment]) and r.label in s.get("labels", [r.label])]
 
 
-MODEL_FLAGS = {"name": "--name", "target_params": "--target-params", "flops_per_step": "--flops-per-step",
-               "tokens_per_step": "--tokens-per-step", "buckets": "--buckets", "baseline": "--baseline",
-               "target_loss_factor": "--target-loss-factor"}
-
-
 def model_args(job):
-    """`thinwire model` options of a model job."""
+    """`thinwire model` options of a model job (MODEL_OPTIONS: each key's flag, thinwire/options.py)."""
     s = MODEL_JOBS[job]
-    args = [f"{flag} {s[key]}" for key, flag in MODEL_FLAGS.items() if key in s]
-    args += [f"--bandwidth {b}" for b in s.get("bandwidths_gbps", [])]
-    args += [f"--speedup {x}" for x in s.get("speedups", [])]
-    if s.get("overlap"):
-        args.append("--overlap")
-    return " ".join(args)
+    return " ".join(a for o in MODEL_OPTIONS if o.key in s for a in o.args(s[o.key]))

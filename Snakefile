@@ -23,11 +23,12 @@ if not workflow.config_settings.configfiles:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/runs.smk"
+include: "workflow/rules/predicted.smk"
 include: "workflow/rules/report.smk"
 
 
 # Quick bookkeeping jobs stay on the submitting machine when a cluster executor is used.
-localrules: all, aggregate, report, model, study
+localrules: all, aggregate, report, model, predicted, study
 
 
 rule all:

@@ -8,9 +8,12 @@ the machine's own network. The nodes' links are shaped with `tc tbf` (the inter-
 one node talk over their namespace's loopback, unshaped), and each node's daemon, with every job step
 it starts, is pinned to its own share of the machine's CPUs.
 
-Names resolve through /etc/netns/<namespace>/hosts, which `ip netns exec` mounts over /etc/hosts for
-everything started in that namespace (daemons, job steps, the workflow), so torchrun's and DeepSpeed's
-first-node rendezvous address is the node's name, as on a real cluster.
+Names and the configuration are where a real cluster has them: `ip netns exec` mounts
+/etc/netns/<namespace>/hosts over /etc/hosts and /etc/netns/<namespace>/slurm over /etc/slurm for
+everything started in that namespace (daemons, job steps, the workflow), so node names resolve (the
+first node is torchrun's and DeepSpeed's rendezvous address) and every Slurm command finds
+/etc/slurm/slurm.conf without SLURM_CONF (which Snakemake's job step drops with the other SLURM_*
+variables before it calls srun).
 
 `SlurmCluster` is a context manager; it also stops on exit (atexit) and on SIGINT / SIGTERM / SIGHUP:
 every process left in its namespaces is killed, every namespace (and with it every veth) deleted, the
@@ -48,7 +51,7 @@ class ClusterSpec:
     name: str = "thinwire-netns"      # slurm's ClusterName: what runs record as ran_on
     prefix: str = "twsl"              # namespaces <prefix>-br, <prefix>-ctl, <prefix>-n1 ...
     nodes: int = 2
-    cpus_per_node: int = 2            # slots slurm schedules on a node (its tasks share the node's cores)
+    cpus_per_node: int = 4            # slots slurm schedules on a node (its tasks share the node's cores)
     node_cores: tuple[tuple[int, ...], ...] = ()  # cores each node is pinned to (default: the machine's, split)
     link: str = "1gbit"               # tc tbf rate of each node's link (the inter-node tier)
     subnet: str = "10.231.7"          # /24 inside the namespaces only
@@ -204,9 +207,8 @@ class SlurmCluster:
             if host != s.controller:  # a node's traffic to other nodes leaves through this shaped link
                 run([*ip, host, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", s.link,
                      "burst", "256kb", "latency", "50ms"])
-            etc = NETNS_ETC / host
-            etc.mkdir(parents=True, exist_ok=True)
-            (etc / "hosts").write_text("\n".join([*hosts, ""]))
+            (NETNS_ETC / host / "slurm").mkdir(parents=True, exist_ok=True)
+            (NETNS_ETC / host / "hosts").write_text("\n".join([*hosts, ""]))
 
     def _config(self) -> None:
         s, d = self.spec, self.run_dir
@@ -219,6 +221,7 @@ class SlurmCluster:
         # MinJobAge: finished jobs stay visible to squeue for 10 minutes, long enough for the executor
         # plugin's squeue status queries (there is no accounting database: sacct cannot answer here).
         # SlurmdTimeout: a killed slurmd's node is declared down, and its job failed, within a minute.
+        # config_overrides: a node has the slots named here (cpus_per_node), whatever cores it is pinned to.
         (d / "slurm.conf").write_text(f"""\
 ClusterName={s.name}
 SlurmctldHost={s.controller}({s.address(s.controller)})
@@ -250,12 +253,16 @@ MessageTimeout=20
 KillWait=5
 InactiveLimit=0
 MinJobAge=600
+SlurmdParameters=config_overrides
 {nodes}
 {parts}
 """)
         # slurmd 22.05 loads a cgroup plugin even with proctrack/linuxproc and task/none; autodetection
         # fails on a hybrid hierarchy, so name v1 and let it find what is mounted.
         (d / "cgroup.conf").write_text("CgroupPlugin=cgroup/v1\nCgroupMountpoint=/sys/fs/cgroup\nCgroupAutomount=no\n")
+        for host in [s.controller, *s.node_names]:  # each namespace's /etc/slurm
+            for conf in ("slurm.conf", "cgroup.conf"):
+                shutil.copy(d / conf, NETNS_ETC / host / "slurm" / conf)
 
     def _munge(self) -> None:
         d = self.run_dir
@@ -269,13 +276,12 @@ MinJobAge=600
                    d / "munged.log")
 
     def _daemons(self) -> None:
-        s, conf = self.spec, str(self.run_dir / "slurm.conf")
-        self._spawn("slurmctld", s.controller, ["slurmctld", "-D", "-i", "-f", conf])
+        s = self.spec
+        self._spawn("slurmctld", s.controller, ["slurmctld", "-D", "-i"])
         self._wait("slurmctld", lambda: self.client(["scontrol", "ping"], check=False).stdout.count("UP") == 1,
                    self.run_dir / "slurmctld.log")
         for node, cores in zip(s.node_names, s.cores(), strict=True):
-            self._spawn(node, node, ["slurmd", "-D", "-f", conf, "-N", node],
-                        cores=cores)
+            self._spawn(node, node, ["slurmd", "-D", "-N", node], cores=cores)
         self._wait("slurmd", lambda: self.idle_nodes() == set(s.node_names), self.run_dir / "slurmctld.log")
 
     def _spawn(self, key: str, ns: str | None, cmd: list[str], cores: tuple[int, ...] = ()) -> None:
@@ -308,8 +314,8 @@ MinJobAge=600
     # --- use --------------------------------------------------------------------------------------------
     @property
     def env(self) -> dict[str, str]:
-        """The environment of slurm's client tools (and of everything the workflow submits)."""
-        return {**os.environ, "SLURM_CONF": str(self.run_dir / "slurm.conf")}
+        """The environment of slurm's client tools: this one, less a SLURM_CONF naming another cluster."""
+        return {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
 
     def in_controller(self, cmd: list[str]) -> list[str]:
         """`cmd` as it runs in the controller's namespace, where sbatch, squeue and srun reach slurmctld."""
@@ -365,7 +371,7 @@ def main(argv: list[str]) -> int:
         return 2
     with SlurmCluster(spec) as c:
         print(f"cluster {spec.name} up: nodes {', '.join(sorted(c.idle_nodes()))}\n"
-              f"  export SLURM_CONF={c.env['SLURM_CONF']}; ip netns exec {spec.controller} sinfo\n"
+              f"  ip netns exec {spec.controller} sinfo\n"
               "Ctrl-C stops it.", flush=True)
         signal.pause()
     return 0

@@ -57,6 +57,7 @@ class ClusterSpec:
     subnet: str = "10.231.7"          # /24 inside the namespaces only
     real_memory_mb: int = 2000
     partitions: tuple[str, ...] = ("cpu", "gpu")  # the profile's partition names, all over every node
+    # (and one partition per node, named as the node, to place a job on it)
     start_timeout_s: float = 60.0
 
     @property
@@ -154,6 +155,7 @@ class SlurmCluster:
     keep_logs: Path | None = None     # copy the daemons' logs here when stopping
     run_dir: Path = field(init=False)
     procs: dict[str, subprocess.Popen] = field(init=False, default_factory=dict)
+    killed: set[str] = field(init=False, default_factory=set)  # daemons killed on purpose (fault tests)
     _stopped: bool = field(init=False, default=True)
 
     # --- start ------------------------------------------------------------------------------------------
@@ -216,11 +218,12 @@ class SlurmCluster:
             (d / sub).mkdir()
         nodes = "\n".join(f"NodeName={n} NodeAddr={s.address(n)} CPUs={s.cpus_per_node} "
                           f"RealMemory={s.real_memory_mb} State=UNKNOWN" for n in s.node_names)
-        parts = "\n".join(f"PartitionName={p} Nodes=ALL Default={'YES' if i == 0 else 'NO'} MaxTime=60 State=UP"
-                          for i, p in enumerate(s.partitions))
+        parts = "\n".join([*(f"PartitionName={p} Nodes=ALL Default={'YES' if i == 0 else 'NO'} MaxTime=60 State=UP"
+                              for i, p in enumerate(s.partitions)),
+                            *(f"PartitionName={n} Nodes={n} MaxTime=60 State=UP" for n in s.node_names)])
         # MinJobAge: finished jobs stay visible to squeue for 10 minutes, long enough for the executor
         # plugin's squeue status queries (there is no accounting database: sacct cannot answer here).
-        # SlurmdTimeout: a killed slurmd's node is declared down, and its job failed, within a minute.
+        # SlurmdTimeout: a killed slurmd's node is declared down, and its job failed, within ~30 s.
         # config_overrides: a node has the slots named here (cpus_per_node), whatever cores it is pinned to.
         (d / "slurm.conf").write_text(f"""\
 ClusterName={s.name}
@@ -247,7 +250,7 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 ReturnToService=2
-SlurmdTimeout=30
+SlurmdTimeout=15
 SlurmctldTimeout=30
 MessageTimeout=20
 KillWait=5
@@ -280,9 +283,17 @@ SlurmdParameters=config_overrides
         self._spawn("slurmctld", s.controller, ["slurmctld", "-D", "-i"])
         self._wait("slurmctld", lambda: self.client(["scontrol", "ping"], check=False).stdout.count("UP") == 1,
                    self.run_dir / "slurmctld.log")
-        for node, cores in zip(s.node_names, s.cores(), strict=True):
-            self._spawn(node, node, ["slurmd", "-D", "-N", node], cores=cores)
+        for node in s.node_names:
+            self.start_slurmd(node, wait=False)
         self._wait("slurmd", lambda: self.idle_nodes() == set(s.node_names), self.run_dir / "slurmctld.log")
+
+    def start_slurmd(self, node: str, wait: bool = True) -> None:
+        """Start (or restart) a node's slurmd, pinned to the node's cores; wait until the node is idle."""
+        cores = dict(zip(self.spec.node_names, self.spec.cores(), strict=True))[node]
+        self._spawn(node, node, ["slurmd", "-D", "-N", node], cores=cores)
+        self.killed.discard(node)
+        if wait:
+            self._wait(f"slurmd on {node}", lambda: node in self.idle_nodes(), self.run_dir / f"slurmd-{node}.log")
 
     def _spawn(self, key: str, ns: str | None, cmd: list[str], cores: tuple[int, ...] = ()) -> None:
         """Start a daemon in the foreground (its pid is ours), with its own hostname inside `ns`."""
@@ -298,7 +309,7 @@ SlurmdParameters=config_overrides
     def _wait(self, what: str, ready, log: Path) -> None:
         deadline = time.monotonic() + self.spec.start_timeout_s
         while time.monotonic() < deadline:
-            dead = [k for k, p in self.procs.items() if p.poll() is not None]
+            dead = [k for k, p in self.procs.items() if p.poll() is not None and k not in self.killed]
             if dead:
                 raise ClusterError(f"{', '.join(dead)} exited while waiting for {what}: "
                                    f"{self._tail(self.run_dir / f'{dead[0]}.out')} {self._tail(log)}")
@@ -314,8 +325,11 @@ SlurmdParameters=config_overrides
     # --- use --------------------------------------------------------------------------------------------
     @property
     def env(self) -> dict[str, str]:
-        """The environment of slurm's client tools: this one, less a SLURM_CONF naming another cluster."""
-        return {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
+        """The environment of slurm's client tools and of what they submit (sbatch exports it): this one,
+        less a SLURM_CONF naming another cluster. The nodes share one kernel, so UCX (pip's MPICH) would
+        pass messages between nodes through shared memory and never touch the shaped links: TCP only."""
+        env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
+        return {**env, "UCX_TLS": "tcp,self"}
 
     def in_controller(self, cmd: list[str]) -> list[str]:
         """`cmd` as it runs in the controller's namespace, where sbatch, squeue and srun reach slurmctld."""
@@ -328,11 +342,20 @@ SlurmdParameters=config_overrides
         out = self.client(["sinfo", "-h", "-N", "-o", "%N %T"], check=False).stdout
         return {n for n, state in (line.split() for line in out.splitlines() if line.strip()) if state == "idle"}
 
+    def link_bytes(self) -> dict[str, int]:
+        """Bytes each node has sent through its shaped link (tc's counter of the tbf qdisc)."""
+        out = {}
+        for node in self.spec.node_names:
+            stats = run(["ip", "netns", "exec", node, "tc", "-s", "qdisc", "show", "dev", "eth0"]).stdout
+            out[node] = int(stats.split(" Sent ")[1].split()[0])
+        return out
+
     def kill_slurmd(self, node: str) -> None:
         """Kill a node's slurmd (SIGKILL: no goodbye to the controller), leaving its job steps running."""
         proc = self.procs[node]
         proc.kill()
         proc.wait(timeout=10)
+        self.killed.add(node)
 
     # --- stop -------------------------------------------------------------------------------------------
     def stop(self) -> None:

@@ -1,12 +1,13 @@
 # make reproduce : set up .venv and run the quick CPU reproduction -> reports/index.html
 # make test      : set up .venv and run the tests
 # make validate  : (root) performance model vs real runs on shaped links -> reports/validation.csv
+# make cluster-test : (root) a real Slurm in network namespaces, the workflow's multi-node runs on it (~10 min)
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 CORES ?= all
 
-.PHONY: setup reproduce test validate bench lint clean
+.PHONY: setup reproduce test validate cluster-test bench lint clean
 
 # The constraint keeps DeepSpeed's source build (and pip) from fetching another, CUDA, torch.
 $(VENV)/.installed: pyproject.toml
@@ -30,6 +31,10 @@ validate: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Installs slurm-wlm and munge with apt if missing; starts and removes its own daemons and namespaces.
+cluster-test: setup
+	THINWIRE_CLUSTER_TEST=1 $(BIN)/python -m pytest -v -rA tests/cluster
 
 bench: setup
 	$(BIN)/python benchmarks/bench_simulator.py

@@ -119,7 +119,7 @@ def test_slurm_commands_run_one_launcher_per_node_with_the_first_node_as_master(
                    fake, tmp_path)
     assert mpi.returncode == 0, mpi.stderr
     assert ("srun --kill-on-bad-exit=1 --nodes 2 --ntasks-per-node 4 --cpus-per-task 1 --mpi=pmi2 "
-            "--export=ALL,MPIR_CVAR_PMI_VERSION=2") in mpi.stderr
+            "--export=ALL,MPIR_CVAR_PMI_VERSION=1") in mpi.stderr
     assert mpi.stdout.split("\n")[:-1] == ["run", *ARGS, "--backend", "mpi", "--world-size", "8"]
     # hydra: the batch script has no SLURM_NODELIST (the executor strips it): the hosts come from squeue
     hydra = _execute(launch_command("job", "mpi", ARGS, fake, nodes=2, ranks_per_node=4, launcher="slurm",

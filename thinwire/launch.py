@@ -14,8 +14,8 @@ step keeps only SLURM_JOB_ID of the allocation's variables, which is all srun ne
     gloo, nccl  srun, one task per node with all of the node's CPUs and GPUs: torchrun --nnodes N
                 --nproc_per_node G with a static rendezvous (--node_rank $SLURM_NODEID, --master_addr the
                 step's first node)
-    mpi         srun --mpi=pmi2, one task per rank (mpi_launcher srun-pmi2, the default: the PMI that
-                pip's MPICH speaks by default), srun --mpi=pmix (srun-pmix), or the MPI library's mpiexec
+    mpi         srun --mpi=pmi2, one task per rank (mpi_launcher srun-pmi2, the default: Slurm's plugin,
+                spoken to with MPICH's PMI-1 client), srun --mpi=pmix (srun-pmix), or the MPI library's mpiexec
                 with the allocation's hosts (mpiexec: MPICH's hydra, -ppn G -launcher slurm)
     deepspeed   srun, one task per node: DeepSpeed's launcher with a hostfile of the step's nodes
                 (`<host> slots=G`), --no_ssh --node_rank $SLURM_NODEID
@@ -40,8 +40,10 @@ BACKENDS = ("gloo", "nccl", "mpi", "deepspeed")
 # `thinwire run --backend/--device` of each runs-sheet backend
 RUN_FLAGS = {"gloo": ["--backend", "torch", "--device", "cpu"], "nccl": ["--backend", "torch", "--device", "cuda"],
              "mpi": ["--backend", "mpi"], "deepspeed": ["--backend", "deepspeed"]}
-# MPICH's PMI client version for each srun PMI plugin (other MPI libraries ignore the variable).
-MPICH_PMI = {"srun-pmi2": "2", "srun-pmix": "x"}
+# MPICH's PMI client version for each srun PMI plugin (other MPI libraries ignore the variable). Slurm's
+# mpi/pmi2 plugin serves the PMI-1 wire protocol too; MPICH 5's PMI-2 client fails MPI_Init against it
+# (Slurm 22.05: "MPIR_pmi_init: Internal MPI error", tests/cluster), its PMI-1 client works.
+MPICH_PMI = {"srun-pmi2": "1", "srun-pmix": "x"}
 # Inside a step's task: its first node. Inside the batch script: the allocation's hosts, comma-separated.
 FIRST_NODE = '$(scontrol show hostnames "$SLURM_STEP_NODELIST" | head -n 1)'
 JOB_HOSTS = '$(scontrol show hostnames "$(squeue -h -j "$SLURM_JOB_ID" -o %N)" | paste -sd, -)'

@@ -326,3 +326,12 @@ def test_an_all_gather_of_shards_is_replayed_with_smaller_shards():
     seconds = step_comm_times(log, 4, cluster, scale=1.0)
     assert seconds[0] == pytest.approx(63 * 1000 * 4 / 64)  # (p-1) n with n = 4000 / 64
     assert seconds[1] == pytest.approx(63 * 1000)
+
+
+@pytest.mark.parametrize("path", sorted((Path(thinwire.simulators.__file__).parent / "clusters").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_cluster_file_passes_the_input_check(path):
+    """The input check (thinwire/clusterfile.py) and the loader agree on every cluster file the workflow
+    prices with, fact-labelled numbers ({value, label, source}) included."""
+    cluster = load_cluster(path)
+    assert cluster.nodes >= 1 and cluster.gpus_per_node >= 1

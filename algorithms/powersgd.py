@@ -20,12 +20,13 @@ matrix, (n + m) r values, and every uncompressed value once: that over the param
 value bits, is the stated bits per parameter (the value bits in the dense steps).
 
 Q's first draw, like the hook's: a numpy RandomState(seed) gives a torch seed, and torch.randn draws
-each Q, (1, m, r) in the run's dtype, in the order of the matrices grouped by shape; every worker draws
-the same Q. Without warm start every compressed step draws anew.
+each Q, (1, m, r) in the run's dtype, in the order DDP hands the matrices to the hook (the reverse of
+the layout), grouped by shape; every worker draws the same Q. Without warm start every compressed step
+draws anew.
 
 `ddp_compat: true` follows the hook inside DistributedDataParallel with the whole model in one bucket
-(workloads/ddp_hooks.py): its matrices in the bucket's order (the reverse of the layout), the P buffer
-summed, not averaged, QR instead of Gram-Schmidt above rank 2, the error feedback also on the uncompressed
+(workloads/ddp_hooks.py) where it differs from the paper only in rounding: the P buffer summed, not
+averaged, QR instead of Gram-Schmidt above rank 2, the error feedback also on the uncompressed
 coordinates (their local value minus the mean: the mean's sum is 0, so the aggregate does not change),
 and all three all-reduces issued even when one is empty, as the hook does. Without it the uncompressed
 coordinates keep no error, as the paper's code does.
@@ -139,8 +140,9 @@ class PowerSGD(MethodBase):
             compress = len(s.shape) >= 2 and should_compress(rows, cols, rank, c.min_compression_rate)
             self.pieces.append(Matrix(s.start, s.stop, rows, cols, rank) if compress else (s.start, s.stop))
         matrices = [p for p in self.pieces if isinstance(p, Matrix)]
-        # The order of the P and Q buffers and of Q's draws: grouped by matrix shape, first seen first.
-        order = list(reversed(matrices)) if c.ddp_compat else matrices
+        # The order of the P and Q buffers and of Q's draws, the hook's in DDP: the reverse of the layout
+        # (the order gradients become ready), grouped by matrix shape, first seen first.
+        order = list(reversed(matrices))
         shapes = list(dict.fromkeys((m.rows, m.cols) for m in order))
         self.matrices = [m for shape in shapes for m in order if (m.rows, m.cols) == shape]
         self.dense = [p for p in self.pieces if not isinstance(p, Matrix)]

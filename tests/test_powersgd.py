@@ -66,7 +66,7 @@ def test_full_rank_is_exact_averaging():
     comm = SimComm(2, xp)
     x = xp.zeros((2, 12))
     g = xp.asarray(rng.normal(size=(2, 12)))
-    new_x, new, _ = m.step(x, m.init_state(x, comm), fixed([g]), comm)
+    new_x, _, _ = m.step(x, m.init_state(x, comm), fixed([g]), comm)
     np.testing.assert_allclose(-new_x, np.broadcast_to(g.mean(0), (2, 12)), atol=1e-12)
 
 

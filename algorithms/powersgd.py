@@ -27,7 +27,7 @@ draws anew.
 `ddp_compat: true` follows the hook inside DistributedDataParallel with the whole model in one bucket
 (workloads/ddp_hooks.py) where it differs from the paper only in rounding: the P buffer summed, not
 averaged, QR instead of Gram-Schmidt above rank 2, the error feedback also on the uncompressed
-coordinates (their local value minus the mean: the mean's sum is 0, so the aggregate does not change),
+coordinates (their local value minus the mean, which sums to 0 over the workers: the aggregate keeps),
 and all three all-reduces issued even when one is empty, as the hook does. Without it the uncompressed
 coordinates keep no error, as the paper's code does.
 """

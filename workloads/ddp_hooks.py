@@ -73,20 +73,24 @@ def powersgd_state(config: Any) -> Any:
 
 
 def one_bucket_hook(model: torch.nn.Module) -> Any:
-    """powerSGD_hook on the model in one bucket, holding its tensors in the reverse of the model's order
-    (DDP's order after its rebuild at step 1: the order gradients become ready), as ddp_compat assumes.
+    """powerSGD_hook on the model in one bucket, holding its matrices (tensors of >= 2 dims) in the
+    reverse of the model's order (DDP's order after its rebuild at step 1 is the order gradients become
+    ready), the order in which ddp_compat draws their Qs; where the vectors fall does not matter.
     A plain function: DDP reads the hook's name and refuses annotations other than its own types."""
     from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import powerSGD_hook
 
-    expected = [id(p) for p in reversed(list(model.parameters()))]
+    def matrices(params: Any) -> list[int]:
+        return [id(p) for p in params if p.dim() >= 2]
+
+    expected = matrices(reversed(list(model.parameters())))
 
     def hook(state, bucket):
         if bucket.index() != 0:
             raise ThinwireError("DDP split the model into more than one bucket; the ddp backend needs it in one "
                                 "(a model above DDP's first-bucket cap of 1 MiB)")
-        if state.iter >= state.start_powerSGD_iter and [id(p) for p in bucket.parameters()] != expected:
-            raise ThinwireError("DDP's bucket does not hold the model's tensors in reverse order; thinwire's "
-                                "ddp_compat draws Q in that order")
+        if state.iter >= state.start_powerSGD_iter and matrices(bucket.parameters()) != expected:
+            raise ThinwireError("DDP's bucket does not hold the model's matrices in reverse order; thinwire's "
+                                "ddp_compat draws their Qs in that order")
         return powerSGD_hook(state, bucket)
 
     return hook

@@ -8,6 +8,7 @@ are float64 and take no discrete decision, so they differ only in the order of f
 autograd through the module against functional_call, gloo's sum against the simulator's), a few ulps
 per step; a wrong Q, orthogonalisation or error would move the loss by far more (1e-3 after one step).
 Measured before this test was written, on rank 2: 9e-16 on the loss, 1.5e-15 on the parameters.
+digits-cnn (8 steps) checks that 4-D kernels become (shape[0], rest) matrices as in the hook.
 thinwire's runs are simulated in this process.
 """
 
@@ -75,3 +76,20 @@ def test_the_backend_refuses_other_methods(tmp_path):
     proc = torchrun(1, "run", "sgd", "--workload", "digits-mlp", "--backend", "ddp", "--steps", "1",
                     "--out", str(tmp_path / "x"), cwd=tmp_path, timeout=120)
     assert proc.returncode != 0 and "powersgd with --param ddp_compat=true" in proc.stderr
+
+
+def test_conv_kernels_are_matrices_as_the_hook_sees_them(tmp_path):
+    """digits-cnn: 4-D kernels (16, 1, 3, 3) and (32, 16, 3, 3) compressed as (shape[0], rest), 8 steps."""
+    args = ["powersgd", "--workload", "digits-cnn", "--dtype", "float64", "--steps", "8", "--quiet",
+            "--param", "lr=0.1", "--param", "rank=2", "--param", "start_powersgd_iter=2", "--param", "ddp_compat=true"]
+    proc = torchrun(2, "run", *args, "--backend", "ddp", "--timeout", "60", "--out", str(tmp_path / "ddp"),
+                    cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main(["sim", *args, "--workers", "2", "--out", str(tmp_path / "thinwire")]) == 0
+    ddp, tw = read_run(tmp_path / "ddp"), read_run(tmp_path / "thinwire")
+    assert np.abs(ddp.trajectory["loss"] - tw.trajectory["loss"]).max() <= TOL
+    assert np.abs(ddp.params - tw.params).max() <= TOL
+    pd.testing.assert_frame_equal(method_log(ddp), method_log(tw))
+    # after the dense steps: 58 bias values, then P and Q of the three matrices at rank 2
+    assert method_log(tw).query("step == 2")["sent"].tolist() == [58 * 8, 2 * (16 + 32 + 10) * 8,
+                                                                  2 * (9 + 144 + 512) * 8]

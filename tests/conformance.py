@@ -96,6 +96,12 @@ EXTRA: dict[str, Case] = {
                                                                           epoch=5, l1=0.01, l2=0.01, seed=1))),
     "zo-proxsaga-sigmoid": Case("zo-proxsaga", (*COMMON, *SIGMOID, *params(lr=0.5, estimator="gauss", batch=8,
                                                                           l1=0.01, seed=1))),
+    # PowerSGD on the MLP after 3 dense steps: rank 2 with Gram-Schmidt and warm start; rank 4 with the hook's
+    # QR, fresh draws of Q every step and weight decay (the 10 x 16 weight then goes uncompressed).
+    "powersgd-rank2": Case("powersgd", (*COMMON, *MLP, *params(lr=0.2, start_powersgd_iter=3, rank=2))),
+    "powersgd-rank4-compat": Case("powersgd", (*COMMON, *MLP, *params(lr=0.2, start_powersgd_iter=3, rank=4,
+                                                                     ddp_compat=True, warm_start=False,
+                                                                     weight_decay=0.001))),
     "zero-one-adam-24": Case("zero-one-adam", (*COMMON, *TINY, "--steps", "24", *params(
         lr=0.05, var_freeze_step=8, var_update_scaler=2, local_step_scaler=2, local_step_clipper=4))),
 }

@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a method as this process's rank (under torchrun or mpiexec)")
     _run_args(run)
     run.add_argument("--backend", default="auto", help="auto (default: mpi under mpiexec, else torch), torch, mpi, "
-                     "or deepspeed (DeepSpeed's own OnebitAdam, for onebit-adam with deepspeed_compat=true)")
+                     "deepspeed (DeepSpeed's own OnebitAdam, for onebit-adam with deepspeed_compat=true), or ddp "
+                     "(PyTorch's PowerSGD DDP hook, for powersgd with ddp_compat=true)")
     run.add_argument("--device", help="torch device: cpu (gloo), cuda (this rank's GPU, NCCL) or cuda:N "
                      "(default cuda when CUDA is present, else cpu)")
     run.add_argument("--busbw-mb", type=_number("busbw-mb", float, 0), help="measure all-reduce bus bandwidth with this many MB before "

@@ -5,6 +5,8 @@ Under mpiexec:    mpiexec -n 2 thinwire run topk-ef --workload logreg --backend 
 Simulator:        thinwire sim topk-ef --workload logreg --workers 8
 DeepSpeed's own OnebitAdam (workloads/deepspeed_backend.py), under torchrun:
                   ... -m thinwire run onebit-adam --backend deepspeed --param deepspeed_compat=true ...
+PyTorch's own PowerSGD DDP hook (workloads/ddp_hooks.py), under torchrun:
+                  ... -m thinwire run powersgd --backend ddp --param ddp_compat=true ...
 """
 
 from __future__ import annotations
@@ -121,13 +123,16 @@ def run_real(spec: RunSpec, out: Path, backend: str = "auto", timeout_s: float =
     fail_at = _failure(inject_failure)
     check_out(out, force)  # on every rank, before any process group: a bad --out fails before training
     measured: dict = {}
-    if backend == "deepspeed":
-        from thinwire.workloads.deepspeed_backend import train_deepspeed
+    if backend in ("deepspeed", "ddp"):  # a framework's own implementation trains: the reference backends
+        if backend == "deepspeed":
+            from thinwire.workloads.deepspeed_backend import train_deepspeed as train_reference
+        else:
+            from thinwire.workloads.ddp_hooks import train_ddp as train_reference
 
         _check_world(int(os.environ.get("WORLD_SIZE", "1")), world_size)
-        traj, log, method, workload, world, rank, measured = train_deepspeed(spec, cls, config, timeout_s, progress,
+        traj, log, method, workload, world, rank, measured = train_reference(spec, cls, config, timeout_s, progress,
                                                                              busbw_mb, fail_at)
-        meta = _meta(spec, out.name, "real", "deepspeed", world, method, workload, traj, measured)
+        meta = _meta(spec, out.name, "real", backend, world, method, workload, traj, measured)
         if rank == 0:
             write_run(out, meta, traj, log, force)
         return meta if rank == 0 else None
@@ -206,8 +211,8 @@ def _namespace(name: str) -> Any:
 
 
 def _detect_backend(backend: str) -> str:
-    if backend not in ("auto", "torch", "mpi", "deepspeed"):
-        raise ThinwireError(f"backend must be auto, torch, mpi or deepspeed, got {backend!r}")
+    if backend not in ("auto", "torch", "mpi", "deepspeed", "ddp"):
+        raise ThinwireError(f"backend must be auto, torch, mpi, deepspeed or ddp, got {backend!r}")
     if backend != "auto":
         return backend
     launched_by_mpi = any(k in os.environ for k in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"))

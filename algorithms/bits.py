@@ -46,7 +46,8 @@ def _shifts(xp: Any, count: int, step: int, like: Any) -> Any:
     return xp.asarray([step * j for j in range(count)], dtype=xp.uint8, device=device_of(like))
 
 
-def _on_host(x: Any) -> bool:
+def on_host(x: Any) -> bool:
+    """Whether x is in host memory (a numpy array or a CPU tensor): the numpy kernels apply."""
     return is_numpy_array(x) or (is_torch_array(x) and x.device.type == "cpu")
 
 
@@ -65,7 +66,7 @@ def _like(out: np.ndarray, x: Any) -> Any:
 def pack(codes: Any, b: int) -> Any:
     """Pack integer codes in [0, 2**b) along the last axis: (..., n) -> (..., ceil(n*b/8)) uint8."""
     _check(b)
-    if not _on_host(codes):
+    if not on_host(codes):
         return pack_array_api(codes, b)
     c = np.ascontiguousarray(_as_numpy(codes), dtype=np.uint8)
     if b == 1:
@@ -86,7 +87,7 @@ def unpack(buf: Any, b: int, n: int) -> Any:
     _check(b)
     if buf.shape[-1] != packed_bytes(n, b):
         raise ValueError(f"{n} codes of {b} bits take {packed_bytes(n, b)} bytes, got {buf.shape[-1]}")
-    if not _on_host(buf):
+    if not on_host(buf):
         return unpack_array_api(buf, b, n)
     a = np.ascontiguousarray(_as_numpy(buf))
     if b == 1:

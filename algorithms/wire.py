@@ -124,6 +124,13 @@ def take_last(x: Any, idx: Any) -> Any:
     return np.take_along_axis(x, idx.astype(np.intp), axis=-1)
 
 
+def lookup(table: Any, idx: Any) -> Any:
+    """table[idx]: a 1-D table read at integer indices of any shape and integer dtype."""
+    if is_torch_array(idx):
+        return table[idx.long()]
+    return table[idx]
+
+
 def scatter_sum(idx: Any, values: Any, d: int) -> Any:
     """Dense (..., d) arrays from sparse (..., S, k) index/value sets, summed over the S axis.
 

@@ -145,9 +145,9 @@ def median_ms(timed: dict[str, tuple[Callable[[], None], int]], warmup: int, rep
 
 def setup(name: str, workers: int, cfg: BenchConfig) -> tuple[Any, Any, Any, Any, list]:
     """A fresh method, problem, (W, d) start point, vectorised oracle and per-rank oracles."""
-    method = get_method(name)(get_method(name).Config())
     problem = PROBLEMS["logreg"](workers, cfg.seed, ProblemConfig(
         samples_per_worker=cfg.samples_per_worker, dim=cfg.dim, batch_size=cfg.batch_size))
+    method = get_method(name)(get_method(name).Config(), problem.layout)
     x = xp.asarray(np.broadcast_to(problem.x0(), (workers, problem.n_params)).astype(DTYPE))
     oracles = [problem.oracle(xp, r, DTYPE) for r in range(workers)]
     return method, problem, x, problem.oracle(xp, None, DTYPE), oracles

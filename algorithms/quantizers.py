@@ -58,11 +58,28 @@ def to_float32(v: Any, direction: int = 0) -> Any:
     return wire.astype(r, v.dtype)
 
 
-def stochastic_round(pos: Any, u: Any) -> Any:
-    """floor(pos) + [u < frac(pos)]: pos rounded up with probability frac(pos), as integers."""
+def stochastic_codes(pos: Any, u: Any, top: int) -> Any:
+    """clip(floor(pos) + [u < frac(pos)], 0, top) as uint8: pos rounded up with probability frac(pos).
+    Overwrites pos (a temporary of the caller's): the integers stay in pos's float dtype, exact, until
+    the one cast to uint8."""
     xp = wire.namespace(pos)
     low = xp.floor(pos)
-    return xp.astype(low, xp.int64) + xp.astype(u < pos - low, xp.int64)
+    pos -= low
+    low += xp.astype(u < pos, low.dtype)
+    return xp.astype(xp.clip(low, 0, top), xp.uint8)
+
+
+def max_abs(xb: Any) -> Any:
+    """max |x| per bucket (..., nb, 1), as max(max x, -min x): no |x| temporary. (+ 0 turns an all-zero
+    bucket's -0 into the +0 that max |x| gives.)"""
+    xp = wire.namespace(xb)
+    return xp.maximum(xp.max(xb, axis=-1, keepdims=True), -xp.min(xb, axis=-1, keepdims=True)) + 0.0
+
+
+def sign_bit(xb: Any, position: int) -> Any:
+    """[x < 0] << position, as uint8."""
+    xp = wire.namespace(xb)
+    return xp.astype(xb < 0, xp.uint8) << position
 
 
 def safe_divisor(v: Any) -> Any:
@@ -164,7 +181,18 @@ class Quantizer:
         raise NotImplementedError
 
     def _decode(self, floats: Any, codes: Any) -> Any:
+        """x_hat of buckets (..., nb, size) from their floats (..., nb, floats) and codes: by default a
+        one-scale quantizer's floats * (the value of the code for a unit scale), read from a table."""
+        return floats * wire.lookup(self._unit_values(floats), codes)
+
+    def _unit_values(self, like: Any) -> Any:
+        """The value of each code 0 .. 2^b - 1 for a unit scale, in like's dtype (one-scale quantizers)."""
         raise NotImplementedError
+
+    def _all_codes(self, like: Any) -> Any:
+        """Every code 0 .. 2^b - 1 (uint8), on like's device: what `_unit_values` evaluates."""
+        xp = wire.namespace(like)
+        return xp.arange(2 ** self.bits, dtype=xp.uint8, device=device_of(like))
 
 
 def _valid(nb: int, size: int, n: int, like: Any) -> Any:
@@ -194,8 +222,8 @@ class ScaledSign(Quantizer):
         scale = to_float32(xp.sum(xp.abs(xb), axis=-1, keepdims=True) / _count(xb, mask))
         return scale, xb >= 0
 
-    def _decode(self, floats, codes):
-        return floats * (2 * wire.astype(codes, floats.dtype) - 1)
+    def _unit_values(self, like):
+        return 2 * wire.astype(self._all_codes(like), like.dtype) - 1
 
 
 class QSGD(Quantizer):
@@ -213,23 +241,29 @@ class QSGD(Quantizer):
     floats = 1  # type: ignore[assignment]
 
     @staticmethod
-    def _norm(xb: Any) -> Any:
-        """Each bucket's l2 norm, rounded up to float32: so norm >= max|x| and |x| / norm <= 1."""
-        xp = wire.namespace(xb)
+    def _norm(magnitude: Any) -> Any:
+        """Each bucket's l2 norm from |x| (..., nb, size), rounded up to float32: so norm >= max|x| and
+        |x| / norm <= 1."""
+        xp = wire.namespace(magnitude)
         # Scaled by max|x| so squares neither underflow nor overflow.
-        big = xp.max(xp.abs(xb), axis=-1, keepdims=True)
-        return to_float32(big * xp.sqrt(xp.sum((xb / safe_divisor(big)) ** 2, axis=-1, keepdims=True)), +1)
+        big = xp.max(magnitude, axis=-1, keepdims=True)
+        scaled = magnitude / safe_divisor(big)
+        scaled *= scaled
+        return to_float32(big * xp.sqrt(xp.sum(scaled, axis=-1, keepdims=True)), +1)
 
     def _encode(self, xb, mask, u):
         xp = wire.namespace(xb)
-        norm = self._norm(xb)
-        level = xp.clip(stochastic_round(xp.abs(xb) / safe_divisor(norm) * self.levels, u), 0, self.levels)
-        return norm, level + xp.astype(xb < 0, xp.int64) * 2 ** (self.bits - 1)
+        pos = xp.abs(xb)
+        norm = self._norm(pos)
+        pos /= safe_divisor(norm)
+        pos *= self.levels
+        return norm, stochastic_codes(pos, u, self.levels) | sign_bit(xb, self.bits - 1)
 
-    def _decode(self, floats, codes):
-        level = wire.astype(codes & (2 ** (self.bits - 1) - 1), floats.dtype)
-        sign = 1 - 2 * wire.astype(codes >> (self.bits - 1), floats.dtype)
-        return floats * (level / self.levels) * sign
+    def _unit_values(self, like):
+        codes = self._all_codes(like)
+        level = wire.astype(codes & (2 ** (self.bits - 1) - 1), like.dtype)
+        sign = 1 - 2 * wire.astype(codes >> (self.bits - 1), like.dtype)
+        return (level / self.levels) * sign
 
 
 class NUQSGD(QSGD):
@@ -259,8 +293,9 @@ class NUQSGD(QSGD):
 
     def _encode(self, xb, mask, u):
         xp = wire.namespace(xb)
-        norm = self._norm(xb)
-        r = xp.abs(xb) / safe_divisor(norm)
+        r = xp.abs(xb)
+        norm = self._norm(r)
+        r /= safe_divisor(norm)
         # j: index of the highest level <= r, by comparison rather than log2 (exact at the levels).
         j = xp.zeros(xb.shape, dtype=xp.uint8, device=device_of(xb))
         for k in range(1, self.levels + 1):
@@ -269,12 +304,13 @@ class NUQSGD(QSGD):
         low, width = wire.lookup(low, j), wire.lookup(width, j)
         frac = xp.where(width > 0, (r - low) / safe_divisor(width), xp.zeros_like(r))
         level = j + xp.astype(u < frac, xp.uint8)
-        return norm, level + xp.astype(xb < 0, xp.uint8) * 2 ** (self.bits - 1)
+        return norm, level | sign_bit(xb, self.bits - 1)
 
-    def _decode(self, floats, codes):
-        j = codes & (2 ** (self.bits - 1) - 1)
-        sign = 1 - 2 * wire.astype(codes >> (self.bits - 1), floats.dtype)
-        return floats * wire.lookup(self._tables(floats)[0], j) * sign
+    def _unit_values(self, like):
+        codes = self._all_codes(like)
+        sign = 1 - 2 * wire.astype(codes >> (self.bits - 1), like.dtype)
+        j = wire.astype(codes & (2 ** (self.bits - 1) - 1), wire.dtype_like(like, "int64"))
+        return self._level(j, like.dtype) * sign
 
 
 class TernGrad(Quantizer):
@@ -287,14 +323,17 @@ class TernGrad(Quantizer):
 
     def _encode(self, xb, mask, u):
         xp = wire.namespace(xb)
-        scale = to_float32(xp.max(xp.abs(xb), axis=-1, keepdims=True), +1)
-        kept = xp.clip(stochastic_round(xp.abs(xb) / safe_divisor(scale), u), 0, 1)
-        return scale, kept * (1 + xp.astype(xb < 0, xp.int64))
+        pos = xp.abs(xb)
+        scale = to_float32(xp.max(pos, axis=-1, keepdims=True), +1)
+        pos /= safe_divisor(scale)
+        kept = stochastic_codes(pos, u, 1)
+        return scale, kept << sign_bit(xb, 0)  # 0, 1 = +max, 2 = -max
 
-    def _decode(self, floats, codes):
-        xp = wire.namespace(codes)
-        c = wire.astype(codes, floats.dtype)
-        return floats * xp.where(codes == 2, -xp.ones_like(c), c)
+    def _unit_values(self, like):
+        xp = wire.namespace(like)
+        codes = self._all_codes(like)
+        c = wire.astype(codes, like.dtype)
+        return xp.where(codes == 2, -xp.ones_like(c), c)
 
 
 class BinGrad(Quantizer):

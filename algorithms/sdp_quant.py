@@ -19,7 +19,7 @@ import math
 from typing import Any
 
 from thinwire.algorithms import wire
-from thinwire.algorithms.quantizers import Quantizer, safe_divisor, stochastic_round, to_float32
+from thinwire.algorithms.quantizers import Quantizer, max_abs, safe_divisor, stochastic_codes, to_float32
 
 
 def check_bits(k: int, name: str) -> None:
@@ -40,13 +40,14 @@ class SymmetricQuantizer(Quantizer):
     floats = 1  # type: ignore[assignment]
 
     def _encode(self, xb, mask, u):
-        xp = wire.namespace(xb)
-        scale = to_float32(xp.max(xp.abs(xb), axis=-1, keepdims=True), +1)
-        pos = xb / safe_divisor(scale) * self.levels + self.levels
-        return scale, xp.clip(stochastic_round(pos, u), 0, 2 * self.levels)
+        scale = to_float32(max_abs(xb), +1)
+        pos = xb / safe_divisor(scale)
+        pos *= self.levels
+        pos += self.levels
+        return scale, stochastic_codes(pos, u, 2 * self.levels)
 
-    def _decode(self, floats, codes):
-        return floats * ((wire.astype(codes, floats.dtype) - self.levels) / self.levels)
+    def _unit_values(self, like):
+        return (wire.astype(self._all_codes(like), like.dtype) - self.levels) / self.levels
 
 
 def symmetric(k: int, group: int) -> SymmetricQuantizer:

@@ -359,15 +359,15 @@ class BinGrad(Quantizer):
         # A bucket whose threshold did not move is at its fixed point: later iterations would repeat its
         # arithmetic exactly, so only the buckets still moving are iterated (same result, less work).
         active = xp.arange(rows.shape[0], device=device_of(xb))
-        x, ok, t = rows, valid, tau
+        x, ok, t = rows, (None if bool(xp.all(mask)) else valid), tau
         for _ in range(MAX_SWEEPS):
-            upper = (x > t) & ok
-            lower = (x <= t) & ok
-            zero = xp.zeros_like(x)
-            n2 = xp.sum(xp.astype(upper, x.dtype), axis=-1, keepdims=True)
-            n1 = xp.sum(xp.astype(lower, x.dtype), axis=-1, keepdims=True)
-            m2 = xp.sum(xp.where(upper, x, zero), axis=-1, keepdims=True) / safe_divisor(n2)
-            m1 = xp.sum(xp.where(lower, x, zero), axis=-1, keepdims=True) / safe_divisor(n1)
+            upper, lower = x > t, x <= t
+            if ok is not None:
+                upper, lower = upper & ok, lower & ok
+            n2 = xp.astype(xp.count_nonzero(upper, axis=-1, keepdims=True), x.dtype)
+            n1 = xp.astype(xp.count_nonzero(lower, axis=-1, keepdims=True), x.dtype)
+            m2 = xp.sum(xp.where(upper, x, 0.0), axis=-1, keepdims=True) / safe_divisor(n2)
+            m1 = xp.sum(xp.where(lower, x, 0.0), axis=-1, keepdims=True) / safe_divisor(n1)
             new_b1 = xp.where(n1 > 0, m1, m2)  # an empty side takes the other's mean: one level for all
             new_b2 = xp.where(n2 > 0, m2, m1)
             new_tau = (new_b1 + new_b2) / 2
@@ -375,7 +375,8 @@ class BinGrad(Quantizer):
             b1[active], b2[active], tau[active] = new_b1, new_b2, new_tau
             if moving.shape[0] == 0:
                 break
-            active, x, ok, t = active[moving], x[moving], ok[moving], new_tau[moving]
+            active, x, t = active[moving], x[moving], new_tau[moving]
+            ok = None if ok is None else ok[moving]
         shape = tuple(xb.shape[:-1]) + (1,)
         b1, b2 = xp.reshape(b1, shape), xp.reshape(b2, shape)
         b1, b2 = to_float32(b1), to_float32(b2)
@@ -464,14 +465,13 @@ def _best_interior_level(g: Any, left: Any, right: Any, current: Any) -> Any:
     """argmin over b in [left, right] of the rounding variance of the sorted values g (..., nb, size):
     the smallest data point where the slope sigma turns >= 0; `current` where no data lies between."""
     xp = wire.namespace(g)
-    zero = xp.zeros_like(g)
     between = (g >= left) & (g <= right)
-    below = xp.where(between, g - left, zero)
-    above = xp.where(between, right - g, zero)
+    below = xp.where(between, g - left, 0.0)
+    above = xp.where(between, right - g, 0.0)
     # sigma on (g_j, g_{j+1}): the left side counts x <= g_j, the right side x > g_j.
     slope = xp.cumulative_sum(below, axis=-1) - (xp.sum(above, axis=-1, keepdims=True)
                                                  - xp.cumulative_sum(above, axis=-1))
-    best = xp.min(xp.where(between & (slope >= 0), g, xp.full_like(g, math.inf)), axis=-1, keepdims=True)
+    best = xp.min(xp.where(between & (slope >= 0), g, math.inf), axis=-1, keepdims=True)
     return xp.where(best < math.inf, best, current)
 
 

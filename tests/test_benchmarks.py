@@ -15,6 +15,7 @@ SCRIPTS = {
     "bench_sdp4bit.py": "Hadamard share of Hadamard + Q8,128",
     "bench_perfmodel.py": "end to end",
     "bench_simulator.py": "loop/vectorised",
+    "bench_simulator_large.py": "step/floor",
 }
 
 

@@ -165,15 +165,18 @@ class Quantizer:
         floats, packed = wire.unpack(payload, [(wire.dtype_like(payload, "float32"), nb * self.floats),
                                                (wire.dtype_like(payload, "uint8"), bits.packed_bytes(n, self.bits))])
         levels = wire.astype(xp.reshape(floats, lead + (nb, self.floats)), dtype)
-        out = []
-        for start, stop in self._blocks(payload, n):
+        blocks = self._blocks(payload, n)
+        out = None if len(blocks) == 1 else xp.empty(lead + (n,), dtype=dtype, device=device_of(payload))
+        for start, stop in blocks:
             b0, b1 = start // size, -(-stop // size)
             codes = bits.unpack(packed[..., start * self.bits // 8:bits.packed_bytes(stop, self.bits)], self.bits,
                                 stop - start)
             codes = xp.reshape(wire.pad_last(codes, (b1 - b0) * size), lead + (b1 - b0, size))
-            out.append(xp.reshape(self._decode(levels[..., b0:b1, :], codes), lead + ((b1 - b0) * size,))
-                       [..., :stop - start])
-        return out[0] if len(out) == 1 else xp.concat(out, axis=-1)
+            x_hat = xp.reshape(self._decode(levels[..., b0:b1, :], codes), lead + ((b1 - b0) * size,))
+            if out is None:
+                return x_hat[..., :n]
+            out[..., start:stop] = x_hat[..., :stop - start]
+        return out
 
     def _encode(self, xb: Any, mask: Any, u: Any) -> tuple[Any, Any]:
         """Buckets (..., nb, size), zero-padded, with their validity mask (nb, size) and uniforms ->

@@ -18,7 +18,9 @@ import dataclasses
 import math
 from typing import Any
 
-from thinwire.algorithms import wire
+import numpy as np
+from array_api_compat import is_torch_array
+from thinwire.algorithms import bits, quantizers, wire
 from thinwire.algorithms.quantizers import Quantizer, max_abs, safe_divisor, stochastic_codes, to_float32
 
 
@@ -66,6 +68,9 @@ def hadamard(x: Any, block: int) -> Any:
     lead, n = tuple(x.shape[:-1]), x.shape[-1]
     if n % block:
         raise ValueError(f"the Hadamard transform needs a multiple of {block} values, got {n}")
+    if bits.on_host(x):
+        out = _hadamard_host(np.ascontiguousarray(x.numpy() if is_torch_array(x) else x), block)
+        return xp.asarray(out) if is_torch_array(x) else out
     y = xp.reshape(x, lead + (n // block, block))
     h = 1
     while h < block:
@@ -75,3 +80,24 @@ def hadamard(x: Any, block: int) -> Any:
         h *= 2
     return xp.reshape(y, lead + (n,)) * (1 / math.sqrt(block))
 
+
+def _hadamard_host(x: np.ndarray, block: int) -> np.ndarray:
+    """The same butterfly in numpy, a cache-sized run of blocks at a time, each pass writing its sums and
+    differences straight into the other of two buffers (no stacking copy): the same additions in the
+    same order, so the same values."""
+    out = np.empty_like(x)
+    rows, flat = x.reshape(-1, block), out.reshape(-1, block)
+    per = max(1, quantizers.BLOCK_VALUES // block)
+    for start in range(0, rows.shape[0], per):
+        y = rows[start:start + per]
+        z = np.empty_like(y)
+        h = 1
+        while h < block:
+            pairs = y.reshape(y.shape[0], block // (2 * h), 2, h)
+            into = z.reshape(pairs.shape)
+            np.add(pairs[:, :, 0], pairs[:, :, 1], out=into[:, :, 0])
+            np.subtract(pairs[:, :, 0], pairs[:, :, 1], out=into[:, :, 1])
+            y, z = z, (y if h > 1 else np.empty_like(y))  # never write into the input
+            h *= 2
+        np.multiply(y, 1 / math.sqrt(block), out=flat[start:start + per])
+    return out

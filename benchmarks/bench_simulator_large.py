@@ -1,7 +1,7 @@
 """Time and peak memory of one simulator step at large (W, d), against the floor of the method's own arithmetic.
 
     .venv/bin/python benchmarks/bench_simulator_large.py                       # W = 64, d = 1e5 and 1e6
-    .venv/bin/python benchmarks/bench_simulator_large.py --workers 256 --dim 1000000   # the issue's case (~GBs)
+    .venv/bin/python benchmarks/bench_simulator_large.py --workers 256 --dim 1000000 --methods topk-ef  # GBs
     .venv/bin/python benchmarks/bench_simulator_large.py --quick               # W = 16, d = 1e5: seconds
 
 For "dgc" (exact top-k, density 0.001) and "topk-ef" (density 0.01), float32, the parameters one
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[64])
     parser.add_argument("--dim", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--methods", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--quick", action="store_true", help="W = 16, d = 1e5, 1 repeat (checks the script runs)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{'held GB':>8} {'peak/held':>9}")
     for workers in args.workers:
         for dim in args.dim:
-            for name in CASES:
+            for name in args.methods:
                 t, floor, peak, held = measure(name, workers, dim, args.repeats)
                 print(f"{name:8} {workers:4d} {dim:9d} {t:8.3f} {floor:8.3f} {t / floor:10.1f} {peak:8.2f} "
                       f"{held:8.2f} {peak / held:9.1f}", flush=True)

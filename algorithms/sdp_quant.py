@@ -82,22 +82,21 @@ def hadamard(x: Any, block: int) -> Any:
 
 
 def _hadamard_host(x: np.ndarray, block: int) -> np.ndarray:
-    """The same butterfly in numpy, a cache-sized run of blocks at a time, each pass writing its sums and
-    differences straight into the other of two buffers (no stacking copy): the same additions in the
-    same order, so the same values."""
+    """The same butterfly in numpy, a cache-sized run of blocks at a time, transposed so that each pass
+    adds and subtracts whole contiguous rows (one per position in the block) straight into the other of
+    two buffers: the same additions in the same order, so the same values."""
     out = np.empty_like(x)
     rows, flat = x.reshape(-1, block), out.reshape(-1, block)
     per = max(1, quantizers.BLOCK_VALUES // block)
     for start in range(0, rows.shape[0], per):
-        y = rows[start:start + per]
+        y = np.ascontiguousarray(rows[start:start + per].T)  # (block, blocks of this run)
         z = np.empty_like(y)
         h = 1
         while h < block:
-            pairs = y.reshape(y.shape[0], block // (2 * h), 2, h)
-            into = z.reshape(pairs.shape)
-            np.add(pairs[:, :, 0], pairs[:, :, 1], out=into[:, :, 0])
-            np.subtract(pairs[:, :, 0], pairs[:, :, 1], out=into[:, :, 1])
-            y, z = z, (y if h > 1 else np.empty_like(y))  # never write into the input
+            pairs, into = y.reshape(block // (2 * h), 2, h, -1), z.reshape(block // (2 * h), 2, h, -1)
+            np.add(pairs[:, 0], pairs[:, 1], out=into[:, 0])
+            np.subtract(pairs[:, 0], pairs[:, 1], out=into[:, 1])
+            y, z = z, y
             h *= 2
-        np.multiply(y, 1 / math.sqrt(block), out=flat[start:start + per])
+        np.multiply(y.T, 1 / math.sqrt(block), out=flat[start:start + per])
     return out

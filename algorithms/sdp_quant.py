@@ -89,7 +89,7 @@ def _hadamard_host(x: np.ndarray, block: int) -> np.ndarray:
     rows, flat = x.reshape(-1, block), out.reshape(-1, block)
     per = max(1, quantizers.BLOCK_VALUES // block)
     for start in range(0, rows.shape[0], per):
-        y = np.ascontiguousarray(rows[start:start + per].T)  # (block, blocks of this run)
+        y = rows[start:start + per].T.copy()  # (block, blocks of this run); a copy: the input stays as it is
         z = np.empty_like(y)
         h = 1
         while h < block:

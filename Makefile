@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_compressors.py
 	$(BIN)/python benchmarks/bench_perfmodel.py
 	$(BIN)/python benchmarks/bench_sdp4bit.py
+	$(BIN)/python benchmarks/bench_simulator_large.py
 
 lint: setup
 	$(BIN)/ruff check .

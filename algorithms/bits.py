@@ -6,9 +6,10 @@ of the little-endian bit stream, where bit j is bit (j % 8) of byte j // 8 and b
 significant bit of a byte; within a code, its least significant bit comes first. For b = 2, codes
 [1, 2, 3, 0] pack into the single byte 0b00_11_10_01 = 0x39.
 
-numpy arrays and CPU tensors go through numpy's packbits/unpackbits (little bit order), which is
-this layout exactly and about 100x faster than shifting in Python-level array ops; other tensors
-(CUDA) use the array-API path: when b divides 8 each byte holds 8 / b whole codes and packing is a
+numpy arrays and CPU tensors go through numpy kernels: packbits/unpackbits (little bit order) for
+b = 1, which is this layout exactly; when b divides 8, the 8 / b strided fields of each byte OR-ed
+together (and shifted out again); other widths through one little-endian 64-bit word per 8 codes.
+Other tensors (CUDA) use the array-API path: when b divides 8 each byte holds 8 / b whole codes and packing is a
 shift-and-sum over groups; other widths (3, 5, 6, 7: e.g. QSGD's sign + level) go through the bit
 stream. Tests check that both paths give the same bytes.
 """
@@ -46,7 +47,8 @@ def _shifts(xp: Any, count: int, step: int, like: Any) -> Any:
     return xp.asarray([step * j for j in range(count)], dtype=xp.uint8, device=device_of(like))
 
 
-def _on_host(x: Any) -> bool:
+def on_host(x: Any) -> bool:
+    """Whether x is in host memory (a numpy array or a CPU tensor): the numpy kernels apply."""
     return is_numpy_array(x) or (is_torch_array(x) and x.device.type == "cpu")
 
 
@@ -65,14 +67,20 @@ def _like(out: np.ndarray, x: Any) -> Any:
 def pack(codes: Any, b: int) -> Any:
     """Pack integer codes in [0, 2**b) along the last axis: (..., n) -> (..., ceil(n*b/8)) uint8."""
     _check(b)
-    if not _on_host(codes):
+    if not on_host(codes):
         return pack_array_api(codes, b)
+    if b == 1:  # packbits reads any nonzero code (bool included) as a 1 bit: no cast to uint8 first
+        return _like(np.packbits(_as_numpy(codes), axis=-1, bitorder="little"), codes)
     c = np.ascontiguousarray(_as_numpy(codes), dtype=np.uint8)
-    if b == 1:
-        return _like(np.packbits(c, axis=-1, bitorder="little"), codes)
+    lead, n = c.shape[:-1], c.shape[-1]
+    if 8 % b == 0:  # 8 / b whole codes per byte: OR the strided fields of each byte together
+        groups = _pad_last(c, packed_bytes(n, b) * (8 // b)).reshape(lead + (-1, 8 // b))
+        packed = groups[..., 0].copy()
+        for i in range(1, 8 // b):
+            packed |= groups[..., i] << np.uint8(i * b)
+        return _like(packed, codes)
     # 8 codes of b bits are exactly b bytes: OR them into one little-endian 64-bit word per group,
     # then keep the word's first b bytes.
-    lead, n = c.shape[:-1], c.shape[-1]
     groups = _pad_last(c, -(-n // 8) * 8).reshape(lead + (-1, 8))
     word = groups[..., 0].astype(np.uint64)
     for i in range(1, 8):
@@ -86,11 +94,17 @@ def unpack(buf: Any, b: int, n: int) -> Any:
     _check(b)
     if buf.shape[-1] != packed_bytes(n, b):
         raise ValueError(f"{n} codes of {b} bits take {packed_bytes(n, b)} bytes, got {buf.shape[-1]}")
-    if not _on_host(buf):
+    if not on_host(buf):
         return unpack_array_api(buf, b, n)
     a = np.ascontiguousarray(_as_numpy(buf))
     if b == 1:
         return _like(np.unpackbits(a, axis=-1, count=n, bitorder="little"), buf)
+    if 8 % b == 0:
+        per, mask = 8 // b, np.uint8(2 ** b - 1)
+        fields = np.empty(a.shape + (per,), dtype=np.uint8)
+        for i in range(per):
+            np.bitwise_and(a >> np.uint8(i * b), mask, out=fields[..., i])
+        return _like(np.ascontiguousarray(fields.reshape(a.shape[:-1] + (-1,))[..., :n]), buf)
     lead, m = a.shape[:-1], -(-n // 8)
     words = np.zeros(lead + (m, 8), dtype=np.uint8)
     chunks = np.zeros(lead + (m * b,), dtype=np.uint8)

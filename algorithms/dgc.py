@@ -240,36 +240,39 @@ class DeepGradientCompression(MethodBase):
             top_k = self.top_k(step)
             idx = xp.concat([top_k.select(rows[:, s.start:s.stop]) + s.start for s in self.sparse], axis=-1)
             return [xp.astype(idx[r], xp.int64) for r in range(rows.shape[0])]
-        return [xp.concat([self._sampled_row(xp.abs(rows[r, s.start:s.stop]), self.k(s.stop - s.start, step),
-                                             step, rngs[r]) + s.start for s in self.sparse])
+        return [xp.concat([sampled_threshold_indices(xp.abs(rows[r, s.start:s.stop]), self.k(s.stop - s.start, step),
+                                                     self.density(step), self.config.sample_ratio, rngs[r]) + s.start
+                           for s in self.sparse])
                 for r in range(rows.shape[0])]
 
-    def _sampled_row(self, importance: Any, k: int, step: int, rng: np.random.Generator) -> Any:
-        """The official code's selection for one tensor of one worker: threshold from a strided sample,
-        up to 10 adaptations (resample to exact top-k above 1.3k, lower the threshold below 0.8k),
-        at most k entries. Returns their ascending int64 indices."""
-        xp = wire.namespace(importance)
-        numel, density = importance.shape[0], self.density(step)
-        wanted = max(math.ceil(numel * self.config.sample_ratio), math.ceil(2 / density))
-        if numel <= wanted:
-            stride = 1
-        else:
-            stride = math.ceil(numel / wanted / 32) * 32 + 1
-            while stride > 1 and numel // stride < wanted:
-                stride = max(1, stride - 8)
-        start = int(rng.integers(stride)) if stride > 1 else 0
-        samples = importance[start::stride]
-        top = max(1, math.ceil(samples.shape[0] * density))
-        threshold = xp.min(wire.take_last(samples, wire.top_k_indices(samples, top)))
-        idx = xp.nonzero(importance >= threshold)[0]
-        if stride > 1:
-            for _ in range(10):
-                if idx.shape[0] > k * 1.3:
-                    idx = wire.take_last(idx, wire.top_k_indices(wire.take_last(importance, idx), k))
-                    idx = xp.sort(idx)
-                    break
-                if idx.shape[0] >= 0.8 * k:
-                    break
-                threshold = threshold * 0.8
-                idx = xp.nonzero(importance >= threshold)[0]
-        return xp.astype(idx[:k], xp.int64)
+
+def sampled_threshold_indices(importance: Any, k: int, density: float, sample_ratio: float,
+                              rng: np.random.Generator) -> Any:
+    """DGC's official selection for one tensor of one worker (importance = |v|, k its budget at `density`):
+    threshold from a strided sample of `sample_ratio` of it, up to 10 adaptations (resample to exact top-k above 1.3k, lower the threshold below 0.8k),
+    at most k entries. Returns their ascending int64 indices."""
+    xp = wire.namespace(importance)
+    numel = importance.shape[0]
+    wanted = max(math.ceil(numel * sample_ratio), math.ceil(2 / density))
+    if numel <= wanted:
+        stride = 1
+    else:
+        stride = math.ceil(numel / wanted / 32) * 32 + 1
+        while stride > 1 and numel // stride < wanted:
+            stride = max(1, stride - 8)
+    start = int(rng.integers(stride)) if stride > 1 else 0
+    samples = importance[start::stride]
+    top = max(1, math.ceil(samples.shape[0] * density))
+    threshold = xp.min(wire.take_last(samples, wire.top_k_indices(samples, top)))
+    idx = xp.nonzero(importance >= threshold)[0]
+    if stride > 1:
+        for _ in range(10):
+            if idx.shape[0] > k * 1.3:
+                idx = wire.take_last(idx, wire.top_k_indices(wire.take_last(importance, idx), k))
+                idx = xp.sort(idx)
+                break
+            if idx.shape[0] >= 0.8 * k:
+                break
+            threshold = threshold * 0.8
+            idx = xp.nonzero(importance >= threshold)[0]
+    return xp.astype(idx[:k], xp.int64)

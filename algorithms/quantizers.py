@@ -41,8 +41,10 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from array_api_compat import device as device_of
+from array_api_compat import is_numpy_array
 from thinwire.algorithms import bits, wire
 
+BLOCK_VALUES = 1 << 16  # values a host codec works through at a time (a few of its temporaries fit in L2)
 MAX_SWEEPS = 100  # cap on BinGrad's Lloyd iterations and ORQ's coordinate-descent sweeps
 
 
@@ -57,11 +59,28 @@ def to_float32(v: Any, direction: int = 0) -> Any:
     return wire.astype(r, v.dtype)
 
 
-def stochastic_round(pos: Any, u: Any) -> Any:
-    """floor(pos) + [u < frac(pos)]: pos rounded up with probability frac(pos), as integers."""
+def stochastic_codes(pos: Any, u: Any, top: int) -> Any:
+    """clip(floor(pos) + [u < frac(pos)], 0, top) as uint8: pos rounded up with probability frac(pos).
+    Overwrites pos (a temporary of the caller's): the integers stay in pos's float dtype, exact, until
+    the one cast to uint8."""
     xp = wire.namespace(pos)
     low = xp.floor(pos)
-    return xp.astype(low, xp.int64) + xp.astype(u < pos - low, xp.int64)
+    pos -= low
+    low += xp.astype(u < pos, low.dtype)
+    return xp.astype(xp.clip(low, 0, top), xp.uint8)
+
+
+def max_abs(xb: Any) -> Any:
+    """max |x| per bucket (..., nb, 1), as max(max x, -min x): no |x| temporary. (+ 0 turns an all-zero
+    bucket's -0 into the +0 that max |x| gives.)"""
+    xp = wire.namespace(xb)
+    return xp.maximum(xp.max(xb, axis=-1, keepdims=True), -xp.min(xb, axis=-1, keepdims=True)) + 0.0
+
+
+def sign_bit(xb: Any, position: int) -> Any:
+    """[x < 0] << position, as uint8."""
+    xp = wire.namespace(xb)
+    return xp.astype(xb < 0, xp.uint8) << position
 
 
 def safe_divisor(v: Any) -> Any:
@@ -107,21 +126,38 @@ class Quantizer:
         size = max(1, min(self.bucket_size, n))
         return math.ceil(n / size), size
 
+    def _blocks(self, x: Any, n: int) -> list[tuple[int, int]]:
+        """[start, stop) value ranges of the last axis, whole buckets each, that the codec works through one
+        at a time: for numpy about BLOCK_VALUES values (over all leading rows), so the temporaries of
+        its several passes stay in cache; for torch (CPU or GPU) one block, as torch's per-call cost and
+        indexing make small blocks slow (ORQ 20x slower in blocks on a CPU). Every kernel works bucket by
+        bucket, so blocks change the work's order, not its result. A block's code count is a multiple
+        of 8, so its packed codes are whole bytes and the blocks' bytes concatenate to the payload's."""
+        nb, size = self._shape(n)
+        rows = max(1, math.prod(x.shape[:-1]))
+        per = nb if not is_numpy_array(x) else -(-max(1, BLOCK_VALUES // (rows * size)) // 8) * 8
+        return [(start * size, min(n, (start + per) * size)) for start in range(0, nb, per)]
+
     def compress(self, x: Any, uniforms: Any = None) -> Any:
         """The uint8 payload of x (..., n); `uniforms` (same shape, in [0, 1)) drive stochastic rounding."""
         xp = wire.namespace(x)
         lead, n = tuple(x.shape[:-1]), x.shape[-1]
-        nb, size = self._shape(n)
-        mask = xp.reshape(xp.arange(nb * size, device=device_of(x)) < n, (nb, size))
-        xb = xp.reshape(wire.pad_last(x, nb * size), lead + (nb, size))
-        if uniforms is None:
-            ub = xp.full_like(xb, 0.5)
-        else:
-            ub = xp.reshape(wire.pad_last(wire.astype(uniforms, x.dtype), nb * size), lead + (nb, size))
-        floats, codes = self._encode(xb, mask, ub)
-        codes = xp.reshape(codes, lead + (nb * size,))[..., :n]
-        floats = wire.astype(xp.reshape(floats, lead + (nb * self.floats,)), wire.dtype_like(x, "float32"))
-        return wire.pack([floats, bits.pack(codes, self.bits)])
+        size = self._shape(n)[1]
+        if uniforms is not None:
+            uniforms = wire.astype(uniforms, x.dtype)
+        floats, packed = [], []
+        for start, stop in self._blocks(x, n):
+            nb = -(-(stop - start) // size)
+            xb = xp.reshape(wire.pad_last(x[..., start:stop], nb * size), lead + (nb, size))
+            mask = _valid(nb, size, stop - start, x)
+            if uniforms is None:
+                ub = xp.full_like(xb, 0.5)
+            else:
+                ub = xp.reshape(wire.pad_last(uniforms[..., start:stop], nb * size), lead + (nb, size))
+            f, codes = self._encode(xb, mask, ub)
+            floats.append(wire.astype(xp.reshape(f, lead + (nb * self.floats,)), wire.dtype_like(x, "float32")))
+            packed.append(bits.pack(xp.reshape(codes, lead + (nb * size,))[..., :stop - start], self.bits))
+        return wire.pack(floats + packed)
 
     def decompress(self, payload: Any, n: int, dtype: Any) -> Any:
         """x_hat (..., n) in `dtype` from payloads (..., payload_bytes(n))."""
@@ -131,8 +167,18 @@ class Quantizer:
         floats, packed = wire.unpack(payload, [(wire.dtype_like(payload, "float32"), nb * self.floats),
                                                (wire.dtype_like(payload, "uint8"), bits.packed_bytes(n, self.bits))])
         levels = wire.astype(xp.reshape(floats, lead + (nb, self.floats)), dtype)
-        codes = xp.reshape(wire.pad_last(bits.unpack(packed, self.bits, n), nb * size), lead + (nb, size))
-        return xp.reshape(self._decode(levels, codes), lead + (nb * size,))[..., :n]
+        blocks = self._blocks(payload, n)
+        out = None if len(blocks) == 1 else xp.empty(lead + (n,), dtype=dtype, device=device_of(payload))
+        for start, stop in blocks:
+            b0, b1 = start // size, -(-stop // size)
+            codes = bits.unpack(packed[..., start * self.bits // 8:bits.packed_bytes(stop, self.bits)], self.bits,
+                                stop - start)
+            codes = xp.reshape(wire.pad_last(codes, (b1 - b0) * size), lead + (b1 - b0, size))
+            x_hat = xp.reshape(self._decode(levels[..., b0:b1, :], codes), lead + ((b1 - b0) * size,))
+            if out is None:
+                return x_hat[..., :n]
+            out[..., start:stop] = x_hat[..., :stop - start]
+        return out
 
     def _encode(self, xb: Any, mask: Any, u: Any) -> tuple[Any, Any]:
         """Buckets (..., nb, size), zero-padded, with their validity mask (nb, size) and uniforms ->
@@ -140,13 +186,33 @@ class Quantizer:
         raise NotImplementedError
 
     def _decode(self, floats: Any, codes: Any) -> Any:
+        """x_hat of buckets (..., nb, size) from their floats (..., nb, floats) and codes: by default a
+        one-scale quantizer's floats * (the value of the code for a unit scale), read from a table."""
+        return floats * wire.lookup(self._unit_values(floats), codes)
+
+    def _unit_values(self, like: Any) -> Any:
+        """The value of each code 0 .. 2^b - 1 for a unit scale, in like's dtype (one-scale quantizers)."""
         raise NotImplementedError
+
+    def _all_codes(self, like: Any) -> Any:
+        """Every code 0 .. 2^b - 1 (uint8), on like's device: what `_unit_values` evaluates."""
+        xp = wire.namespace(like)
+        return xp.arange(2 ** self.bits, dtype=xp.uint8, device=device_of(like))
+
+
+def _valid(nb: int, size: int, n: int, like: Any) -> Any:
+    """The validity mask (nb, size) of n values cut into nb buckets of `size`: only the last bucket can
+    be short, so only its row is compared."""
+    xp = wire.namespace(like)
+    last = xp.arange(size, device=device_of(like)) < n - (nb - 1) * size
+    return xp.concat([xp.ones((nb - 1, size), dtype=xp.bool, device=device_of(like)), last[None, :]], axis=0)
 
 
 def _count(xb: Any, mask: Any) -> Any:
-    """Real values per bucket, (nb, 1) in xb's dtype."""
+    """Real values per bucket, (nb, 1) in xb's dtype: full buckets, then the last one's count."""
     xp = wire.namespace(xb)
-    return xp.sum(xp.astype(mask, xb.dtype), axis=-1, keepdims=True)
+    full = xp.full((mask.shape[0] - 1, 1), mask.shape[1], dtype=xb.dtype, device=device_of(xb))
+    return xp.concat([full, xp.sum(xp.astype(mask[-1:], xb.dtype), axis=-1, keepdims=True)], axis=0)
 
 
 class ScaledSign(Quantizer):
@@ -161,8 +227,8 @@ class ScaledSign(Quantizer):
         scale = to_float32(xp.sum(xp.abs(xb), axis=-1, keepdims=True) / _count(xb, mask))
         return scale, xb >= 0
 
-    def _decode(self, floats, codes):
-        return floats * (2 * wire.astype(codes, floats.dtype) - 1)
+    def _unit_values(self, like):
+        return 2 * wire.astype(self._all_codes(like), like.dtype) - 1
 
 
 class QSGD(Quantizer):
@@ -180,23 +246,29 @@ class QSGD(Quantizer):
     floats = 1  # type: ignore[assignment]
 
     @staticmethod
-    def _norm(xb: Any) -> Any:
-        """Each bucket's l2 norm, rounded up to float32: so norm >= max|x| and |x| / norm <= 1."""
-        xp = wire.namespace(xb)
+    def _norm(magnitude: Any) -> Any:
+        """Each bucket's l2 norm from |x| (..., nb, size), rounded up to float32: so norm >= max|x| and
+        |x| / norm <= 1."""
+        xp = wire.namespace(magnitude)
         # Scaled by max|x| so squares neither underflow nor overflow.
-        big = xp.max(xp.abs(xb), axis=-1, keepdims=True)
-        return to_float32(big * xp.sqrt(xp.sum((xb / safe_divisor(big)) ** 2, axis=-1, keepdims=True)), +1)
+        big = xp.max(magnitude, axis=-1, keepdims=True)
+        scaled = magnitude / safe_divisor(big)
+        scaled *= scaled
+        return to_float32(big * xp.sqrt(xp.sum(scaled, axis=-1, keepdims=True)), +1)
 
     def _encode(self, xb, mask, u):
         xp = wire.namespace(xb)
-        norm = self._norm(xb)
-        level = xp.clip(stochastic_round(xp.abs(xb) / safe_divisor(norm) * self.levels, u), 0, self.levels)
-        return norm, level + xp.astype(xb < 0, xp.int64) * 2 ** (self.bits - 1)
+        pos = xp.abs(xb)
+        norm = self._norm(pos)
+        pos /= safe_divisor(norm)
+        pos *= self.levels
+        return norm, stochastic_codes(pos, u, self.levels) | sign_bit(xb, self.bits - 1)
 
-    def _decode(self, floats, codes):
-        level = wire.astype(codes & (2 ** (self.bits - 1) - 1), floats.dtype)
-        sign = 1 - 2 * wire.astype(codes >> (self.bits - 1), floats.dtype)
-        return floats * (level / self.levels) * sign
+    def _unit_values(self, like):
+        codes = self._all_codes(like)
+        level = wire.astype(codes & (2 ** (self.bits - 1) - 1), like.dtype)
+        sign = 1 - 2 * wire.astype(codes >> (self.bits - 1), like.dtype)
+        return (level / self.levels) * sign
 
 
 class NUQSGD(QSGD):
@@ -216,26 +288,34 @@ class NUQSGD(QSGD):
         power = xp.astype(j - self.levels, dtype)
         return xp.where(j > 0, 2.0 ** power, xp.zeros_like(power))
 
+    def _tables(self, like: Any) -> tuple[Any, Any]:
+        """l_j and l_{min(j+1, s)} - l_j for j = 0..s, in like's dtype: read by index instead of computed
+        per value (the same numbers: each entry is computed by the same operations)."""
+        xp = wire.namespace(like)
+        j = xp.arange(self.levels + 1, device=device_of(like))
+        low = self._level(j, like.dtype)
+        return low, self._level(xp.clip(j + 1, 0, self.levels), like.dtype) - low
+
     def _encode(self, xb, mask, u):
         xp = wire.namespace(xb)
-        norm = self._norm(xb)
-        r = xp.abs(xb) / safe_divisor(norm)
+        r = xp.abs(xb)
+        norm = self._norm(r)
+        r /= safe_divisor(norm)
         # j: index of the highest level <= r, by comparison rather than log2 (exact at the levels).
-        j = xp.zeros(xb.shape, dtype=xp.int64, device=device_of(xb))
+        j = xp.zeros(xb.shape, dtype=xp.uint8, device=device_of(xb))
         for k in range(1, self.levels + 1):
-            j = j + xp.astype(r >= 2.0 ** (k - self.levels), xp.int64)
-        low = self._level(j, xb.dtype)
-        top = xp.clip(j + 1, 0, self.levels)
-        width = self._level(top, xb.dtype) - low
+            j += xp.astype(r >= 2.0 ** (k - self.levels), xp.uint8)
+        low, width = self._tables(xb)
+        low, width = wire.lookup(low, j), wire.lookup(width, j)
         frac = xp.where(width > 0, (r - low) / safe_divisor(width), xp.zeros_like(r))
-        level = j + xp.astype(u < frac, xp.int64)
-        return norm, level + xp.astype(xb < 0, xp.int64) * 2 ** (self.bits - 1)
+        level = j + xp.astype(u < frac, xp.uint8)
+        return norm, level | sign_bit(xb, self.bits - 1)
 
-    def _decode(self, floats, codes):
-        xp = wire.namespace(codes)
-        j = xp.astype(codes & (2 ** (self.bits - 1) - 1), xp.int64)
-        sign = 1 - 2 * wire.astype(codes >> (self.bits - 1), floats.dtype)
-        return floats * self._level(j, floats.dtype) * sign
+    def _unit_values(self, like):
+        codes = self._all_codes(like)
+        sign = 1 - 2 * wire.astype(codes >> (self.bits - 1), like.dtype)
+        j = wire.astype(codes & (2 ** (self.bits - 1) - 1), wire.dtype_like(like, "int64"))
+        return self._level(j, like.dtype) * sign
 
 
 class TernGrad(Quantizer):
@@ -248,14 +328,17 @@ class TernGrad(Quantizer):
 
     def _encode(self, xb, mask, u):
         xp = wire.namespace(xb)
-        scale = to_float32(xp.max(xp.abs(xb), axis=-1, keepdims=True), +1)
-        kept = xp.clip(stochastic_round(xp.abs(xb) / safe_divisor(scale), u), 0, 1)
-        return scale, kept * (1 + xp.astype(xb < 0, xp.int64))
+        pos = xp.abs(xb)
+        scale = to_float32(xp.max(pos, axis=-1, keepdims=True), +1)
+        pos /= safe_divisor(scale)
+        kept = stochastic_codes(pos, u, 1)
+        return scale, kept << sign_bit(xb, 0)  # 0, 1 = +max, 2 = -max
 
-    def _decode(self, floats, codes):
-        xp = wire.namespace(codes)
-        c = wire.astype(codes, floats.dtype)
-        return floats * xp.where(codes == 2, -xp.ones_like(c), c)
+    def _unit_values(self, like):
+        xp = wire.namespace(like)
+        codes = self._all_codes(like)
+        c = wire.astype(codes, like.dtype)
+        return xp.where(codes == 2, -xp.ones_like(c), c)
 
 
 class BinGrad(Quantizer):
@@ -274,22 +357,33 @@ class BinGrad(Quantizer):
 
     def _encode(self, xb, mask, u):
         xp = wire.namespace(xb)
-        zero = xp.zeros_like(xb)
-        tau = xp.zeros_like(xb[..., :1])
+        rows = xp.reshape(xb, (-1, xb.shape[-1]))
+        valid = xp.reshape(xp.broadcast_to(mask, xb.shape), rows.shape)
+        tau = xp.zeros_like(rows[:, :1])
+        b1, b2 = xp.zeros_like(tau), xp.zeros_like(tau)
+        # A bucket whose threshold did not move is at its fixed point: later iterations would repeat its
+        # arithmetic exactly, so only the buckets still moving are iterated (same result, less work).
+        active = xp.arange(rows.shape[0], device=device_of(xb))
+        x, ok, t = rows, (None if bool(xp.all(mask)) else valid), tau
         for _ in range(MAX_SWEEPS):
-            upper = (xb > tau) & mask
-            lower = (xb <= tau) & mask
-            n2 = xp.sum(xp.astype(upper, xb.dtype), axis=-1, keepdims=True)
-            n1 = xp.sum(xp.astype(lower, xb.dtype), axis=-1, keepdims=True)
-            m2 = xp.sum(xp.where(upper, xb, zero), axis=-1, keepdims=True) / safe_divisor(n2)
-            m1 = xp.sum(xp.where(lower, xb, zero), axis=-1, keepdims=True) / safe_divisor(n1)
-            b1 = xp.where(n1 > 0, m1, m2)  # an empty side takes the other's mean: one level for all
-            b2 = xp.where(n2 > 0, m2, m1)
-            new_tau = (b1 + b2) / 2
-            done = bool(xp.all(new_tau == tau))
-            tau = new_tau
-            if done:
+            upper, lower = x > t, x <= t
+            if ok is not None:
+                upper, lower = upper & ok, lower & ok
+            n2 = xp.astype(xp.count_nonzero(upper, axis=-1, keepdims=True), x.dtype)
+            n1 = xp.astype(xp.count_nonzero(lower, axis=-1, keepdims=True), x.dtype)
+            m2 = xp.sum(xp.where(upper, x, 0.0), axis=-1, keepdims=True) / safe_divisor(n2)
+            m1 = xp.sum(xp.where(lower, x, 0.0), axis=-1, keepdims=True) / safe_divisor(n1)
+            new_b1 = xp.where(n1 > 0, m1, m2)  # an empty side takes the other's mean: one level for all
+            new_b2 = xp.where(n2 > 0, m2, m1)
+            new_tau = (new_b1 + new_b2) / 2
+            moving = xp.nonzero(new_tau[:, 0] != t[:, 0])[0]
+            b1[active], b2[active], tau[active] = new_b1, new_b2, new_tau
+            if moving.shape[0] == 0:
                 break
+            active, x, t = active[moving], x[moving], new_tau[moving]
+            ok = None if ok is None else ok[moving]
+        shape = tuple(xb.shape[:-1]) + (1,)
+        b1, b2 = xp.reshape(b1, shape), xp.reshape(b2, shape)
         b1, b2 = to_float32(b1), to_float32(b2)
         return xp.concat([b1, b2], axis=-1), xb > (b1 + b2) / 2
 
@@ -334,17 +428,26 @@ class ORQ(Quantizer):
         lo = xp.min(xp.where(mask, xb, inf), axis=-1, keepdims=True)
         hi = xp.max(xp.where(mask, xb, -inf), axis=-1, keepdims=True)
         s = self.levels
-        levels = [lo] + [lo + (hi - lo) * (k / s) for k in range(1, s)] + [hi]
-        g = xp.sort(xp.where(mask, xb, inf), axis=-1)  # padding sorts last, outside every [b_{k-1}, b_{k+1}]
+        shape = tuple(lo.shape)
+        levels = [xp.reshape(b, (-1, 1)) for b in [lo] + [lo + (hi - lo) * (k / s) for k in range(1, s)] + [hi]]
+        # padding sorts last, outside every [b_{k-1}, b_{k+1}]
+        g = xp.reshape(xp.sort(xp.where(mask, xb, inf), axis=-1), (-1, xb.shape[-1]))
+        # A bucket whose sweep moved no level is at its fixed point: later sweeps would repeat its
+        # arithmetic exactly, so only the buckets still moving are swept (same levels, less work).
+        active = xp.arange(g.shape[0], device=device_of(xb))
+        sweep = list(levels)
         for _ in range(MAX_SWEEPS if s > 1 else 0):
-            moved = xp.zeros_like(lo) > 0
+            moved = xp.zeros_like(sweep[0]) > 0
             for k in range(1, s):
-                new = _best_interior_level(g, levels[k - 1], levels[k + 1], levels[k])
-                moved = moved | (new != levels[k])
-                levels[k] = new
-            if not bool(xp.any(moved)):
+                new = _best_interior_level(g, sweep[k - 1], sweep[k + 1], sweep[k])
+                moved = moved | (new != sweep[k])
+                sweep[k] = new
+                levels[k][active] = new
+            moving = xp.nonzero(moved[:, 0])[0]
+            if moving.shape[0] == 0:
                 break
-        return levels
+            active, g, sweep = active[moving], g[moving], [b[moving] for b in sweep]
+        return [xp.reshape(b, shape) for b in levels]
 
     def _encode(self, xb, mask, u):
         xp = wire.namespace(xb)
@@ -367,14 +470,13 @@ def _best_interior_level(g: Any, left: Any, right: Any, current: Any) -> Any:
     """argmin over b in [left, right] of the rounding variance of the sorted values g (..., nb, size):
     the smallest data point where the slope sigma turns >= 0; `current` where no data lies between."""
     xp = wire.namespace(g)
-    zero = xp.zeros_like(g)
     between = (g >= left) & (g <= right)
-    below = xp.where(between, g - left, zero)
-    above = xp.where(between, right - g, zero)
+    below = xp.where(between, g - left, 0.0)
+    above = xp.where(between, right - g, 0.0)
     # sigma on (g_j, g_{j+1}): the left side counts x <= g_j, the right side x > g_j.
     slope = xp.cumulative_sum(below, axis=-1) - (xp.sum(above, axis=-1, keepdims=True)
                                                  - xp.cumulative_sum(above, axis=-1))
-    best = xp.min(xp.where(between & (slope >= 0), g, xp.full_like(g, math.inf)), axis=-1, keepdims=True)
+    best = xp.min(xp.where(between & (slope >= 0), g, math.inf), axis=-1, keepdims=True)
     return xp.where(best < math.inf, best, current)
 
 

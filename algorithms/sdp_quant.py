@@ -18,8 +18,10 @@ import dataclasses
 import math
 from typing import Any
 
-from thinwire.algorithms import wire
-from thinwire.algorithms.quantizers import Quantizer, safe_divisor, stochastic_round, to_float32
+import numpy as np
+from array_api_compat import is_torch_array
+from thinwire.algorithms import bits, quantizers, wire
+from thinwire.algorithms.quantizers import Quantizer, max_abs, safe_divisor, stochastic_codes, to_float32
 
 
 def check_bits(k: int, name: str) -> None:
@@ -40,13 +42,14 @@ class SymmetricQuantizer(Quantizer):
     floats = 1  # type: ignore[assignment]
 
     def _encode(self, xb, mask, u):
-        xp = wire.namespace(xb)
-        scale = to_float32(xp.max(xp.abs(xb), axis=-1, keepdims=True), +1)
-        pos = xb / safe_divisor(scale) * self.levels + self.levels
-        return scale, xp.clip(stochastic_round(pos, u), 0, 2 * self.levels)
+        scale = to_float32(max_abs(xb), +1)
+        pos = xb / safe_divisor(scale)
+        pos *= self.levels
+        pos += self.levels
+        return scale, stochastic_codes(pos, u, 2 * self.levels)
 
-    def _decode(self, floats, codes):
-        return floats * ((wire.astype(codes, floats.dtype) - self.levels) / self.levels)
+    def _unit_values(self, like):
+        return (wire.astype(self._all_codes(like), like.dtype) - self.levels) / self.levels
 
 
 def symmetric(k: int, group: int) -> SymmetricQuantizer:
@@ -65,6 +68,9 @@ def hadamard(x: Any, block: int) -> Any:
     lead, n = tuple(x.shape[:-1]), x.shape[-1]
     if n % block:
         raise ValueError(f"the Hadamard transform needs a multiple of {block} values, got {n}")
+    if bits.on_host(x):
+        out = _hadamard_host(np.ascontiguousarray(x.numpy() if is_torch_array(x) else x), block)
+        return xp.asarray(out) if is_torch_array(x) else out
     y = xp.reshape(x, lead + (n // block, block))
     h = 1
     while h < block:
@@ -74,3 +80,23 @@ def hadamard(x: Any, block: int) -> Any:
         h *= 2
     return xp.reshape(y, lead + (n,)) * (1 / math.sqrt(block))
 
+
+def _hadamard_host(x: np.ndarray, block: int) -> np.ndarray:
+    """The same butterfly in numpy, a cache-sized run of blocks at a time, transposed so that each pass
+    adds and subtracts whole contiguous rows (one per position in the block) straight into the other of
+    two buffers: the same additions in the same order, so the same values."""
+    out = np.empty_like(x)
+    rows, flat = x.reshape(-1, block), out.reshape(-1, block)
+    per = max(1, quantizers.BLOCK_VALUES // block)
+    for start in range(0, rows.shape[0], per):
+        y = rows[start:start + per].T.copy()  # (block, blocks of this run); a copy: the input stays as it is
+        z = np.empty_like(y)
+        h = 1
+        while h < block:
+            pairs, into = y.reshape(block // (2 * h), 2, h, -1), z.reshape(block // (2 * h), 2, h, -1)
+            np.add(pairs[:, 0], pairs[:, 1], out=into[:, 0])
+            np.subtract(pairs[:, 0], pairs[:, 1], out=into[:, 1])
+            y, z = z, y
+            h *= 2
+        np.multiply(y.T, 1 / math.sqrt(block), out=flat[start:start + per])
+    return out

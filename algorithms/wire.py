@@ -44,8 +44,34 @@ def to_bytes(x: Any) -> Any:
     return np.ascontiguousarray(x).view(np.uint8)
 
 
+def broadcast_axes(x: Any) -> tuple[int, ...]:
+    """The leading axes (all but the last) along which x repeats one row without copies (stride 0): a
+    simulated collective's result, where every worker of a group received the same bytes."""
+    strides = x.stride() if is_torch_array(x) else x.strides
+    return tuple(i for i in range(x.ndim - 1) if strides[i] == 0 and x.shape[i] > 1)
+
+
+def _once(x: Any) -> tuple[Any, tuple[int, ...]] | None:
+    """(x with its broadcast axes cut to length 1, x's leading shape), or None when it has none."""
+    axes = broadcast_axes(x)
+    if not axes:
+        return None
+    return x[tuple(slice(0, 1) if i in axes else slice(None) for i in range(x.ndim))], tuple(x.shape[:-1])
+
+
+def _broadcast_to(x: Any, shape: tuple[int, ...]) -> Any:
+    return x.expand(shape) if is_torch_array(x) else np.broadcast_to(x, shape)
+
+
 def from_bytes(buf: Any, dtype: Any) -> Any:
-    """Inverse of to_bytes for a uint8 buffer; `dtype` is a numpy dtype or a torch dtype."""
+    """Inverse of to_bytes for a uint8 buffer; `dtype` is a numpy dtype or a torch dtype. Rows repeated
+    by broadcasting are converted once and stay a broadcast (W copies of a gathered payload are not
+    materialised)."""
+    once = _once(buf)
+    if once is not None:
+        core, lead = once
+        out = from_bytes(core, dtype)
+        return _broadcast_to(out, lead + tuple(out.shape[-1:]))
     if is_torch_array(buf):
         size = dtype.itemsize
         if buf.storage_offset() % size or any(s % size for s in buf.stride()[:-1]) or buf.stride()[-1] != 1:
@@ -103,6 +129,11 @@ def dtype_like(x: Any, name: str) -> Any:
 
 
 def astype(x: Any, dtype: Any) -> Any:
+    """x in `dtype` (x itself when it has it); rows repeated by broadcasting are converted once."""
+    once = _once(x) if x.ndim > 1 else None
+    if once is not None:
+        core, lead = once
+        return _broadcast_to(astype(core, dtype), lead + tuple(x.shape[-1:]))
     return x.to(dtype) if is_torch_array(x) else x.astype(dtype, copy=False)
 
 
@@ -124,11 +155,25 @@ def take_last(x: Any, idx: Any) -> Any:
     return np.take_along_axis(x, idx.astype(np.intp), axis=-1)
 
 
+def lookup(table: Any, idx: Any) -> Any:
+    """table[idx]: a 1-D table read at integer indices of any shape and integer dtype."""
+    if is_torch_array(idx):
+        return table[idx.long()]
+    return table[idx]
+
+
 def scatter_sum(idx: Any, values: Any, d: int) -> Any:
     """Dense (..., d) arrays from sparse (..., S, k) index/value sets, summed over the S axis.
 
     Contributions to one coordinate are added in source order, so every library gives the same sum.
+    Where idx and values repeat the same sets along a leading axis (broadcast, as every worker of a
+    simulated group receives the same gathered payloads), each distinct sum is computed once.
     """
+    shared = set(broadcast_axes(idx[..., 0])) & set(broadcast_axes(values[..., 0])) if idx.ndim > 2 else set()
+    if shared:
+        cut = tuple(slice(0, 1) if i in shared else slice(None) for i in range(idx.ndim))
+        once = scatter_sum(idx[cut], values[cut], d)
+        return _broadcast_to(once, tuple(idx.shape[:-2]) + (d,))
     lead = tuple(idx.shape[:-2])
     rows = math.prod(lead)
     if is_torch_array(values):

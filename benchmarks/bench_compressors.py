@@ -1,11 +1,15 @@
-"""Compressor throughput on 25M float32 values, as a ratio to a numpy copy of the same array.
+"""Compressor throughput on 25M float32 values, as a ratio to a copy of the same array.
 
     python benchmarks/bench_compressors.py [--n 25000000] [--repeats 5]
+    python benchmarks/bench_compressors.py --quick     # 200k values, 2 repeats: seconds
 
-Measures, in one run: exact top-k at 0.1% (numpy argpartition, torch.topk), DGC's sampled threshold at
-0.1% (its strided sample and adaptation rules), and every quantizer of algorithms/quantizers.py
-(compress + pack into bytes). The issue's goal is each within 3x the copy; the table says which are.
-Nothing here passes or fails: it prints what it measured.
+Measures, in one run, on the host (numpy) and torch paths: exact top-k at 0.1% (numpy argpartition,
+torch.topk), DGC's sampled threshold at 0.1% (its strided sample and adaptation rules), and every
+compressor of algorithms/compress.py's vocabulary (top-k and the quantizers of quantizers.py), each
+compress + pack into bytes and unpack + decompress, with the default levels (4) and bucket (512).
+The cases take turns repeat by repeat (timing.interleaved_medians), so load on the machine hits them
+alike. Goals of issue 15 (x copy): selection and sign <= 3; QSGD, TernGrad, NUQSGD <= 5; BinGrad,
+ORQ <= 8. Nothing here passes or fails: it prints what it measured.
 """
 
 from __future__ import annotations
@@ -16,47 +20,45 @@ import os
 import numpy as np
 import torch
 from thinwire.algorithms import wire
-from thinwire.algorithms.registry import get_method, make_config
-from timing import median_time  # benchmarks/timing.py, beside this script
+from thinwire.algorithms.compress import COMPRESSORS, make_compressor
+from thinwire.algorithms.dgc import sampled_threshold_indices
+from timing import interleaved_medians, print_table  # benchmarks/timing.py, beside this script
+
+GOALS = {"scaled-sign": 3, "topk": 3, "qsgd": 5, "terngrad": 5, "nuqsgd": 5, "bingrad": 8, "orq": 8}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=25_000_000, help="values per tensor (default 25M)")
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    n, k = args.n, max(1, args.n // 1000)
+    parser.add_argument("--quick", action="store_true", help="n = 200k, 2 repeats (checks the script runs)")
+    args = parser.parse_args(argv)
+    n, repeats = (200_000, 2) if args.quick else (args.n, args.repeats)
+    k = max(1, n // 1000)
     x = np.random.default_rng(0).standard_normal(n, dtype=np.float32)
-    xt = torch.from_numpy(x)
+    u = np.random.default_rng(1).random(n, dtype=np.float32)
     print(f"numpy {np.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
-          f"torch threads {torch.get_num_threads()}; n = {n:,} float32, k = {k:,} (0.1%)")
+          f"torch threads {torch.get_num_threads()}; n = {n:,} float32, k = {k:,} (0.1%); "
+          f"load average {os.getloadavg()[0]:.1f}")
 
-    dgc_cls = get_method("dgc")
-    layout = (("w", (1000, n // 1000)),)
-    dgc = dgc_cls(make_config(dgc_cls, {"density": 0.001, "threshold": "sampled"}), layout)
-    rng = np.random.default_rng(0)
-    cases = {
-        "numpy copy (reference)": lambda: x.copy(),
-        "top-k exact, numpy argpartition": lambda: wire.top_k_indices(x, k),
-        "top-k exact, torch.topk": lambda: wire.top_k_indices(xt, k),
-        "DGC sampled threshold, numpy": lambda: dgc._sampled_row(np.abs(x), k, 0, rng),
-        "DGC sampled threshold, torch": lambda: dgc._sampled_row(xt.abs(), k, 0, rng),
-    }
-    try:
-        from thinwire.algorithms.quantizers import QUANTIZERS
-    except ImportError:
-        QUANTIZERS = {}
-    for name, make in QUANTIZERS.items():
-        q = make()
-        uniforms = rng.random(n, dtype=np.float32)
-        cases[f"quantizer {name}: compress + pack"] = lambda q=q, u=uniforms: q.compress(x, u)
-
-    copy = median_time(cases.pop("numpy copy (reference)"), args.repeats)
-    print(f"\n{'case':45s} {'ms':>9s} {'x copy':>8s}  within 3x")
-    print(f"{'numpy copy (reference)':45s} {copy * 1e3:9.2f} {1.0:8.2f}")
-    for name, fn in cases.items():
-        t = median_time(fn, args.repeats)
-        print(f"{name:45s} {t * 1e3:9.2f} {t / copy:8.2f}  {'yes' if t <= 3 * copy else 'no'}")
+    xt = torch.from_numpy(x)
+    cases = {"copy, numpy (reference)": (lambda: x.copy(), None), "copy, torch": (lambda: xt.clone(), None)}
+    for lib in ("numpy", "torch"):
+        v, uv = (x, u) if lib == "numpy" else (torch.from_numpy(x), torch.from_numpy(u))
+        rng = np.random.default_rng(0)
+        cases[f"top-k exact select, {lib}"] = (lambda v=v: wire.top_k_indices(v, k), 3)
+        cases[f"DGC sampled threshold, {lib}"] = (
+            lambda v=v, rng=rng: sampled_threshold_indices(abs(v), k, 0.001, 0.01, rng), 3)
+        for name in COMPRESSORS:
+            c = make_compressor(name, density=0.001)
+            uniforms = uv if c.stochastic else None
+            payload = c.compress(v, uniforms)
+            goal = GOALS.get(name)
+            cases[f"{name} compress + pack, {lib}"] = (lambda c=c, v=v, w=uniforms: c.compress(v, w), goal)
+            cases[f"{name} unpack + decompress, {lib}"] = (
+                lambda c=c, p=payload, v=v: c.decompress(p, n, v.dtype), goal)
+    times = interleaved_medians({name: fn for name, (fn, _) in cases.items()}, repeats)
+    print_table(times, "copy, numpy (reference)", {name: goal for name, (_, goal) in cases.items()})
 
 
 if __name__ == "__main__":

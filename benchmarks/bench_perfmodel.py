@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_perfmodel.py               # 1000 steps, 1024 GPUs (128 x 8)
     .venv/bin/python benchmarks/bench_perfmodel.py --steps 100   # a shorter log
+    .venv/bin/python benchmarks/bench_perfmodel.py --quick       # 20 steps, 1 repeat: seconds
 
 The log is synthesised as a real DGC run of a GPT-style model (hidden 2048, 20 layers, vocabulary
 50257: 1.11B parameters in 244 tensors) would write it, one record per collective call: per step and
@@ -75,11 +76,14 @@ def synthesise_log(steps: int, world: int, seed: int = 0) -> tuple[pd.DataFrame,
     return log.reset_index(drop=True), int(sizes.sum())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="20 steps, 1 repeat (checks the script runs)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.repeats = 20, 1
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "cluster.yaml").write_text(CLUSTER)

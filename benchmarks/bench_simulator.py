@@ -44,6 +44,7 @@ import array_api_compat.numpy as xp
 import numpy as np
 from thinwire.algorithms import wire
 from thinwire.algorithms.registry import get_method
+from thinwire.algorithms.sgd import warmup_factor
 from thinwire.simulators.problems import PROBLEMS, ProblemConfig
 from thinwire.simulators.simcomm import SimComm
 
@@ -77,12 +78,13 @@ def loop_step_sgd(method: Any, xs: list, state: dict, oracles: list) -> tuple[li
     for g in grads[1:]:
         total = total + g
     g = total / len(grads)
+    lr = c.lr * warmup_factor(state["step"], c.warmup_steps)
     ms, new_xs = [], []
     for x, m in zip(xs, state["momentum"]):
         m = c.momentum * m + (g + c.weight_decay * x if c.weight_decay else g)
         ms.append(m)
-        new_xs.append(x - c.lr * m)
-    return new_xs, {"momentum": ms}, list(losses)
+        new_xs.append(x - lr * m)
+    return new_xs, {"momentum": ms, "step": state["step"] + 1}, list(losses)
 
 
 def loop_step_topk_ef(method: Any, xs: list, state: dict, oracles: list) -> tuple[list, dict, list]:
@@ -145,12 +147,17 @@ def median_ms(timed: dict[str, tuple[Callable[[], None], int]], warmup: int, rep
 
 def setup(name: str, workers: int, cfg: BenchConfig) -> tuple[Any, Any, Any, Any, list]:
     """A fresh method, problem, (W, d) start point, vectorised oracle and per-rank oracles."""
-    method = get_method(name)(get_method(name).Config())
     problem = PROBLEMS["logreg"](workers, cfg.seed, ProblemConfig(
         samples_per_worker=cfg.samples_per_worker, dim=cfg.dim, batch_size=cfg.batch_size))
+    method = get_method(name)(get_method(name).Config(), problem.layout)
     x = xp.asarray(np.broadcast_to(problem.x0(), (workers, problem.n_params)).astype(DTYPE))
     oracles = [problem.oracle(xp, r, DTYPE) for r in range(workers)]
     return method, problem, x, problem.oracle(xp, None, DTYPE), oracles
+
+
+def per_worker(state: dict) -> dict:
+    """The vectorised state as each worker would hold it: (W, ...) arrays become lists of W rows."""
+    return {key: list(v) if isinstance(v, np.ndarray) else v for key, v in state.items()}
 
 
 def check_loop_matches(name: str, workers: int, cfg: BenchConfig) -> None:
@@ -159,7 +166,7 @@ def check_loop_matches(name: str, workers: int, cfg: BenchConfig) -> None:
     comm = SimComm(workers, xp)
     x_vec, _, _ = method.step(x, method.init_state(x, comm), oracle, comm)
     rows = list(x)
-    state = {key: list(v) for key, v in method.init_state(x, comm).items()}
+    state = per_worker(method.init_state(x, comm))
     x_loop, _, _ = LOOP_STEPS[name](method, rows, state, oracles)
     x_loop = np.stack(x_loop)
     if not np.allclose(x_vec, x_loop, rtol=1e-4, atol=1e-6):
@@ -177,7 +184,7 @@ def bench(name: str, workers: int, cfg: BenchConfig) -> Row:
     def vectorised() -> None:
         vec[0], vec[1], _ = method.step(vec[0], vec[1], oracle, comm)
 
-    loop = [list(x), {key: list(v) for key, v in method.init_state(x, comm).items()}]
+    loop = [list(x), per_worker(method.init_state(x, comm))]
 
     def looped() -> None:
         loop[0], loop[1], _ = LOOP_STEPS[name](method, loop[0], loop[1], oracles)

@@ -12,6 +12,9 @@ A claim file (analysis/papers/<paper>/claims.yaml, analysis/catalog.py) holds a 
       tolerance: 0.0         # absolute, added to the bound (within: |measured - expected| <= tolerance)
       figure: loss_vs_step
       out_of_scope: "why"    # optional: no verdict is computed, the reason is reported
+      kind: paper claim      # paper claim | implementation check | predicted (KINDS)
+      paper_claim: D2        # the id in ../shared/papers it tests, or "none: why" (a paper claim stated there without an id)
+      power: {seeds: 3, sends_per_coordinate: 5}   # optional: the regime in which it can be tested (POWER)
 
 Verdicts: reproduced, not reproduced, inconclusive (no data, or the bound lies within two standard
 errors of the seed-to-seed spread; with a single seed the spread is unknown, see `standard_error`), out of scope, reported (rule `reported`: a number computed and
@@ -23,7 +26,9 @@ nothing here adjusts them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -36,9 +41,15 @@ from thinwire.algorithms.comm import ThinwireError
 from thinwire.analysis.catalog import PAPERS_DIR
 
 RULES = ("within", "at_most", "at_least", "reported")
+# paper claim: a claim of a paper in ../shared/papers (the report's headline counts only these);
+# implementation check: a contract or identity true by construction (bits, cross-mode agreement, a
+# quantizer identity, the model's validation on this machine); predicted: decided by the performance model.
+KINDS = ("paper claim", "implementation check", "predicted")
+# Quantities whose value is the performance model's, not a measurement: their claims are `predicted`.
+MODEL_QUANTITIES = {"model_prediction", "model_bandwidth", "model_codec_share", "published_collective_error"}
 FIELDS = {"id", "source", "statement", "setup", "quantity", "rule", "expected", "tolerance", "figure",
-          "out_of_scope"}
-REQUIRED = {"id", "source", "statement", "setup", "quantity", "rule", "expected"}
+          "out_of_scope", "kind", "paper_claim", "power", "tuning"}
+REQUIRED = {"id", "source", "statement", "setup", "quantity", "rule", "expected", "kind"}
 
 
 @dataclasses.dataclass
@@ -99,6 +110,96 @@ def _paired(values: pd.Series, a: str, b: str, combine: Callable[[pd.Series, pd.
         return None
     paired = combine(values[a], values[b]).dropna()
     return None if paired.empty else paired
+
+
+EXACT = "bytes fixed by the configuration: every step equals the stated formula"
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(workload: str, world_size: int, seed: int, experiment: str, n_params: int) -> Any:
+    """The layout of the run's workload: with its default parameters, or with those of a runs-sheet entry
+    of the same experiment (the table does not log workload parameters), whichever has n_params; None
+    when none does."""
+    from thinwire.analysis.catalog import SCALES, paper_names
+    from thinwire.workloads.registry import make_workload
+
+    candidates = [{}] + [e.get("workload_params") or {} for p in paper_names() for scale in SCALES
+                         for e in _sections(p, scale) if e.get("name") == experiment and e.get("workload") == workload]
+    for wp in candidates:
+        w = make_workload(workload, world_size, seed, wp)
+        if w.n_params == n_params:
+            return w.layout
+    return None
+
+
+def _sections(paper: str, scale: str) -> list[dict]:
+    from thinwire.analysis.catalog import paper_runs
+
+    try:
+        return paper_runs(paper, scale)
+    except ThinwireError:
+        return []
+
+
+@functools.lru_cache(maxsize=256)
+def _formula(method: str, params: str, workload: str, world_size: int, seed: int, dtype: str,
+             steps: tuple[int, ...], n_params: int, experiment: str) -> tuple[float, ...] | str:
+    """The method's bits formula (bits_per_parameter: a function of its configuration and the step
+    only) at each step, rebuilt from the run's logged setup; a string saying why when it cannot be."""
+    from thinwire.algorithms.registry import get_method, make_config
+
+    try:
+        cls = get_method(method)
+        layout = _layout(workload, world_size, seed, experiment, n_params)
+        if layout is None:
+            return f"no parameters of workload {workload} give the run's {n_params} parameters"
+        m = cls(make_config(cls, json.loads(params)), layout)
+        value_bits = np.dtype(dtype).itemsize * 8
+        try:
+            return tuple(float(m.bits_per_parameter(value_bits, t)) for t in steps)
+        except RuntimeError:  # a formula over the ranks (1-bit Adam's chunks) learns their number at init
+            from thinwire.simulators.simcomm import SimComm
+
+            m.init_state(np.zeros((world_size, n_params), dtype=dtype), SimComm(world_size, np))
+            return tuple(float(m.bits_per_parameter(value_bits, t)) for t in steps)
+    except (ThinwireError, TypeError, ValueError, KeyError, RuntimeError) as e:
+        return f"the formula of {method} cannot be rebuilt: {e}"
+
+
+def bytes_fixed(rows: pd.DataFrame) -> tuple[bool, str]:
+    """Whether the byte counts in `rows` have no seed-to-seed spread by construction: every step of every
+    run logged exactly the bytes of its method's bits formula, a function of the configuration and the
+    step only (bits_per_parameter, rebuilt from the run's method, params, workload, world size and dtype;
+    not the step's own stated bits, which for DGC's run-length escapes or sampled threshold count what the
+    step's data selected). Decided by the logged data, never declared: (True, EXACT) or (False, why not)."""
+    need = {"run", "method", "params", "workload", "world_size", "seed", "dtype", "step", "bytes_sent", "n_params"}
+    if rows.empty or not need <= set(rows.columns):
+        return False, "the runs' setup is not in the table"
+    for run, r in rows.sort_values("step").groupby("run"):
+        first = r.iloc[0]
+        n = int(first["n_params"])
+        formula = _formula(str(first["method"]), str(first["params"]), str(first["workload"]),
+                           int(first["world_size"]), int(first["seed"]), str(first["dtype"]),
+                           tuple(int(t) for t in r["step"]), n, str(first.get("experiment", "")))
+        if isinstance(formula, str):
+            return False, f"run {run}: {formula}"
+        measured = r["bytes_sent"].to_numpy(dtype=float) * 8 / n
+        off = ~np.isclose(measured, np.array(formula), rtol=1e-9, atol=0.0)
+        if off.any():
+            t = int(np.argmax(off))
+            return False, (f"bytes depend on the data: run {run} step {int(r['step'].iloc[t])} logged "
+                           f"{measured[t]:.6g} bits per parameter, the formula gives {formula[t]:.6g}")
+    return True, EXACT
+
+
+def _exact_or_over_seeds(values: pd.Series, evidence: str, rows: pd.DataFrame) -> Measurement:
+    """A byte quantity's mean over seeds: standard error 0 when bytes_fixed says the bytes are fixed by
+    the configuration (then one seed decides), else standard_error's policy; the evidence says which."""
+    fixed, why = bytes_fixed(rows)
+    m = _over_seeds(values, f"{evidence}; {why}")
+    if fixed:
+        m.sem = 0.0
+    return m
 
 
 @quantity
@@ -169,10 +270,10 @@ def compression_ratio(table: pd.DataFrame, experiment: str, method: str, baselin
     ratio = dense / last["bytes_sent"]
     mib = 2 ** 20
     worst = (ratio - ratio.mean()).abs().idxmax()
-    return _over_seeds(ratio,
+    return _exact_or_over_seeds(ratio,
                        f"{method} on {last.at[worst, 'workload']} ({int(last.at[worst, 'n_params']):,} parameters): "
                        f"{last.at[worst, 'bytes_sent'] / mib:.4g} MB sent per rank per step against "
-                       f"{dense[worst] / mib:.4g} MB dense ({baseline_bits}-bit), over {len(last)} runs")
+                       f"{dense[worst] / mib:.4g} MB dense ({baseline_bits}-bit), over {len(last)} runs", rows)
 
 
 @quantity
@@ -256,10 +357,10 @@ def volume_ratio(table: pd.DataFrame, experiment: str, label: str, baseline: str
         return None
     as_handed = (handed[baseline] * scale / handed[label]).mean()
     bits = f" counted at {baseline_bits} bits" if baseline_bits else ""
-    return _over_seeds(ratio,
+    return _exact_or_over_seeds(ratio,
                        f"{baseline}{bits} / {label} link bytes per rank ({'whole runs' if steps == 'all' else 'last step'}"
                        f", {experiment}): {(link[baseline] * scale).mean():,.0f} / {link[label].mean():,.0f} = "
-                       f"{ratio.mean():.4g} over {len(ratio)} seeds; bytes handed to collectives: {as_handed:.4g}x")
+                       f"{ratio.mean():.4g} over {len(ratio)} seeds; bytes handed to collectives: {as_handed:.4g}x", rows)
 
 
 @quantity
@@ -275,10 +376,10 @@ def rounds_ratio(table: pd.DataFrame, experiment: str, label: str, baseline: str
     ratio = _paired(rounds, baseline, label, lambda b, a: (b / a).replace(math.inf, np.nan))
     if ratio is None:
         return None
-    return _over_seeds(ratio,
+    return _exact_or_over_seeds(ratio,
                        f"steps with method traffic, {baseline} / {label} ({experiment}): {rounds[baseline].mean():.4g} "
                        f"/ {rounds[label].mean():.4g} of {steps[label].mean():.4g} steps = {ratio.mean():.4g} over "
-                       f"{len(ratio)} seeds ({1 - 1 / ratio.mean():.1%} fewer rounds)")
+                       f"{len(ratio)} seeds ({1 - 1 / ratio.mean():.1%} fewer rounds)", rows)
 
 
 @quantity

@@ -577,6 +577,144 @@ def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat
                           if "measured_spread" in df else "") + f"); median spread of the measured runs {spread:.1%}")
 
 
+# Power: the regime in which a comparison can be tested, as requirements on quantities computed from
+# the run's own parameters and logs. A claim declares them (`power: {seeds: 3, global_rounds: 100}`);
+# a run below any gives "inconclusive: under-powered: needs X, ran Y", never a decided verdict.
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerQuantity:
+    measure: Callable[[pd.DataFrame, dict], float | None]  # (the claim's runs, its quantity's arguments)
+    at_least: bool  # the requirement is a lower bound (else an upper bound)
+    what: str
+
+
+POWER: dict[str, PowerQuantity] = {}
+
+
+def _arm(rows: pd.DataFrame, q: dict, key: str) -> pd.DataFrame:
+    """The runs of one arm of a claim (key label/baseline: a label, or a method for claims without one)."""
+    name = q.get(key) if key in q else q.get("method" if key == "label" else key)
+    column = "label" if "label" in q or "experiment" in q else "method"
+    return rows[rows[column] == name]
+
+
+def _params(run: pd.DataFrame) -> dict:
+    return json.loads(run["params"].iloc[0]) if isinstance(run["params"].iloc[0], str) else {}
+
+
+def _per_run(rows: pd.DataFrame, fn: Callable[[pd.DataFrame], float | None],
+             worst: Callable = min) -> float | None:
+    """The least powered value of fn over the runs (worst: min for a lower bound, max for an upper one);
+    None when no run gives one."""
+    values = [v for _, r in rows.sort_values("step").groupby("run") if (v := fn(r)) is not None]
+    return worst(values) if values else None
+
+
+def _power(name: str, at_least: bool = True) -> Callable:
+    def register(fn: Callable[[pd.DataFrame, dict], float | None]) -> Callable:
+        POWER[name] = PowerQuantity(fn, at_least, (fn.__doc__ or "").strip())
+        return fn
+    return register
+
+
+@_power("seeds")
+def _seeds(rows: pd.DataFrame, q: dict) -> float | None:
+    """Seeds of the arm with the fewest."""
+    per_arm = rows.groupby("label" if "label" in rows else "method")["seed"].nunique()
+    return float(per_arm.min()) if not per_arm.empty else None
+
+
+@_power("steps")
+def _steps(rows: pd.DataFrame, q: dict) -> float | None:
+    """Steps of the shortest run."""
+    return _per_run(rows, lambda r: float(r["step"].max() + 1))
+
+
+@_power("global_rounds")
+def _global_rounds(rows: pd.DataFrame, q: dict) -> float | None:
+    """Steps with method traffic (bytes_sent > 0) of the method's shortest run: its global rounds (for
+    a method with local steps, steps / period)."""
+    return _per_run(_arm(rows, q, "label"), lambda r: float((r["bytes_sent"] > 0).sum()))
+
+
+def _sparse_sends(p: dict, steps: int) -> float:
+    """Top-k at `density` after `warmup_steps`: density x the steps after warm-up."""
+    return p["density"] * max(steps - p.get("warmup_steps", 0), 0)
+
+
+def _cser_sends(p: dict, steps: int) -> float:
+    """CSER's blocks: a share (H - 1) / (H R1) + 1 / (H R2) of the coordinates per step."""
+    return steps * ((p["H"] - 1) / (p["H"] * p["R1"]) + 1 / (p["H"] * p["R2"]))
+
+
+SENDS: dict[str, Callable[[dict, int], float]] = {"dgc": _sparse_sends, "topk-ef": _sparse_sends,
+                                                   "saef": _sparse_sends, "cser": _cser_sends}
+
+
+@_power("sends_per_coordinate")
+def _sends_per_coordinate(rows: pd.DataFrame, q: dict) -> float | None:
+    """Expected sends of each coordinate over the method's run, from its own parameters (SENDS: top-k's
+    density after warm-up, CSER's block shares); None for a method SENDS does not know."""
+    def sends(r: pd.DataFrame) -> float | None:
+        fn = SENDS.get(str(r["method"].iloc[0]))
+        return fn(_params(r), int(r["step"].max() + 1)) if fn else None
+    return _per_run(_arm(rows, q, "label"), sends)
+
+
+@_power("baseline_warmup_steps")
+def _baseline_warmup_steps(rows: pd.DataFrame, q: dict) -> float | None:
+    """The baseline's warm-up length in updates (its params' warmup_steps)."""
+    return _per_run(_arm(rows, q, "baseline"), lambda r: float(_params(r).get("warmup_steps", 0)))
+
+
+@_power("final_tenth_loss_drop", at_least=False)
+def _final_tenth_loss_drop(rows: pd.DataFrame, q: dict) -> float | None:
+    """Converged: the largest relative drop, over the baseline's runs, of its held-out loss over the last
+    tenth of the run (loss at 90% of the steps over the final one, minus 1)."""
+    def drop(r: pd.DataFrame) -> float | None:
+        loss = r.dropna(subset=["eval_loss"])
+        if len(loss) < 2:
+            return None
+        late = loss[loss["step"] <= 0.9 * r["step"].max()]
+        at = late["eval_loss"].iloc[-1] if not late.empty else loss["eval_loss"].iloc[0]
+        return float(at) / float(loss["eval_loss"].iloc[-1]) - 1
+    return _per_run(_arm(rows, q, "baseline"), drop, worst=max)
+
+
+def _claim_rows(table: pd.DataFrame, q: dict) -> pd.DataFrame:
+    """The training runs a claim's quantity reads: its experiment's (or method's) arms."""
+    rows = _select(table, mode=["sim", "real"], experiment=q.get("experiment"))
+    arms = [q[k] for k in ("label", "baseline") if k in q]
+    if "experiment" in q and arms:
+        return rows[rows["label"].isin(arms)]
+    methods = [q[k] for k in ("method", "baseline") if k in q]
+    return rows[rows["method"].isin(methods)] if methods else rows.iloc[0:0]
+
+
+def check_power(table: pd.DataFrame, claim: dict) -> tuple[bool, str]:
+    """(powered, text): each requirement of the claim's `power` against the value its runs give. The text
+    is "powered: ..." or "under-powered: needs X, ran Y; ..." (only the failed requirements), or "not
+    declared" for a claim without requirements."""
+    needs = claim.get("power") or {}
+    if not needs:
+        return True, "not declared"
+    rows = _claim_rows(table, claim["quantity"])
+    met, failed = [], []
+    for name, bound in needs.items():
+        pq = POWER[name]
+        value = pq.measure(rows, claim["quantity"]) if not rows.empty else None
+        op = ">=" if pq.at_least else "<="
+        if value is None:
+            failed.append(f"needs {name} {op} {bound:g}, ran: not measurable from these runs")
+        elif (value >= bound) if pq.at_least else (value <= bound):
+            met.append(f"{name} {value:.4g} ({op} {bound:g})")
+        else:
+            failed.append(f"needs {name} {op} {bound:g}, ran {value:.4g}")
+    return (False, "under-powered: " + "; ".join(failed)) if failed else (True, "powered: " + ", ".join(met))
+
+
+
 def claim_files(folder: Path | None = None) -> list[Path]:
     """The claim files of a folder of paper folders (each <paper>/claims.yaml; default: thinwire's
     papers), or of a folder of claim files (each *.yaml)."""
@@ -617,6 +755,19 @@ def _check(c: Any, path: Path) -> None:
     q = c["quantity"]
     if not isinstance(q, dict) or q.get("name") not in QUANTITIES:
         raise ThinwireError(f"{path}: claim {name}: quantity.name must be one of {sorted(QUANTITIES)}")
+    if c["kind"] not in KINDS:
+        raise ThinwireError(f"{path}: claim {name}: kind must be one of {KINDS}, got {c['kind']!r}")
+    if q["name"] in MODEL_QUANTITIES and c["kind"] != "predicted":
+        raise ThinwireError(f"{path}: claim {name}: its quantity {q['name']} is a performance-model prediction, "
+                            f"so its kind must be predicted, got {c['kind']!r}")
+    if c["kind"] == "paper claim" and not str(c.get("paper_claim") or "").strip():
+        raise ThinwireError(f"{path}: claim {name}: a paper claim names the id it tests in ../shared/papers "
+                            f"(paper_claim), or says why there is none ('none: ...')")
+    power = c.get("power") or {}
+    if not isinstance(power, dict) or any(k not in POWER or isinstance(v, bool) or not isinstance(v, int | float)
+                                          for k, v in power.items()):
+        raise ThinwireError(f"{path}: claim {name}: power must map quantities among {sorted(POWER)} to numbers, "
+                            f"got {power!r}")
 
 
 def judge(rule: str, measured: float, expected: float, tolerance: float, sem: float) -> str:
@@ -646,16 +797,53 @@ def _ran_on(table: pd.DataFrame, claim: dict) -> str:
     return ", ".join(sorted(rows["ran_on"].dropna().astype(str).unique()))
 
 
+def tuning(claim: dict) -> str:
+    """What tuning the claim's arms had: the claim's own `tuning` text, else by kind. Equal tuning of
+    every arm (issue 13, item 2) is later work, so a comparison says plainly that nothing was tuned."""
+    if claim.get("tuning"):
+        return str(claim["tuning"])
+    if claim["kind"] == "implementation check":
+        return "none: implementation check"
+    if claim["kind"] == "predicted":
+        return "none: performance model"
+    q = claim["quantity"]
+    if "experiment" in q or "workload" in q:
+        return "not tuned: the sheet's fixed lr"
+    return "not tuned: the study's fixed settings" if "study" in q else "none"
+
+
+def run_config(table: pd.DataFrame, claim: dict) -> str:
+    """The setup of the runs a claim reads, from the table: per arm its method and parameters (seed
+    left out), then workload, world size, steps and seeds; the study's name for a study claim."""
+    q = claim["quantity"]
+    if "study" in q:
+        return f"study {q['study']}"
+    rows = _claim_rows(table, q)
+    if rows.empty:
+        return ""
+    arms = []
+    by = "label" if "experiment" in q else "method"
+    for arm, r in rows.groupby(by, sort=False):
+        params = {k: v for k, v in _params(r).items() if k != "seed"}
+        arms.append(f"{arm}: {r['method'].iloc[0]} {json.dumps(params, sort_keys=True)}")
+    first = rows.iloc[0]
+    seeds = sorted(int(x) for x in rows["seed"].unique())
+    return (f"{'; '.join(arms)}; workload {first['workload']}, {int(first['world_size'])} workers, "
+            f"{int(rows.groupby('run')['step'].max().max() + 1)} steps, seeds {seeds}")
+
+
 def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """A verdict per claim. Quantities that take `studies` also get the study tables by name."""
     rows = []
     for c in claims:
-        row = {k: c.get(k, "") for k in ("id", "source", "statement", "setup", "figure")}
-        row.update(measured=np.nan, expected=np.nan, evidence="", reason="", ran_on=_ran_on(table, c))
+        row = {k: c.get(k, "") for k in ("id", "source", "statement", "setup", "figure", "kind", "paper_claim")}
+        row.update(measured=np.nan, expected=np.nan, evidence="", reason="", ran_on=_ran_on(table, c),
+                   tuning=tuning(c), config=run_config(table, c), power="not declared")
         if c.get("out_of_scope"):
-            row.update(verdict="out of scope", reason=c["out_of_scope"])
+            row.update(verdict="out of scope", reason=c["out_of_scope"], power="", config="")
             rows.append(row)
             continue
+        powered, row["power"] = check_power(table, c)
         args = {k: v for k, v in c["quantity"].items() if k != "name"}
         if "studies" in inspect.signature(QUANTITIES[c["quantity"]["name"]]).parameters:
             args["studies"] = studies or {}
@@ -677,7 +865,9 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
             raise ThinwireError(f"claim {c['id']}: quantity {c['quantity']['name']} has no stated value")
         verdict = judge(c["rule"], m.value, expected, float(c.get("tolerance", 0.0)), m.sem)
         reason = ""
-        if verdict == "inconclusive":
+        if not powered:  # never decided below the claim's regime, whatever the numbers say
+            verdict, reason = "inconclusive", row["power"]
+        elif verdict == "inconclusive":
             reason = ("one seed (or a non-finite value): the spread over seeds is unknown"
                       if math.isfinite(m.value) and math.isinf(m.sem) else
                       "the bound lies within two standard errors over seeds")

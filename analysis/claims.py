@@ -715,6 +715,39 @@ def check_power(table: pd.DataFrame, claim: dict) -> tuple[bool, str]:
 
 
 
+PAPER_CLAIM_IDS = PAPERS_DIR / "paper_claim_ids.yaml"
+
+
+def paper_claim_ids(folder: Path | None = None) -> dict[str, list[str]]:
+    """The claim ids of the paper files, by file: parsed from the id column of the claim tables of
+    folder/*.md (../shared/papers), or, without a folder, read from analysis/papers/paper_claim_ids.yaml
+    (the checked-in list, for machines without the paper files)."""
+    if folder is None:
+        return yaml.safe_load(PAPER_CLAIM_IDS.read_text())
+    ids = {}
+    for path in sorted(Path(folder).glob("*.md")):
+        rows, in_table = [], False
+        for line in path.read_text().splitlines():
+            if not line.startswith("|"):
+                in_table = False
+                continue
+            first = line.strip().strip("|").split("|")[0].strip()
+            if first == "id":
+                in_table = True
+            elif in_table and set(first) - set("-: "):
+                rows.append(first)
+        if rows:
+            ids[path.name] = rows
+    return ids
+
+
+def missing_paper_claims(claims: list[dict], ids: dict[str, list[str]] | None = None) -> list[str]:
+    """The paper claim ids that no claim row names as its paper_claim (each needs a verdict, or out of
+    scope with the reason)."""
+    named = {str(c.get("paper_claim")) for c in claims}
+    return [i for each in (ids or paper_claim_ids()).values() for i in each if i not in named]
+
+
 def claim_files(folder: Path | None = None) -> list[Path]:
     """The claim files of a folder of paper folders (each <paper>/claims.yaml; default: thinwire's
     papers), or of a folder of claim files (each *.yaml)."""

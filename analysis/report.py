@@ -25,7 +25,8 @@ CLAIM_FIRST = ["id", "verdict", "measured", "expected", "evidence"]
 # the claim's regime, how its arms were tuned, and what ran).
 CLAIM_PAGE = ["id", "kind", "paper_claim", "source", "statement", "verdict", "measured", "expected", "evidence",
               "reason", "power", "tuning", "config", "ran_on", "figure"]
-KIND_ORDER = ["paper claim", "implementation check", "predicted"]
+KIND_ORDER = {"paper claim": "paper claims", "implementation check": "implementation checks",
+              "predicted": "predicted by the performance model"}
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -85,10 +86,10 @@ def headline(claims: pd.DataFrame) -> str:
     if "kind" not in claims or claims["kind"].isna().all():
         return _summary(claims["verdict"])
     parts = []
-    for kind in KIND_ORDER + sorted(set(claims["kind"].dropna()) - set(KIND_ORDER)):
+    for kind in list(KIND_ORDER) + sorted(set(claims["kind"].dropna()) - set(KIND_ORDER)):
         rows = claims[claims["kind"] == kind]
         if kind == "paper claim" or not rows.empty:
-            parts.append(f"{kind}s ({len(rows)}): {_summary(rows['verdict'])}")
+            parts.append(f"{KIND_ORDER.get(kind, kind)} ({len(rows)}): {_summary(rows['verdict'])}")
     return ". ".join(parts)
 
 

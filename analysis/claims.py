@@ -835,9 +835,9 @@ def tuning(claim: dict) -> str:
     every arm (issue 13, item 2) is later work, so a comparison says plainly that nothing was tuned."""
     if claim.get("tuning"):
         return str(claim["tuning"])
-    if claim["kind"] == "implementation check":
+    if claim.get("kind") == "implementation check":
         return "none: implementation check"
-    if claim["kind"] == "predicted":
+    if claim.get("kind") == "predicted":
         return "none: performance model"
     q = claim["quantity"]
     if "experiment" in q or "workload" in q:

@@ -16,8 +16,10 @@ A claim file (analysis/papers/<paper>/claims.yaml, analysis/catalog.py) holds a 
       paper_claim: D2        # the id in ../shared/papers it tests, or "none: why" (a paper claim stated there without an id)
       power: {seeds: 3, sends_per_coordinate: 5}   # optional: the regime in which it can be tested (POWER)
 
-Verdicts: reproduced, not reproduced, inconclusive (no data, or the bound lies within two standard
-errors of the seed-to-seed spread; with a single seed the spread is unknown, see `standard_error`), out of scope, reported (rule `reported`: a number computed and
+Verdicts: reproduced, not reproduced, inconclusive (no data; a run below the claim's declared power,
+check_power; or the bound lies within two standard errors of the seed-to-seed spread: with a single seed
+the spread is unknown, see `standard_error`, unless the quantity is a byte count whose every step equals
+its method's formula, `bytes_fixed`), out of scope, reported (rule `reported`: a number computed and
 shown, such as a performance-model prediction for a setup the paper leaves unstated, where no fair
 bound exists to judge it by). Tolerances are fixed in the claim file before any result exists;
 nothing here adjusts them.

@@ -94,8 +94,8 @@ _OK = "id: A, source: s, statement: s, setup: s, expected: 1"
      "performance-model prediction, so its kind must be predicted"),
     (f"- {{{_OK}, kind: paper claim, quantity: {{name: wire_bits_per_param}}, rule: within}}\n",
      "a paper claim names the id it tests"),
-    (f"- {{{_OK}, kind: paper claim, paper_claim: D3, power: {{sends: 3}}, quantity: {{name: wire_bits_per_param}}, "
-     f"rule: within}}\n", "power must map quantities among"),
+    ("- {" + _OK + ", kind: paper claim, paper_claim: D3, power: {sends: 3}, quantity: {name: wire_bits_per_param}, "
+     "rule: within}\n", "power must map quantities among"),
     ("- [oops\n", "not valid YAML"),
 ])
 def test_malformed_claim_files_are_named(tmp_path, text, message):

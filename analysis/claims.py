@@ -49,6 +49,8 @@ RULES = ("within", "at_most", "at_least", "reported")
 KINDS = ("paper claim", "implementation check", "predicted")
 # Quantities whose value is the performance model's, not a measurement: their claims are `predicted`.
 MODEL_QUANTITIES = {"model_prediction", "model_bandwidth", "model_codec_share", "published_collective_error"}
+# Quantities that count bytes or rounds (bytes_fixed decides whether one seed suffices).
+BYTE_QUANTITIES = {"compression_ratio", "volume_ratio", "rounds_ratio", "wire_bits_per_param"}
 FIELDS = {"id", "source", "statement", "setup", "quantity", "rule", "expected", "tolerance", "figure",
           "out_of_scope", "kind", "paper_claim", "power", "tuning"}
 REQUIRED = {"id", "source", "statement", "setup", "quantity", "rule", "expected", "kind"}
@@ -686,6 +688,8 @@ def _final_tenth_loss_drop(rows: pd.DataFrame, q: dict) -> float | None:
 
 def _claim_rows(table: pd.DataFrame, q: dict) -> pd.DataFrame:
     """The training runs a claim's quantity reads: its experiment's (or method's) arms."""
+    if not {"mode", "method"} <= set(table.columns):  # no training runs (e.g. a study-only table)
+        return table.iloc[0:0]
     rows = _select(table, mode=["sim", "real"], experiment=q.get("experiment"))
     arms = [q[k] for k in ("label", "baseline") if k in q]
     if "experiment" in q and arms:
@@ -842,6 +846,8 @@ def tuning(claim: dict) -> str:
     if claim.get("kind") == "predicted":
         return "none: performance model"
     q = claim["quantity"]
+    if q["name"] in BYTE_QUANTITIES:
+        return "none: a byte count, which no learning rate changes"
     if "experiment" in q or "workload" in q:
         return "not tuned: the sheet's fixed lr"
     return "not tuned: the study's fixed settings" if "study" in q else "none"
@@ -856,6 +862,10 @@ def run_config(table: pd.DataFrame, claim: dict) -> str:
     rows = _claim_rows(table, q)
     if rows.empty:
         return ""
+    if "experiment" not in q and "baseline" not in q:  # a contract over every run of a method
+        where = rows.get("experiment", pd.Series(dtype=str)).dropna().astype(str).unique()
+        return f"every {q['method']} run: {rows['run'].nunique()} runs" + (f" in {', '.join(sorted(where))}"
+                                                                          if len(where) else "")
     arms = []
     by = "label" if "experiment" in q else "method"
     for arm, r in rows.groupby(by, sort=False):

@@ -12,9 +12,14 @@ A claim file (analysis/papers/<paper>/claims.yaml, analysis/catalog.py) holds a 
       tolerance: 0.0         # absolute, added to the bound (within: |measured - expected| <= tolerance)
       figure: loss_vs_step
       out_of_scope: "why"    # optional: no verdict is computed, the reason is reported
+      kind: paper claim      # paper claim | implementation check | predicted (KINDS)
+      paper_claim: D2        # the id in ../shared/papers it tests, or "none: why" (a paper claim stated there without an id)
+      power: {seeds: 3, sends_per_coordinate: 5}   # optional: the regime in which it can be tested (POWER)
 
-Verdicts: reproduced, not reproduced, inconclusive (no data, or the bound lies within two standard
-errors of the seed-to-seed spread; with a single seed the spread is unknown, see `standard_error`), out of scope, reported (rule `reported`: a number computed and
+Verdicts: reproduced, not reproduced, inconclusive (no data; a run below the claim's declared power,
+check_power; or the bound lies within two standard errors of the seed-to-seed spread: with a single seed
+the spread is unknown, see `standard_error`, unless the quantity is a byte count whose every step equals
+its method's formula, `bytes_fixed`), out of scope, reported (rule `reported`: a number computed and
 shown, such as a performance-model prediction for a setup the paper leaves unstated, where no fair
 bound exists to judge it by). Tolerances are fixed in the claim file before any result exists;
 nothing here adjusts them.
@@ -23,7 +28,9 @@ nothing here adjusts them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -36,9 +43,17 @@ from thinwire.algorithms.comm import ThinwireError
 from thinwire.analysis.catalog import PAPERS_DIR
 
 RULES = ("within", "at_most", "at_least", "reported")
+# paper claim: a claim of a paper in ../shared/papers (the report's headline counts only these);
+# implementation check: a contract or identity true by construction (bits, cross-mode agreement, a
+# quantizer identity, the model's validation on this machine); predicted: decided by the performance model.
+KINDS = ("paper claim", "implementation check", "predicted")
+# Quantities whose value is the performance model's, not a measurement: their claims are `predicted`.
+MODEL_QUANTITIES = {"model_prediction", "model_bandwidth", "model_codec_share", "published_collective_error"}
+# Quantities that count bytes or rounds (bytes_fixed decides whether one seed suffices).
+BYTE_QUANTITIES = {"compression_ratio", "volume_ratio", "rounds_ratio", "wire_bits_per_param"}
 FIELDS = {"id", "source", "statement", "setup", "quantity", "rule", "expected", "tolerance", "figure",
-          "out_of_scope"}
-REQUIRED = {"id", "source", "statement", "setup", "quantity", "rule", "expected"}
+          "out_of_scope", "kind", "paper_claim", "power", "tuning"}
+REQUIRED = {"id", "source", "statement", "setup", "quantity", "rule", "expected", "kind"}
 
 
 @dataclasses.dataclass
@@ -99,6 +114,96 @@ def _paired(values: pd.Series, a: str, b: str, combine: Callable[[pd.Series, pd.
         return None
     paired = combine(values[a], values[b]).dropna()
     return None if paired.empty else paired
+
+
+EXACT = "bytes fixed by the configuration: every step equals the stated formula"
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(workload: str, world_size: int, seed: int, experiment: str, n_params: int) -> Any:
+    """The layout of the run's workload: with its default parameters, or with those of a runs-sheet entry
+    of the same experiment (the table does not log workload parameters), whichever has n_params; None
+    when none does."""
+    from thinwire.analysis.catalog import SCALES, paper_names
+    from thinwire.workloads.registry import make_workload
+
+    candidates = [{}] + [e.get("workload_params") or {} for p in paper_names() for scale in SCALES
+                         for e in _sections(p, scale) if e.get("name") == experiment and e.get("workload") == workload]
+    for wp in candidates:
+        w = make_workload(workload, world_size, seed, wp)
+        if w.n_params == n_params:
+            return w.layout
+    return None
+
+
+def _sections(paper: str, scale: str) -> list[dict]:
+    from thinwire.analysis.catalog import paper_runs
+
+    try:
+        return paper_runs(paper, scale)
+    except ThinwireError:
+        return []
+
+
+@functools.lru_cache(maxsize=256)
+def _formula(method: str, params: str, workload: str, world_size: int, seed: int, dtype: str,
+             steps: tuple[int, ...], n_params: int, experiment: str) -> tuple[float, ...] | str:
+    """The method's bits formula (bits_per_parameter: a function of its configuration and the step
+    only) at each step, rebuilt from the run's logged setup; a string saying why when it cannot be."""
+    from thinwire.algorithms.registry import get_method, make_config
+
+    try:
+        cls = get_method(method)
+        layout = _layout(workload, world_size, seed, experiment, n_params)
+        if layout is None:
+            return f"no parameters of workload {workload} give the run's {n_params} parameters"
+        m = cls(make_config(cls, json.loads(params)), layout)
+        value_bits = np.dtype(dtype).itemsize * 8
+        try:
+            return tuple(float(m.bits_per_parameter(value_bits, t)) for t in steps)
+        except RuntimeError:  # a formula over the ranks (1-bit Adam's chunks) learns their number at init
+            from thinwire.simulators.simcomm import SimComm
+
+            m.init_state(np.zeros((world_size, n_params), dtype=dtype), SimComm(world_size, np))
+            return tuple(float(m.bits_per_parameter(value_bits, t)) for t in steps)
+    except (ThinwireError, TypeError, ValueError, KeyError, RuntimeError) as e:
+        return f"the formula of {method} cannot be rebuilt: {e}"
+
+
+def bytes_fixed(rows: pd.DataFrame) -> tuple[bool, str]:
+    """Whether the byte counts in `rows` have no seed-to-seed spread by construction: every step of every
+    run logged exactly the bytes of its method's bits formula, a function of the configuration and the
+    step only (bits_per_parameter, rebuilt from the run's method, params, workload, world size and dtype;
+    not the step's own stated bits, which for DGC's run-length escapes or sampled threshold count what the
+    step's data selected). Decided by the logged data, never declared: (True, EXACT) or (False, why not)."""
+    need = {"run", "method", "params", "workload", "world_size", "seed", "dtype", "step", "bytes_sent", "n_params"}
+    if rows.empty or not need <= set(rows.columns):
+        return False, "the runs' setup is not in the table"
+    for run, r in rows.sort_values("step").groupby("run"):
+        first = r.iloc[0]
+        n = int(first["n_params"])
+        formula = _formula(str(first["method"]), str(first["params"]), str(first["workload"]),
+                           int(first["world_size"]), int(first["seed"]), str(first["dtype"]),
+                           tuple(int(t) for t in r["step"]), n, str(first.get("experiment", "")))
+        if isinstance(formula, str):
+            return False, f"run {run}: {formula}"
+        measured = r["bytes_sent"].to_numpy(dtype=float) * 8 / n
+        off = ~np.isclose(measured, np.array(formula), rtol=1e-9, atol=0.0)
+        if off.any():
+            t = int(np.argmax(off))
+            return False, (f"bytes depend on the data: run {run} step {int(r['step'].iloc[t])} logged "
+                           f"{measured[t]:.6g} bits per parameter, the formula gives {formula[t]:.6g}")
+    return True, EXACT
+
+
+def _exact_or_over_seeds(values: pd.Series, evidence: str, rows: pd.DataFrame) -> Measurement:
+    """A byte quantity's mean over seeds: standard error 0 when bytes_fixed says the bytes are fixed by
+    the configuration (then one seed decides), else standard_error's policy; the evidence says which."""
+    fixed, why = bytes_fixed(rows)
+    m = _over_seeds(values, f"{evidence}; {why}")
+    if fixed:
+        m.sem = 0.0
+    return m
 
 
 @quantity
@@ -169,10 +274,10 @@ def compression_ratio(table: pd.DataFrame, experiment: str, method: str, baselin
     ratio = dense / last["bytes_sent"]
     mib = 2 ** 20
     worst = (ratio - ratio.mean()).abs().idxmax()
-    return _over_seeds(ratio,
+    return _exact_or_over_seeds(ratio,
                        f"{method} on {last.at[worst, 'workload']} ({int(last.at[worst, 'n_params']):,} parameters): "
                        f"{last.at[worst, 'bytes_sent'] / mib:.4g} MB sent per rank per step against "
-                       f"{dense[worst] / mib:.4g} MB dense ({baseline_bits}-bit), over {len(last)} runs")
+                       f"{dense[worst] / mib:.4g} MB dense ({baseline_bits}-bit), over {len(last)} runs", rows)
 
 
 @quantity
@@ -256,10 +361,10 @@ def volume_ratio(table: pd.DataFrame, experiment: str, label: str, baseline: str
         return None
     as_handed = (handed[baseline] * scale / handed[label]).mean()
     bits = f" counted at {baseline_bits} bits" if baseline_bits else ""
-    return _over_seeds(ratio,
+    return _exact_or_over_seeds(ratio,
                        f"{baseline}{bits} / {label} link bytes per rank ({'whole runs' if steps == 'all' else 'last step'}"
                        f", {experiment}): {(link[baseline] * scale).mean():,.0f} / {link[label].mean():,.0f} = "
-                       f"{ratio.mean():.4g} over {len(ratio)} seeds; bytes handed to collectives: {as_handed:.4g}x")
+                       f"{ratio.mean():.4g} over {len(ratio)} seeds; bytes handed to collectives: {as_handed:.4g}x", rows)
 
 
 @quantity
@@ -275,10 +380,10 @@ def rounds_ratio(table: pd.DataFrame, experiment: str, label: str, baseline: str
     ratio = _paired(rounds, baseline, label, lambda b, a: (b / a).replace(math.inf, np.nan))
     if ratio is None:
         return None
-    return _over_seeds(ratio,
+    return _exact_or_over_seeds(ratio,
                        f"steps with method traffic, {baseline} / {label} ({experiment}): {rounds[baseline].mean():.4g} "
                        f"/ {rounds[label].mean():.4g} of {steps[label].mean():.4g} steps = {ratio.mean():.4g} over "
-                       f"{len(ratio)} seeds ({1 - 1 / ratio.mean():.1%} fewer rounds)")
+                       f"{len(ratio)} seeds ({1 - 1 / ratio.mean():.1%} fewer rounds)", rows)
 
 
 @quantity
@@ -476,6 +581,179 @@ def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat
                           if "measured_spread" in df else "") + f"); median spread of the measured runs {spread:.1%}")
 
 
+# Power: the regime in which a comparison can be tested, as requirements on quantities computed from
+# the run's own parameters and logs. A claim declares them (`power: {seeds: 3, global_rounds: 100}`);
+# a run below any gives "inconclusive: under-powered: needs X, ran Y", never a decided verdict.
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerQuantity:
+    measure: Callable[[pd.DataFrame, dict], float | None]  # (the claim's runs, its quantity's arguments)
+    at_least: bool  # the requirement is a lower bound (else an upper bound)
+    what: str
+
+
+POWER: dict[str, PowerQuantity] = {}
+
+
+def _arm(rows: pd.DataFrame, q: dict, key: str) -> pd.DataFrame:
+    """The runs of one arm of a claim (key label/baseline: a label, or a method for claims without one)."""
+    name = q.get(key) if key in q else q.get("method" if key == "label" else key)
+    column = "label" if "label" in q or "experiment" in q else "method"
+    return rows[rows[column] == name]
+
+
+def _params(run: pd.DataFrame) -> dict:
+    return json.loads(run["params"].iloc[0]) if isinstance(run["params"].iloc[0], str) else {}
+
+
+def _per_run(rows: pd.DataFrame, fn: Callable[[pd.DataFrame], float | None],
+             worst: Callable = min) -> float | None:
+    """The least powered value of fn over the runs (worst: min for a lower bound, max for an upper one);
+    None when no run gives one."""
+    values = [v for _, r in rows.sort_values("step").groupby("run") if (v := fn(r)) is not None]
+    return worst(values) if values else None
+
+
+def _power(name: str, at_least: bool = True) -> Callable:
+    def register(fn: Callable[[pd.DataFrame, dict], float | None]) -> Callable:
+        POWER[name] = PowerQuantity(fn, at_least, (fn.__doc__ or "").strip())
+        return fn
+    return register
+
+
+@_power("seeds")
+def _seeds(rows: pd.DataFrame, q: dict) -> float | None:
+    """Seeds of the arm with the fewest."""
+    per_arm = rows.groupby("label" if "label" in rows else "method")["seed"].nunique()
+    return float(per_arm.min()) if not per_arm.empty else None
+
+
+@_power("steps")
+def _steps(rows: pd.DataFrame, q: dict) -> float | None:
+    """Steps of the shortest run."""
+    return _per_run(rows, lambda r: float(r["step"].max() + 1))
+
+
+@_power("global_rounds")
+def _global_rounds(rows: pd.DataFrame, q: dict) -> float | None:
+    """Steps with method traffic (bytes_sent > 0) of the method's shortest run: its global rounds (for
+    a method with local steps, steps / period)."""
+    return _per_run(_arm(rows, q, "label"), lambda r: float((r["bytes_sent"] > 0).sum()))
+
+
+def _sparse_sends(p: dict, steps: int) -> float:
+    """Top-k at `density` after `warmup_steps`: density x the steps after warm-up."""
+    return p["density"] * max(steps - p.get("warmup_steps", 0), 0)
+
+
+def _cser_sends(p: dict, steps: int) -> float:
+    """CSER's blocks: a share (H - 1) / (H R1) + 1 / (H R2) of the coordinates per step."""
+    return steps * ((p["H"] - 1) / (p["H"] * p["R1"]) + 1 / (p["H"] * p["R2"]))
+
+
+SENDS: dict[str, Callable[[dict, int], float]] = {"dgc": _sparse_sends, "topk-ef": _sparse_sends,
+                                                   "saef": _sparse_sends, "cser": _cser_sends}
+
+
+@_power("sends_per_coordinate")
+def _sends_per_coordinate(rows: pd.DataFrame, q: dict) -> float | None:
+    """Expected sends of each coordinate over the method's run, from its own parameters (SENDS: top-k's
+    density after warm-up, CSER's block shares); None for a method SENDS does not know."""
+    def sends(r: pd.DataFrame) -> float | None:
+        fn = SENDS.get(str(r["method"].iloc[0]))
+        return fn(_params(r), int(r["step"].max() + 1)) if fn else None
+    return _per_run(_arm(rows, q, "label"), sends)
+
+
+@_power("baseline_warmup_steps")
+def _baseline_warmup_steps(rows: pd.DataFrame, q: dict) -> float | None:
+    """The baseline's warm-up length in updates (its params' warmup_steps)."""
+    return _per_run(_arm(rows, q, "baseline"), lambda r: float(_params(r).get("warmup_steps", 0)))
+
+
+@_power("final_tenth_loss_drop", at_least=False)
+def _final_tenth_loss_drop(rows: pd.DataFrame, q: dict) -> float | None:
+    """Converged: the largest relative drop, over the baseline's runs, of its held-out loss over the last
+    tenth of the run (loss at 90% of the steps over the final one, minus 1)."""
+    def drop(r: pd.DataFrame) -> float | None:
+        loss = r.dropna(subset=["eval_loss"])
+        if len(loss) < 2:
+            return None
+        late = loss[loss["step"] <= 0.9 * r["step"].max()]
+        at = late["eval_loss"].iloc[-1] if not late.empty else loss["eval_loss"].iloc[0]
+        return float(at) / float(loss["eval_loss"].iloc[-1]) - 1
+    return _per_run(_arm(rows, q, "baseline"), drop, worst=max)
+
+
+def _claim_rows(table: pd.DataFrame, q: dict) -> pd.DataFrame:
+    """The training runs a claim's quantity reads: its experiment's (or method's) arms."""
+    if not {"mode", "method"} <= set(table.columns):  # no training runs (e.g. a study-only table)
+        return table.iloc[0:0]
+    rows = _select(table, mode=["sim", "real"], experiment=q.get("experiment"))
+    arms = [q[k] for k in ("label", "baseline") if k in q]
+    if "experiment" in q and arms:
+        return rows[rows["label"].isin(arms)]
+    methods = [q[k] for k in ("method", "baseline") if k in q]
+    return rows[rows["method"].isin(methods)] if methods else rows.iloc[0:0]
+
+
+def check_power(table: pd.DataFrame, claim: dict) -> tuple[bool, str]:
+    """(powered, text): each requirement of the claim's `power` against the value its runs give. The text
+    is "powered: ..." or "under-powered: needs X, ran Y; ..." (only the failed requirements), or "not
+    declared" for a claim without requirements."""
+    needs = claim.get("power") or {}
+    if not needs:
+        return True, "not declared"
+    rows = _claim_rows(table, claim["quantity"])
+    met, failed = [], []
+    for name, bound in needs.items():
+        pq = POWER[name]
+        value = pq.measure(rows, claim["quantity"]) if not rows.empty else None
+        op = ">=" if pq.at_least else "<="
+        if value is None:
+            failed.append(f"needs {name} {op} {bound:g}, ran: not measurable from these runs")
+        elif (value >= bound) if pq.at_least else (value <= bound):
+            met.append(f"{name} {value:.4g} ({op} {bound:g})")
+        else:
+            failed.append(f"needs {name} {op} {bound:g}, ran {value:.4g}")
+    return (False, "under-powered: " + "; ".join(failed)) if failed else (True, "powered: " + ", ".join(met))
+
+
+
+PAPER_CLAIM_IDS = PAPERS_DIR / "paper_claim_ids.yaml"
+
+
+def paper_claim_ids(folder: Path | None = None) -> dict[str, list[str]]:
+    """The claim ids of the paper files, by file: parsed from the id column of the claim tables of
+    folder/*.md (../shared/papers), or, without a folder, read from analysis/papers/paper_claim_ids.yaml
+    (the checked-in list, for machines without the paper files)."""
+    if folder is None:
+        return yaml.safe_load(PAPER_CLAIM_IDS.read_text())
+    ids = {}
+    for path in sorted(Path(folder).glob("*.md")):
+        rows, in_table = [], False
+        for line in path.read_text().splitlines():
+            if not line.startswith("|"):
+                in_table = False
+                continue
+            first = line.strip().strip("|").split("|")[0].strip()
+            if first == "id":
+                in_table = True
+            elif in_table and set(first) - set("-: "):
+                rows.append(first)
+        if rows:
+            ids[path.name] = rows
+    return ids
+
+
+def missing_paper_claims(claims: list[dict], ids: dict[str, list[str]] | None = None) -> list[str]:
+    """The paper claim ids that no claim row names as its paper_claim (each needs a verdict, or out of
+    scope with the reason)."""
+    named = {str(c.get("paper_claim")) for c in claims}
+    return [i for each in (ids or paper_claim_ids()).values() for i in each if i not in named]
+
+
 def claim_files(folder: Path | None = None) -> list[Path]:
     """The claim files of a folder of paper folders (each <paper>/claims.yaml; default: thinwire's
     papers), or of a folder of claim files (each *.yaml)."""
@@ -516,6 +794,19 @@ def _check(c: Any, path: Path) -> None:
     q = c["quantity"]
     if not isinstance(q, dict) or q.get("name") not in QUANTITIES:
         raise ThinwireError(f"{path}: claim {name}: quantity.name must be one of {sorted(QUANTITIES)}")
+    if c["kind"] not in KINDS:
+        raise ThinwireError(f"{path}: claim {name}: kind must be one of {KINDS}, got {c['kind']!r}")
+    if q["name"] in MODEL_QUANTITIES and c["kind"] != "predicted":
+        raise ThinwireError(f"{path}: claim {name}: its quantity {q['name']} is a performance-model prediction, "
+                            f"so its kind must be predicted, got {c['kind']!r}")
+    if c["kind"] == "paper claim" and not str(c.get("paper_claim") or "").strip():
+        raise ThinwireError(f"{path}: claim {name}: a paper claim names the id it tests in ../shared/papers "
+                            f"(paper_claim), or says why there is none ('none: ...')")
+    power = c.get("power") or {}
+    if not isinstance(power, dict) or any(k not in POWER or isinstance(v, bool) or not isinstance(v, int | float)
+                                          for k, v in power.items()):
+        raise ThinwireError(f"{path}: claim {name}: power must map quantities among {sorted(POWER)} to numbers, "
+                            f"got {power!r}")
 
 
 def judge(rule: str, measured: float, expected: float, tolerance: float, sem: float) -> str:
@@ -545,16 +836,59 @@ def _ran_on(table: pd.DataFrame, claim: dict) -> str:
     return ", ".join(sorted(rows["ran_on"].dropna().astype(str).unique()))
 
 
+def tuning(claim: dict) -> str:
+    """What tuning the claim's arms had: the claim's own `tuning` text, else by kind. Equal tuning of
+    every arm (issue 13, item 2) is later work, so a comparison says plainly that nothing was tuned."""
+    if claim.get("tuning"):
+        return str(claim["tuning"])
+    if claim.get("kind") == "implementation check":
+        return "none: implementation check"
+    if claim.get("kind") == "predicted":
+        return "none: performance model"
+    q = claim["quantity"]
+    if q["name"] in BYTE_QUANTITIES:
+        return "none: a byte count, which no learning rate changes"
+    if "experiment" in q or "workload" in q:
+        return "not tuned: the sheet's fixed lr"
+    return "not tuned: the study's fixed settings" if "study" in q else "none"
+
+
+def run_config(table: pd.DataFrame, claim: dict) -> str:
+    """The setup of the runs a claim reads, from the table: per arm its method and parameters (seed
+    left out), then workload, world size, steps and seeds; the study's name for a study claim."""
+    q = claim["quantity"]
+    if "study" in q:
+        return f"study {q['study']}"
+    rows = _claim_rows(table, q)
+    if rows.empty:
+        return ""
+    if "experiment" not in q and "baseline" not in q:  # a contract over every run of a method
+        where = rows.get("experiment", pd.Series(dtype=str)).dropna().astype(str).unique()
+        return f"every {q['method']} run: {rows['run'].nunique()} runs" + (f" in {', '.join(sorted(where))}"
+                                                                          if len(where) else "")
+    arms = []
+    by = "label" if "experiment" in q else "method"
+    for arm, r in rows.groupby(by, sort=False):
+        params = {k: v for k, v in _params(r).items() if k != "seed"}
+        arms.append(f"{arm}: {r['method'].iloc[0]} {json.dumps(params, sort_keys=True)}")
+    first = rows.iloc[0]
+    seeds = sorted(int(x) for x in rows["seed"].unique())
+    return (f"{'; '.join(arms)}; workload {first['workload']}, {int(first['world_size'])} workers, "
+            f"{int(rows.groupby('run')['step'].max().max() + 1)} steps, seeds {seeds}")
+
+
 def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """A verdict per claim. Quantities that take `studies` also get the study tables by name."""
     rows = []
     for c in claims:
-        row = {k: c.get(k, "") for k in ("id", "source", "statement", "setup", "figure")}
-        row.update(measured=np.nan, expected=np.nan, evidence="", reason="", ran_on=_ran_on(table, c))
+        row = {k: c.get(k, "") for k in ("id", "source", "statement", "setup", "figure", "kind", "paper_claim")}
+        row.update(measured=np.nan, expected=np.nan, evidence="", reason="", ran_on=_ran_on(table, c),
+                   tuning=tuning(c), config=run_config(table, c), power="not declared")
         if c.get("out_of_scope"):
-            row.update(verdict="out of scope", reason=c["out_of_scope"])
+            row.update(verdict="out of scope", reason=c["out_of_scope"], power="", config="")
             rows.append(row)
             continue
+        powered, row["power"] = check_power(table, c)
         args = {k: v for k, v in c["quantity"].items() if k != "name"}
         if "studies" in inspect.signature(QUANTITIES[c["quantity"]["name"]]).parameters:
             args["studies"] = studies or {}
@@ -576,7 +910,9 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
             raise ThinwireError(f"claim {c['id']}: quantity {c['quantity']['name']} has no stated value")
         verdict = judge(c["rule"], m.value, expected, float(c.get("tolerance", 0.0)), m.sem)
         reason = ""
-        if verdict == "inconclusive":
+        if not powered:  # never decided below the claim's regime, whatever the numbers say
+            verdict, reason = "inconclusive", row["power"]
+        elif verdict == "inconclusive":
             reason = ("one seed (or a non-finite value): the spread over seeds is unknown"
                       if math.isfinite(m.value) and math.isinf(m.sem) else
                       "the bound lies within two standard errors over seeds")

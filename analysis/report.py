@@ -21,7 +21,12 @@ import pandas as pd
 
 VERDICTS = ["reproduced", "not reproduced", "inconclusive", "out of scope", "reported"]
 CLAIM_FIRST = ["id", "verdict", "measured", "expected", "evidence"]
-CLAIM_PAGE = ["id", "source", "statement", "verdict", "measured", "expected", "evidence", "reason", "ran_on", "figure"]
+# kind, power, tuning, config: issue 13 (a verdict says what kind of check it is, whether its runs were in
+# the claim's regime, how its arms were tuned, and what ran).
+CLAIM_PAGE = ["id", "kind", "paper_claim", "source", "statement", "verdict", "measured", "expected", "evidence",
+              "reason", "power", "tuning", "config", "ran_on", "figure"]
+KIND_ORDER = {"paper claim": "paper claims", "implementation check": "implementation checks",
+              "predicted": "predicted by the performance model"}
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -75,6 +80,19 @@ def _summary(verdicts: pd.Series) -> str:
     return ", ".join(f"{counts.get(v, 0)} {v}" for v in order)
 
 
+def headline(claims: pd.DataFrame) -> str:
+    """The verdict counts of the paper claims (only these are reproductions of a paper), then those of
+    the other kinds, each counted apart. Without a kind column (an older verdict table): all claims."""
+    if "kind" not in claims or claims["kind"].isna().all():
+        return _summary(claims["verdict"])
+    parts = []
+    for kind in list(KIND_ORDER) + sorted(set(claims["kind"].dropna()) - set(KIND_ORDER)):
+        rows = claims[claims["kind"] == kind]
+        if kind == "paper claim" or not rows.empty:
+            parts.append(f"{KIND_ORDER.get(kind, kind)} ({len(rows)}): {_summary(rows['verdict'])}")
+    return ". ".join(parts)
+
+
 def _fmt(value: object) -> str:
     if value is None or (np.isscalar(value) and pd.isna(value)):
         return ""
@@ -91,7 +109,7 @@ def _markdown(claims: pd.DataFrame) -> str:
     lines = [
         "# thinwire claims",
         "",
-        f"Verdicts: {_summary(claims['verdict'])}.",
+        f"Verdicts: {headline(claims)}.",
         "",
         "| " + " | ".join(claims.columns) + " |",
         "|" + "---|" * len(claims.columns),
@@ -221,7 +239,7 @@ def _page(table: pd.DataFrame, claims: pd.DataFrame, figure_src: dict[str, str],
 </head>
 <body>
 <h1>thinwire report</h1>
-<p>Claims: {escape(_summary(claims["verdict"]))}. Runs: {len(runs)} ({n_diverged} diverged){escape(_where(runs))}.</p>
+<p>Claims: {escape(headline(claims))}. Runs: {len(runs)} ({n_diverged} diverged){escape(_where(runs))}.</p>
 {_revisions(table)}
 <h2>Claims</h2>
 {_html_table(page_claims, claim_classes, frozenset({"figure"}))}

@@ -44,7 +44,8 @@ def _table():
 
 def _claim(**kw):
     base = {"id": "X", "source": "s", "statement": "st", "setup": "se", "rule": "within", "expected": "stated",
-            "tolerance": 0.0, "quantity": {"name": "wire_bits_per_param", "method": "topk-ef"}}
+            "tolerance": 0.0, "quantity": {"name": "wire_bits_per_param", "method": "topk-ef"},
+            "kind": "implementation check"}
     return {**base, **kw}
 
 
@@ -79,14 +80,22 @@ def test_shipped_claims_load_and_have_unique_ids():
     assert {"TW-1", "TW-2", "TW-3", "EF-1"} <= {c["id"] for c in claims}
 
 
+_OK = "id: A, source: s, statement: s, setup: s, expected: 1"
+
+
 @pytest.mark.parametrize("text, message", [
     ("- {id: A, source: s}\n", "missing"),
-    ("- {id: A, source: s, statement: s, setup: s, quantity: {name: wire_bits_per_param}, rule: roughly, expected: 1}\n",
-     "rule must be"),
-    ("- {id: A, source: s, statement: s, setup: s, quantity: {name: vibes}, rule: within, expected: 1}\n",
-     "quantity.name"),
-    ("- {id: A, source: s, statement: s, setup: s, quantity: {name: wire_bits_per_param}, rule: within, expected: 1, typo: 1}\n",
-     "unknown"),
+    (f"- {{{_OK}, kind: predicted, quantity: {{name: wire_bits_per_param}}, rule: roughly}}\n", "rule must be"),
+    (f"- {{{_OK}, kind: predicted, quantity: {{name: vibes}}, rule: within}}\n", "quantity.name"),
+    (f"- {{{_OK}, kind: predicted, quantity: {{name: wire_bits_per_param}}, rule: within, typo: 1}}\n", "unknown"),
+    (f"- {{{_OK}, quantity: {{name: wire_bits_per_param}}, rule: within}}\n", "missing \\['kind'\\]"),
+    (f"- {{{_OK}, kind: vibes, quantity: {{name: wire_bits_per_param}}, rule: within}}\n", "kind must be one of"),
+    (f"- {{{_OK}, kind: paper claim, paper_claim: A2, quantity: {{name: model_prediction, claim: A2}}, rule: reported}}\n",
+     "performance-model prediction, so its kind must be predicted"),
+    (f"- {{{_OK}, kind: paper claim, quantity: {{name: wire_bits_per_param}}, rule: within}}\n",
+     "a paper claim names the id it tests"),
+    ("- {" + _OK + ", kind: paper claim, paper_claim: D3, power: {sends: 3}, quantity: {name: wire_bits_per_param}, "
+     "rule: within}\n", "power must map quantities among"),
     ("- [oops\n", "not valid YAML"),
 ])
 def test_malformed_claim_files_are_named(tmp_path, text, message):
@@ -284,3 +293,106 @@ def test_compression_ratio_gives_the_standard_error_of_its_mean_not_the_spread()
     assert m.value == pytest.approx(ratios.mean())
     assert m.sem == pytest.approx(ratios.std(ddof=1) / math.sqrt(3))
     assert compression_ratio(table[table["run"] == "r0"], experiment="e", method="dgc").sem == math.inf
+
+
+def _lsq_runs(bytes_by_seed: dict[int, list[int]], method: str = "sgd", params: str = '{"lr": 0.1}',
+              label: str = "a") -> pd.DataFrame:
+    """Runs of `method` on the default lsq workload (100 parameters, float32, 2 workers), experiment e,
+    logging the given bytes per step per seed."""
+    return pd.DataFrame([{"run": f"{label}-s{seed}", "experiment": "e", "label": label, "method": method,
+                          "params": params, "mode": "sim", "workload": "lsq", "world_size": 2, "seed": seed,
+                          "dtype": "float32", "step": step, "bytes_sent": b, "n_params": 100, "status": "ok",
+                          "link_bytes": b}
+                         for seed, per_step in bytes_by_seed.items() for step, b in enumerate(per_step)])
+
+
+def test_bytes_equal_to_the_formula_are_exact_with_one_seed():
+    """Dense SGD on 100 float32 parameters hands 400 bytes a step: its formula (32 bits per parameter),
+    a function of the configuration and the step only, so its byte count has no seed-to-seed spread and
+    one seed decides; the evidence says why."""
+    from thinwire.analysis.claims import EXACT, bytes_fixed, compression_ratio
+
+    table = _lsq_runs({0: [400, 400, 400]})
+    assert bytes_fixed(table) == (True, EXACT)
+    m = compression_ratio(table, experiment="e", method="sgd")
+    assert m.value == pytest.approx(1.0) and m.sem == 0.0 and EXACT in m.evidence
+    claim = _claim(rule="within", expected=1.0, quantity={"name": "compression_ratio", "experiment": "e", "method": "sgd"})
+    assert verdicts(table, [claim]).iloc[0]["verdict"] == "reproduced"
+
+
+def test_bytes_that_vary_by_seed_stay_inconclusive_with_one_seed():
+    """A method whose message size depends on the data (here: one step logs fewer bytes than the formula,
+    as DGC's run-length escapes or sampled threshold would) is not exact: one seed stays inconclusive."""
+    from thinwire.analysis.claims import bytes_fixed, compression_ratio
+
+    table = _lsq_runs({0: [400, 380, 400]})
+    fixed, why = bytes_fixed(table)
+    assert not fixed and "bytes depend on the data" in why and "step 1" in why
+    m = compression_ratio(table, experiment="e", method="sgd")
+    assert m.sem == math.inf and why in m.evidence
+    claim = _claim(rule="within", expected=1.0, tolerance=0.5,
+                   quantity={"name": "compression_ratio", "experiment": "e", "method": "sgd"})
+    assert verdicts(table, [claim]).iloc[0]["verdict"] == "inconclusive"
+    # With seeds the standard error is their spread, as for any measured quantity.
+    seeds = _lsq_runs({0: [400, 380, 400], 1: [400, 400, 390], 2: [400, 400, 395]})
+    assert 0 < compression_ratio(seeds, experiment="e", method="sgd").sem < math.inf
+
+
+def test_a_periodic_method_is_exact_at_its_own_period():
+    """DSM-LS sends once every tau steps: zeros between are part of its formula, not a spread."""
+    from thinwire.analysis.claims import bytes_fixed
+
+    assert bytes_fixed(_lsq_runs({0: [0, 0, 0, 400] * 2}, "dsm-ls", '{"tau": 4}'))[0]
+    assert not bytes_fixed(_lsq_runs({0: [0, 0, 400, 0] * 2}, "dsm-ls", '{"tau": 4}'))[0]
+
+
+def _rounds_claim(needs: dict) -> dict:
+    return _claim(id="S", kind="paper claim", paper_claim="S1", rule="at_most", expected=1.0, power=needs,
+                  quantity={"name": "final_eval_loss_ratio", "experiment": "e", "label": "b", "baseline": "a"})
+
+
+def test_an_under_powered_run_is_inconclusive_with_the_reason():
+    """A deliberately short run: DSM-LS at tau 4 for 12 steps is 3 global rounds, below the 10 its claim
+    asks; its clear numbers (b ends at half of a's loss, 3 agreeing seeds) must not decide the verdict."""
+    rows = []
+    for label, loss in (("a", 2.0), ("b", 1.0)):
+        for seed in range(3):
+            per_step = [0, 0, 0, 400] * 3
+            runs = _lsq_runs({seed: per_step}, "dsm-ls", '{"tau": 4}', label)
+            rows.append(runs.assign(eval_loss=np.where(runs["step"] == 11, loss + 0.01 * seed, np.nan)))
+    table = pd.concat(rows, ignore_index=True)
+    short = verdicts(table, [_rounds_claim({"seeds": 3, "global_rounds": 10})]).iloc[0]
+    assert short["verdict"] == "inconclusive"
+    assert short["reason"] == short["power"] == "under-powered: needs global_rounds >= 10, ran 3"
+    assert short["measured"] == pytest.approx(0.5025, rel=1e-3)  # the number is still shown
+    enough = verdicts(table, [_rounds_claim({"seeds": 3, "global_rounds": 3})]).iloc[0]
+    assert enough["verdict"] == "reproduced" and enough["power"].startswith("powered: seeds 3 (>= 3)")
+    few_seeds = verdicts(table[table["seed"] < 2], [_rounds_claim({"seeds": 3})]).iloc[0]
+    assert few_seeds["verdict"] == "inconclusive" and few_seeds["power"] == "under-powered: needs seeds >= 3, ran 2"
+    undeclared = verdicts(table, [_rounds_claim({})]).iloc[0]
+    assert undeclared["verdict"] == "reproduced" and undeclared["power"] == "not declared"
+
+
+def test_sends_per_coordinate_and_convergence_come_from_the_runs_own_parameters_and_logs():
+    from thinwire.analysis.claims import POWER
+
+    q = {"experiment": "e", "label": "a", "baseline": "a"}
+    dgc = _lsq_runs({0: [8] * 600}, "dgc", '{"density": 0.01, "warmup_steps": 100}')
+    assert POWER["sends_per_coordinate"].measure(dgc, q) == pytest.approx(5.0)
+    cser = _lsq_runs({0: [8] * 600}, "cser", '{"H": 256, "R1": 2048, "R2": 8}')
+    assert POWER["sends_per_coordinate"].measure(cser, q) == pytest.approx(600 * (255 / (256 * 2048) + 1 / 2048))
+    loss = dgc.assign(eval_loss=np.where(dgc["step"] % 100 == 99, 1.0, np.nan))
+    loss.loc[loss["step"] == 499, "eval_loss"] = 1.1  # 10% above the final loss at 90% of the run
+    drop = POWER["final_tenth_loss_drop"]
+    assert not drop.at_least and drop.measure(loss, q) == pytest.approx(0.1)
+
+
+def test_every_shipped_claim_has_a_kind_and_model_quantities_are_predicted():
+    from thinwire.analysis.claims import KINDS, MODEL_QUANTITIES
+
+    claims = load_claims()
+    assert {c["kind"] for c in claims} <= set(KINDS)
+    assert all(c["kind"] == "predicted" for c in claims if c["quantity"]["name"] in MODEL_QUANTITIES)
+    by_id = {c["id"]: c["kind"] for c in claims}
+    for check in ("CL-inv", "Q-1-binary", "Q-2-bingrad-biased", "TW-1", "TW-2", "TW-3", "ZO-2-svrg"):
+        assert by_id[check] == "implementation check", check

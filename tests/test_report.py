@@ -276,3 +276,22 @@ def test_runs_from_several_code_revisions_are_flagged(table: pd.DataFrame, verdi
     write_report(mixed, verdicts, {}, tmp_path / "mixed")
     html = (tmp_path / "mixed" / "index.html").read_text()
     assert "The runs come from 2 code revisions: 0ld0ld0 (4 runs), abc1234 (4 runs)." in html
+
+
+def test_the_headline_counts_paper_claims_apart_from_the_other_kinds(verdicts: pd.DataFrame, table: pd.DataFrame,
+                                                                      tmp_path: Path) -> None:
+    from thinwire.analysis.report import headline
+
+    kinds = verdicts.assign(kind=["paper claim", "predicted", "implementation check"],
+                            power=["powered: seeds 3 (>= 3)", "not declared", "not declared"],
+                            tuning=["not tuned: the sheet's fixed lr", "none: performance model",
+                                    "none: implementation check"], config=["a: sgd {}", "", ""])
+    text = headline(kinds)
+    assert text.startswith("paper claims (1): 1 reproduced, 0 not reproduced, 0 inconclusive")
+    assert "implementation checks (1): 0 reproduced, 0 not reproduced, 1 inconclusive" in text
+    assert "predicted by the performance model (1): 0 reproduced, 1 not reproduced" in text
+    write_report(table, kinds, {}, tmp_path)
+    claims = pd.read_csv(tmp_path / "claims.csv", keep_default_na=False)
+    assert {"kind", "power", "tuning", "config"} <= set(claims.columns)
+    assert f"Claims: {text}." in (tmp_path / "index.html").read_text()
+    assert f"Verdicts: {text}." in (tmp_path / "claims.md").read_text()

@@ -38,6 +38,8 @@ def check_cluster(d: Any, path: Path | str) -> None:
             if not isinstance(value, dict) or k not in value:
                 raise ThinwireError(f"cluster file {path}: {where} is missing")
             value = value[k]
+        if isinstance(value, dict) and "value" in value:  # a fact, {value, label, source}: its value
+            value = value["value"]
         number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         if not number or (kind is int and value != int(value)):
             raise ThinwireError(f"cluster file {path}: {where} must be a finite {'integer' if kind is int else 'number'}"
@@ -46,6 +48,7 @@ def check_cluster(d: Any, path: Path | str) -> None:
             raise ThinwireError(f"cluster file {path}: {where} must be {'>=' if inclusive else '>'} {low:g}, "
                                 f"got {value!r}")
     for label, rate in (d.get("codec_values_per_s") or {}).items():
+        rate = rate["value"] if isinstance(rate, dict) and "value" in rate else rate
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0 or not math.isfinite(rate):
             raise ThinwireError(f"cluster file {path}: codec_values_per_s.{label} must be a positive number, "
                                 f"got {rate!r}")

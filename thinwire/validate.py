@@ -276,8 +276,20 @@ class MultinodeCase:
 
 def _tier_facts(link: Path) -> dict[str, dict]:
     fit = json.loads(link.read_text())
-    source = f"link micro-benchmark (thinwire.workloads.linkbench, {fit['world_size']} ranks), {link}"
+    rounds = f", median of {len(fit['rounds'])} rounds" if "rounds" in fit else ""
+    source = f"link micro-benchmark (thinwire.workloads.linkbench, {fit['world_size']} ranks{rounds}), {link}"
     return {k: {"value": float(fit[k]), "label": "measured", "source": source} for k in ("bandwidth_gbps", "latency_us")}
+
+
+def median_link(links: list[Path], out: Path) -> Path:
+    """One link fit from several of the same link (rounds): the median latency and the median bandwidth,
+    with the rounds' fits kept in the file."""
+    fits = [json.loads(p.read_text()) for p in links]
+    out.write_text(json.dumps({"world_size": fits[0]["world_size"], "op": fits[0]["op"],
+                               "latency_us": statistics.median(f["latency_us"] for f in fits),
+                               "bandwidth_gbps": statistics.median(f["bandwidth_gbps"] for f in fits),
+                               "rounds": [str(p) for p in links]}, indent=1) + "\n")
+    return out
 
 
 def measured_cluster(described: Path, intra: Path, inter: Path, out: Path):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from thinwire.simulators.perfmodel import load_cluster
 
-from thinwire.validate import MultinodeCase, measured_cluster, multinode_table
+from thinwire.validate import MultinodeCase, measured_cluster, median_link, multinode_table
 
 ROOT = Path(__file__).resolve().parents[2]
 DESCRIBED = ROOT / "config" / "cluster-test-netns.yaml"
@@ -75,3 +75,12 @@ def test_runs_are_priced_on_the_tier_their_groups_cross(tmp_path):
     assert b["comm_predicted_s"] == pytest.approx(all_to_all_intra + all_gather_inter)
     assert b["local_s"] == pytest.approx(0.01 - (100e-6 + n / 2 * 8 / 4e9) - 3 * (100e-6 + n * 8 / 4e9))
     assert (b["inter_gbps"], b["intra_gbps"]) == (1.0, 8.0)
+
+
+def test_a_link_measured_in_rounds_is_their_median(tmp_path):
+    fits = [_link(tmp_path / f"l{i}.json", gbps, us) for i, (gbps, us) in enumerate([(0.9, 130), (0.87, 1250), (1.0, 360)])]
+    for f in fits:
+        f.write_text(json.dumps({**json.loads(f.read_text()), "op": "all_reduce"}))
+    cluster = measured_cluster(DESCRIBED, fits[0], median_link(fits, tmp_path / "inter.json"), tmp_path / "c.yaml")
+    assert (cluster.inter.bandwidth_gbps, cluster.inter.latency_us) == (0.9, 360)
+    assert "median of 3 rounds" in cluster.facts["tiers.inter.latency_us"]["source"]

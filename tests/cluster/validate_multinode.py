@@ -6,8 +6,10 @@ two tiers: a node's loopback (intra, unshaped) and the nodes' tc tbf links (inte
 Slurm job steps (srun from the controller's namespace), so it runs where the cluster test's runs run:
 
   links        the link micro-benchmark (thinwire.workloads.linkbench) on each tier: 2 ranks across the
-               2 nodes (inter), 2 ranks on the first node as the node is pinned (intra), and 2 ranks on
-               the first node on every node's cores (the link the calibrations' ranks use)
+               2 nodes (inter, once per round, the median fit kept: its latency fit ranged 0.13 to 1.2
+               ms between sessions on the loaded 2 cores, one burst of load is enough), 2 ranks on the
+               first node as the node is pinned (intra), and 2 ranks on the first node on every node's
+               cores (the link the calibrations' ranks use; both steady at 67-75 us, once)
   calibration  the same case on one node (the local launcher's torchrun in the first node's namespace),
                its ranks on the cores the multi-node run's ranks get (the nodes' cores together: the
                same CPU per rank), all its traffic on loopback
@@ -34,7 +36,14 @@ import yaml
 from cluster.netns_slurm import SlurmCluster
 
 from thinwire.launch import FIRST_NODE, launch_command, port
-from thinwire.validate import RANK_ENV, MultinodeCase, _run_argv, measured_cluster, multinode_table
+from thinwire.validate import (
+    RANK_ENV,
+    MultinodeCase,
+    _run_argv,
+    measured_cluster,
+    median_link,
+    multinode_table,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -58,20 +67,20 @@ def _one_node(cluster: SlurmCluster, ranks: int, cores: str | None, inner: list[
             f"--cpus-per-task {ranks} {pin}sh -c {shlex.quote(inner)}")
 
 
-def _links(cluster: SlurmCluster, sheet: dict, work: Path, cores: str) -> dict[str, Path]:
-    """The link micro-benchmark on each tier, and on the calibrations' cores."""
+def _links(cluster: SlurmCluster, sheet: dict, work: Path, cores: str, tiers: tuple[str, ...]) -> dict[str, Path]:
+    """The link micro-benchmark on each of `tiers`: inter, intra, and the calibrations' link."""
     bench = ["-m", "thinwire.workloads.linkbench", "--repeats", str(sheet.get("link_repeats", 20)),
              "--timeout", str(sheet.get("timeout_s", 60))]
-    links = {name: work / f"link-{name}.json" for name in ("inter", "intra", "calibration")}
+    links = {name: work / f"link-{name}.json" for name in tiers}
     torchrun = shlex.quote(str(BIN / "torchrun"))
-    across = (f'exec {torchrun} --nnodes 2 --nproc_per_node 1 --node_rank "$SLURM_NODEID" --master_addr '
-              f'"{FIRST_NODE}" --master_port {port("validation-multinode-link")} '
-              f"{shlex.join([*bench, '--out', str(links['inter'])])}")
     standalone = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", *bench, "--out"]
-    commands = {"inter": f"srun --kill-on-bad-exit=1 --nodes 2 --ntasks-per-node 1 sh -c {shlex.quote(across)}",
-                "intra": _one_node(cluster, 2, None, [*standalone, str(links["intra"])]),
-                "calibration": _one_node(cluster, 2, cores, [*standalone, str(links["calibration"])])}
-    for name, cmd in commands.items():
+    for name, out in links.items():
+        if name == "inter":
+            across = (f'exec {torchrun} --nnodes 2 --nproc_per_node 1 --node_rank "$SLURM_NODEID" --master_addr '
+                      f'"{FIRST_NODE}" --master_port {port(str(out))} {shlex.join([*bench, "--out", str(out)])}')
+            cmd = f"srun --kill-on-bad-exit=1 --nodes 2 --ntasks-per-node 1 sh -c {shlex.quote(across)}"
+        else:
+            cmd = _one_node(cluster, 2, cores if name == "calibration" else None, [*standalone, str(out)])
         _step(cluster, cmd, f"link micro-benchmark ({name})", sheet.get("run_timeout_s", 120))
     return links
 
@@ -88,8 +97,10 @@ def run_validation(cluster: SlurmCluster, sheet_path: Path, work: Path, out: Pat
     calibrations: dict[str, list[Path]] = {c["name"]: [] for c in sheet["cases"]}
     cores_of = dict(zip(spec.node_names, spec.cores(), strict=True))
     all_cores = ",".join(map(str, sorted({c for cores in cores_of.values() for c in cores})))
-    links = _links(cluster, sheet, work, all_cores)
+    links = _links(cluster, sheet, work, all_cores, ("intra", "calibration"))
+    inter: list[Path] = []
     for rep in range(sheet["repeats"]):
+        inter.append(_links(cluster, sheet, work / f"rep{rep}", all_cores, ("inter",))["inter"])
         for case in sheet["cases"]:
             name, nodes, rpn = case["name"], case["nodes"], case["ranks_per_node"]
             cores = ",".join(map(str, sorted({c for n in spec.node_names[:nodes] for c in cores_of[n]})))
@@ -110,6 +121,7 @@ def run_validation(cluster: SlurmCluster, sheet_path: Path, work: Path, out: Pat
                 print(f"validation-multinode: round {rep + 1} {name} done at {time.monotonic() - start:.0f} s",
                       file=sys.stderr)
     described = ROOT / sheet["cluster"]
+    links["inter"] = median_link(inter, work / "link-inter.json")
     model = measured_cluster(described, links["intra"], links["inter"], work / "cluster.yaml")
     cases = [MultinodeCase(c["name"], c["method"], c["label"], c["nodes"], c["ranks_per_node"],
                            tuple(runs[c["name"]]), tuple(calibrations[c["name"]])) for c in sheet["cases"]]

@@ -39,6 +39,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -146,19 +147,45 @@ def _timing(run: Path, skip: int) -> pd.DataFrame:
     return t[t["step"] >= skip]
 
 
+def priced_on(run: Path, cluster: Any, skip: int) -> float:
+    """Mean seconds per step (after `skip`) of the run's CommLog priced on a perfmodel Cluster whose world
+    is the run's (calls over the whole run stay over the whole cluster)."""
+    from thinwire.simulators.perfmodel import step_comm_times
+
+    steps = _timing(run, skip)["step"]
+    per_step = step_comm_times(pd.read_csv(run / "commlog.csv"), cluster.world_size, cluster, 1.0)
+    return float(per_step.reindex(steps).fillna(0.0).mean())
+
+
 def priced(run: Path, link: Path, skip: int) -> float:
     """Mean seconds per step (after `skip`) of the run's CommLog priced on a measured 2-rank link."""
-    from thinwire.simulators.perfmodel import Cluster, Tier, step_comm_times
+    from thinwire.simulators.perfmodel import Cluster, Tier
 
     fit = json.loads(link.read_text())
     tier = Tier(fit["bandwidth_gbps"], fit["latency_us"])
-    steps = _timing(run, skip)["step"]
-    per_step = step_comm_times(pd.read_csv(run / "commlog.csv"), 2, Cluster("link", 2, 1, 1.0, tier, tier), 1.0)
-    return float(per_step.reindex(steps).fillna(0.0).mean())
+    return priced_on(run, Cluster("link", 2, 1, 1.0, tier, tier), skip)
 
 
 def _spread(values: list[float]) -> float:
     return (max(values) - min(values)) / statistics.median(values)
+
+
+def _medians(runs: list[Path], calibrations: list[Path], price_calibration, price_run, skip: int,
+             stat: str = "mean") -> dict[str, float]:
+    """Medians over the rounds of the calibration's local time (its step time minus its own CommLog priced
+    by `price_calibration`), the runs' CommLog priced by `price_run`, their measured communication and
+    step time (each the `stat`, mean or median, over the steps after `skip` of one run), and the spreads."""
+    def per_step(run: Path, column: str) -> float:
+        return float(getattr(_timing(run, skip)[column], stat)())
+
+    locals_ = [per_step(c, "wall_s") - price_calibration(c) for c in calibrations]
+    measured = [per_step(r, "wall_s") for r in runs]
+    local = statistics.median(locals_)
+    comm = statistics.median(price_run(r) for r in runs)
+    return {"repeats": len(runs), "local_s": local, "comm_predicted_s": comm,
+            "comm_measured_s": statistics.median(per_step(r, "comm_s") for r in runs),
+            "predicted_s": local + comm, "measured_s": statistics.median(measured),
+            "local_spread": _spread(locals_), "measured_spread": _spread(measured)}
 
 
 def predict(runs: list[Path], calibrations: list[Path], calibration_link: Path, link: Path,
@@ -166,15 +193,9 @@ def predict(runs: list[Path], calibrations: list[Path], calibration_link: Path, 
     """One case: medians over the rounds of the calibration's local time, the priced and measured
     communication and the measured step time (each a mean over the steps after `skip` of one run)."""
     fit = json.loads(link.read_text())
-    locals_ = [float(_timing(c, skip)["wall_s"].mean()) - priced(c, calibration_link, skip) for c in calibrations]
-    measured = [float(_timing(r, skip)["wall_s"].mean()) for r in runs]
-    local = statistics.median(locals_)
-    comm = statistics.median(priced(r, link, skip) for r in runs)
-    return {"link_gbps": fit["bandwidth_gbps"], "link_latency_us": fit["latency_us"], "repeats": len(runs),
-            "local_s": local, "comm_predicted_s": comm,
-            "comm_measured_s": statistics.median(float(_timing(r, skip)["comm_s"].mean()) for r in runs),
-            "predicted_s": local + comm, "measured_s": statistics.median(measured),
-            "local_spread": _spread(locals_), "measured_spread": _spread(measured)}
+    return {"link_gbps": fit["bandwidth_gbps"], "link_latency_us": fit["latency_us"],
+            **_medians(runs, calibrations, lambda c: priced(c, calibration_link, skip),
+                       lambda r: priced(r, link, skip), skip)}
 
 
 def validate(sheet_path: Path, work: Path, out: Path, progress: bool = True) -> pd.DataFrame:
@@ -226,3 +247,89 @@ def summary(table: pd.DataFrame) -> str:
             f"mean {err.mean():.1%}, max {err.max():.1%} ({table.loc[worst, 'label']} at "
             f"{table.loc[worst, 'bandwidth']}, its measured runs spread {table.loc[worst, 'measured_spread']:.1%}); "
             f"median spread of measured runs {table['measured_spread'].median():.1%}")
+
+
+# --- Multi-node: the runs of `make cluster-test` priced on its two link tiers (tests/cluster) ----------
+# The same method as above on a cluster of nodes: a case runs as `nodes` x `ranks_per_node` gloo ranks
+# across the nodes (intra-node traffic over a node's loopback, inter-node traffic over the shaped links),
+# the model prices its CommLog on the test cluster described with both tiers, each tier's alpha and beta
+# measured there by the link micro-benchmark, and the local time comes from a one-node run of the same
+# case (its step time minus its own CommLog priced on the link its ranks used). The harness that runs
+# them on the real Slurm is tests/cluster/validate_multinode.py.
+
+MULTINODE_COLUMNS = ["case", "method", "label", "nodes", "ranks_per_node", "bandwidth", "intra_gbps",
+                     "intra_latency_us", "inter_gbps", "inter_latency_us", "repeats", "local_s", "comm_predicted_s",
+                     "comm_measured_s", "predicted_s", "measured_s", "error", "local_spread", "measured_spread"]
+
+
+@dataclass(frozen=True)
+class MultinodeCase:
+    """One case's runs, round by round: the multi-node runs and their one-node calibrations."""
+    name: str
+    method: str
+    label: str
+    nodes: int
+    ranks_per_node: int
+    runs: tuple[Path, ...]
+    calibrations: tuple[Path, ...]
+
+
+def _tier_facts(link: Path) -> dict[str, dict]:
+    fit = json.loads(link.read_text())
+    rounds = f", median of {len(fit['rounds'])} rounds" if "rounds" in fit else ""
+    source = f"link micro-benchmark (thinwire.workloads.linkbench, {fit['world_size']} ranks{rounds}), {link}"
+    return {k: {"value": float(fit[k]), "label": "measured", "source": source} for k in ("bandwidth_gbps", "latency_us")}
+
+
+def median_link(links: list[Path], out: Path) -> Path:
+    """One link fit from several of the same link (rounds): the median latency and the median bandwidth,
+    with the rounds' fits kept in the file."""
+    fits = [json.loads(p.read_text()) for p in links]
+    out.write_text(json.dumps({"world_size": fits[0]["world_size"], "op": fits[0]["op"],
+                               "latency_us": statistics.median(f["latency_us"] for f in fits),
+                               "bandwidth_gbps": statistics.median(f["bandwidth_gbps"] for f in fits),
+                               "rounds": [str(p) for p in links]}, indent=1) + "\n")
+    return out
+
+
+def measured_cluster(described: Path, intra: Path, inter: Path, out: Path):
+    """The test cluster as its file describes it, each tier's bandwidth and latency replaced by what the
+    link micro-benchmark measured on it (labelled measured, the benchmark's file as source); written to
+    `out` next to the runs and loaded as the model loads every cluster file (perfmodel.load_cluster)."""
+    from thinwire.simulators.perfmodel import load_cluster
+
+    load_cluster(described)  # the described file itself must be a valid cluster
+    d = yaml.safe_load(Path(described).read_text())
+    d["tiers"] = {"intra": _tier_facts(intra), "inter": _tier_facts(inter)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# {described} with both tiers as measured on the running test cluster.\n"
+                   + yaml.safe_dump(d, sort_keys=False))
+    return load_cluster(out)
+
+
+def multinode_table(cases: list[MultinodeCase], cluster, calibration_link: Path, skip: int,
+                    stat: str = "median") -> pd.DataFrame:
+    """Predicted against measured step time per case: the runs priced on `cluster` laid out as the case
+    (its nodes, its ranks per node: groups inside a node on the intra tier, groups across nodes on the
+    inter tier, perfmodel's rule), the calibrations' own logs on one node priced on `calibration_link`.
+    Step times are the median over a run's steps by default: steps of ~1 ms on cores shared with the
+    machine's other work stall now and then for 10 ms and more, and a mean over a few hundred steps
+    counts the stalls (the link micro-benchmark's times are medians too)."""
+    from thinwire.simulators.perfmodel import Cluster, Tier
+
+    fit = json.loads(calibration_link.read_text())
+    loopback = Tier(fit["bandwidth_gbps"], fit["latency_us"])
+    rows = []
+    for c in cases:
+        world = c.nodes * c.ranks_per_node
+        laid_out = replace(cluster, nodes=c.nodes, gpus_per_node=c.ranks_per_node)
+        one_node = Cluster("calibration", 1, world, 1.0, loopback, loopback)
+        row = _medians(list(c.runs), list(c.calibrations), lambda r, one_node=one_node: priced_on(r, one_node, skip),
+                       lambda r, laid_out=laid_out: priced_on(r, laid_out, skip), skip, stat)
+        rows.append({"case": c.name, "method": c.method, "label": c.label, "nodes": c.nodes,
+                     "ranks_per_node": c.ranks_per_node, "bandwidth": f"{c.nodes}x{c.ranks_per_node}",
+                     "intra_gbps": cluster.intra.bandwidth_gbps, "intra_latency_us": cluster.intra.latency_us,
+                     "inter_gbps": cluster.inter.bandwidth_gbps, "inter_latency_us": cluster.inter.latency_us, **row})
+    table = pd.DataFrame(rows)
+    table["error"] = (table["predicted_s"] - table["measured_s"]) / table["measured_s"]
+    return table[MULTINODE_COLUMNS]

@@ -2,8 +2,10 @@
 network namespaces, 1 Gbit/s shaped links between the nodes): `snakemake --profile profiles/slurm
 --configfile config/cluster-test.yaml` submits every multi-node launch path; each multi-node run must
 equal its one-node twin (float64: exactly; DeepSpeed's float32 OnebitAdam: to the cross-mode tolerance
-1e-6 of tests/launch.py) with identical commlogs; then faults (scancel, a killed slurmd) on a second
-workflow, its rerun, and nothing left behind.
+1e-6 of tests/launch.py) with identical commlogs; the performance model priced on the cluster's two link
+tiers against the measured step times of multi-node runs (claim PM-validation-multinode,
+tests/cluster/validate_multinode.py), shown in the report; then faults (scancel, a killed slurmd) on a
+second workflow, its rerun, and nothing left behind.
 
 Needs root, Debian's slurm-wlm and munge (installed if missing) and several minutes: it runs only when
 asked, `make cluster-test` (THINWIRE_CLUSTER_TEST=1); the normal suite skips it.
@@ -23,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from cluster.netns_slurm import ClusterSpec, SlurmCluster, leftovers
+from cluster.validate_multinode import run_validation
 from launch import method_log, read_run
 
 pytestmark = [
@@ -37,6 +41,7 @@ BIN = Path(sys.executable).parent
 SPEC = ClusterSpec()
 CONFIG, FAULTS = ROOT / "config" / "cluster-test.yaml", ROOT / "config" / "cluster-test-faults.yaml"
 RESULTS, FAULT_RESULTS = ROOT / "results" / "cluster-test", ROOT / "results" / "cluster-test-faults"
+VALIDATION = ROOT / "config" / "cluster-test-validation.yaml"
 WORKFLOW_TIMEOUT_S = 900
 # Each multi-node run, its one-node twin, its simulator twin (or None), the largest difference allowed.
 TWINS = [("mn_modes-real-gloo-topk-ef-s0", "one_modes-real-gloo-topk-ef-s0", "sim_modes-sim-topk-ef-s0", 0.0),
@@ -124,6 +129,32 @@ def test_multi_node_equals_one_node(workflow, multi, one, sim, tol):
         s = read_run(RESULTS / "runs" / sim)
         assert np.abs(mn.trajectory["loss"] - s.trajectory["loss"]).max() <= 1e-6
         pd.testing.assert_frame_equal(method_log(mn), method_log(s))
+
+
+def test_model_prices_the_multi_node_runs(cluster, workflow):
+    """PM-validation-multinode: measured on the cluster, priced on its two measured tiers, and the report
+    the cluster test built shows the claim with its value (rebuilt with the study, as make validate does)."""
+    start = time.monotonic()
+    study = RESULTS / "studies" / "validation-multinode.csv"
+    table = run_validation(cluster, VALIDATION, RESULTS / "validation-multinode", study)
+    print(f"validation-multinode: {time.monotonic() - start:.0f} s\n{table.to_string()}", file=sys.stderr)
+    sheet = yaml.safe_load(VALIDATION.read_text())
+    assert list(table["case"]) == [c["name"] for c in sheet["cases"]]
+    assert (table["repeats"] == sheet["repeats"]).all() and sheet["repeats"] >= 3
+    assert (table[["local_s", "comm_predicted_s", "measured_s"]] > 0).all().all()
+    # Both tiers measured where the runs ran: the shaped one near the tbf rate and the slower of the two.
+    inter, intra = table["inter_gbps"].iloc[0], table["intra_gbps"].iloc[0]
+    assert 0.5 < inter < 1.2 < intra, (inter, intra)
+    facts = yaml.safe_load((RESULTS / "validation-multinode" / "cluster.yaml").read_text())["tiers"]
+    assert {f["label"] for tier in facts.values() for f in tier.values()} == {"measured"}
+    subprocess.run([str(BIN / "thinwire"), "report", str(RESULTS / "table.csv"), "--out",
+                    str(ROOT / "reports" / "cluster-test"), "--studies", str(RESULTS / "studies")],
+                   cwd=ROOT, check=True, capture_output=True, timeout=600)
+    claims = pd.read_csv(ROOT / "reports" / "cluster-test" / "claims.csv").set_index("id")
+    for claim, stat in (("PM-validation-multinode", "median"), ("PM-validation-multinode-max", "max")):
+        assert claims.loc[claim, "measured"] == pytest.approx(getattr(table["error"].abs(), stat)()), claim
+        assert claims.loc[claim, "verdict"] in ("reproduced", "not reproduced", "inconclusive"), claim
+    assert "PM-validation-multinode" in (ROOT / "reports" / "cluster-test" / "index.html").read_text()
 
 
 def _training(cluster: SlurmCluster, names: set[str], workflow: subprocess.Popen,

@@ -87,3 +87,15 @@ def assert_same_run(sim: RunFiles, run: RunFiles, backend: str, tol: float = 1e-
         pd.testing.assert_frame_equal(run.trace[["step", "name"]], sim.trace[["step", "name"]])
         assert (run.trace["value"] - sim.trace["value"]).abs().max() <= trace_tol
     assert run.meta["workload_provenance"] == sim.meta["workload_provenance"]
+
+
+def call(argv: list[str], capsys) -> tuple[int, str]:
+    """`thinwire argv` in this process: (exit code, stderr); cheap enough for tables of bad inputs."""
+    from thinwire.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from launch import ROOT, thinwire
+from launch import ROOT, call, thinwire
 from thinwire.algorithms.comm import ThinwireError
 
 from thinwire.cli import main
@@ -81,15 +81,6 @@ CLI = [
 ]
 
 
-def _call(argv: list[str], capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
-
-
 def _assert_one_line(code: int, err: str, words: list[str]) -> None:
     assert code not in (0, None), err
     assert err.startswith("thinwire: error:") and err.strip().count("\n") == 0, err
@@ -114,7 +105,7 @@ def test_bad_command_line(argv, words, tmp_path, capsys, run_dir):
             "NOTARUN": str(work / "notarun")}
     argv = [subs.get(a, a) for a in argv]
     words = [subs.get(w, w) for w in words]
-    _assert_one_line(*_call(argv, capsys), words)
+    _assert_one_line(*call(argv, capsys), words)
     assert sorted(p.name for p in work.iterdir()) == ["notarun"]  # nothing written
 
 
@@ -181,7 +172,7 @@ def test_bad_runs_sheet(sheet, words, tmp_path, capsys):
     path = tmp_path / "sheet.yaml"
     path.write_text(yaml.safe_dump(sheet))
     before = sorted(tmp_path.iterdir())
-    _assert_one_line(*_call(["check", str(path)], capsys), words)
+    _assert_one_line(*call(["check", str(path)], capsys), words)
     assert sorted(tmp_path.iterdir()) == before
 
 
@@ -193,7 +184,7 @@ def test_bad_runs_sheet(sheet, words, tmp_path, capsys):
 def test_unreadable_runs_sheet(text, words, tmp_path, capsys):
     path = tmp_path / "sheet.yaml"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
-    _assert_one_line(*_call(["check", str(path)], capsys), words)
+    _assert_one_line(*call(["check", str(path)], capsys), words)
 
 
 BASE_CLUSTER = yaml.safe_load(CLUSTER.read_text())
@@ -217,7 +208,7 @@ def test_bad_cluster_file(change, words, tmp_path, capsys, run_dir):
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump({**BASE_CLUSTER, **change}))
     out = tmp_path / "model" / "m.csv"
-    _assert_one_line(*_call(["model", str(run_dir), "--cluster", str(path), "--out", str(out)], capsys),
+    _assert_one_line(*call(["model", str(run_dir), "--cluster", str(path), "--out", str(out)], capsys),
                      [str(path), *words])
     assert not out.parent.exists()
 
@@ -226,7 +217,7 @@ def test_a_cluster_file_that_is_not_a_mapping(tmp_path, capsys, run_dir):
     path = tmp_path / "cluster.yaml"
     for text in ("- 1\n- 2\n", "nodes: [\n"):
         path.write_text(text)
-        _assert_one_line(*_call(["model", str(run_dir), "--cluster", str(path), "--out", str(tmp_path / "m.csv")],
+        _assert_one_line(*call(["model", str(run_dir), "--cluster", str(path), "--out", str(tmp_path / "m.csv")],
                                 capsys), [str(path)])
 
 

@@ -12,20 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from launch import BIN, ROOT, run
+from launch import BIN, ROOT, call, run
 from thinwire.algorithms.comm import ThinwireError
 
 from thinwire.cli import main
-
-
-def call(argv: list[str], capsys) -> tuple[int, str]:
-    """`thinwire argv` in this process: (exit code, stderr)."""
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
 
 
 def one_line_error(code: int, err: str, *words: str) -> None:

@@ -28,10 +28,15 @@ def claim_papers(claims_dir: Path | None = None) -> tuple[dict[str, str], dict[s
         paper = path.parent.name if path.name == "claims.yaml" else path.stem
         for claim in read_claims(path):
             ids[str(claim["id"])] = paper
-        first = path.read_text().split("\n", 1)[0]
-        if first.startswith("#"):
-            # "# Deep Gradient Compression (../shared/papers/dgc.md). The ..." -> its first sentence
-            titles[paper] = re.split(r"(?<=[^.]\.)\s", first.lstrip("# ").strip(), maxsplit=1)[0].rstrip(".")
+        comment = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            comment.append(line.lstrip("#").strip())
+        if comment:
+            # "# Deep Gradient Compression (../shared/papers/dgc.md). The ..." -> its first sentence, cut short
+            first = re.split(r"(?<=[^.]\.)\s+(?=[A-Z])", " ".join(comment), maxsplit=1)[0].rstrip(".")
+            titles[paper] = first if len(first) <= 160 else first[:159].rsplit(" ", 1)[0] + " …"
     return ids, titles
 
 
@@ -70,7 +75,7 @@ def figure_html(name: object, figure_src: dict[str, str], root: str) -> str:
     name = fmt(name).strip()
     if name in figure_src:
         src = escape(root + figure_src[name])
-        return (f'<figure><a href="{src}"><img src="{src}" alt="figure {escape(name)}" loading="lazy"></a>'
+        return (f'<figure><a href="{src}"><img src="{src}" alt="figure {escape(name)}"></a>'
                 f"<figcaption>{escape(name)}</figcaption></figure>")
     # A claim may name a figure that was skipped for lack of data, or none yet; say so, never a broken image.
     text = (f"Figure {escape(name)} was not drawn: these results have no rows for it." if name

@@ -62,7 +62,7 @@ def _files(run: str, runs_dir: Path | None, out_dir: Path) -> str:
 
 def runs_page(table: pd.DataFrame, out_dir: Path, runs_dir: Path | None = None) -> str:
     shown = runs(table)
-    shown["files"] = [_files(r, runs_dir, out_dir) for r in shown["run"]]
+    shown.insert(1, "files", [_files(r, runs_dir, out_dir) for r in shown["run"]])  # beside its run: in view
     n_diverged = int((shown["status"] == "diverged").sum())
     body = f"""<h1>Runs</h1>
 <p>{len(shown)} runs ({n_diverged} diverged){escape(where(shown))}. Click a column head to sort; type to

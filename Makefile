@@ -1,5 +1,6 @@
 # make reproduce : set up .venv and run the quick CPU reproduction -> reports/index.html
-# make test      : set up .venv and run the tests
+# make test      : set up .venv (and, as root, Chromium for the browser test) and run the tests
+# make chromium  : (root) apt-install Debian's chromium and chromium-driver if missing (tests/test_browser.py)
 # make validate  : (root) performance model vs real runs on shaped links -> reports/validation.csv
 # make cluster-test : (root) a real Slurm in network namespaces, the workflow's multi-node runs on it (~10 min)
 VENV ?= .venv
@@ -7,7 +8,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 CORES ?= all
 
-.PHONY: setup reproduce test validate cluster-test bench lint clean
+.PHONY: setup chromium reproduce test validate cluster-test bench lint clean
 
 # The constraint keeps DeepSpeed's source build (and pip) from fetching another, CUDA, torch.
 $(VENV)/.installed: pyproject.toml
@@ -29,7 +30,21 @@ validate: setup
 	$(BIN)/snakemake --cores $(CORES) --keep-going --rerun-incomplete --forcerun report
 	@echo "validation: $(abspath reports/validation.csv)"
 
-test: setup
+# Debian's chromium and chromium-driver, which tests/test_browser.py drives: installed with apt when
+# missing and root; otherwise, or when apt fails (no network), a message, and the browser test skips.
+chromium:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "chromium: $$(command -v chromium), chromedriver: $$(command -v chromedriver)"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		( DEBIAN_FRONTEND=noninteractive timeout 900 apt-get update -o DPkg::Lock::Timeout=60 && \
+		  DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -o DPkg::Lock::Timeout=60 \
+		    chromium chromium-driver ) \
+		|| echo "chromium: apt could not install chromium chromium-driver; tests/test_browser.py will skip"; \
+	else \
+		echo "chromium: missing and not root: 'sudo apt-get install chromium chromium-driver', else tests/test_browser.py skips"; \
+	fi
+
+test: setup chromium
 	$(BIN)/python -m pytest
 
 # Installs slurm-wlm and munge with apt if missing; starts and removes its own daemons and namespaces.
@@ -47,4 +62,5 @@ lint: setup
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf results reports/index.html reports/claims.* reports/figures .snakemake
+	rm -rf results reports/index.html reports/claims.* reports/figures reports/papers reports/runs.html \
+		reports/summary.png reports/style.css reports/table.js reports/provenance.json .snakemake

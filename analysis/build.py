@@ -8,7 +8,7 @@ import pandas as pd
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.analysis.claims import load_claims, verdicts
 from thinwire.analysis.figures import draw_figures
-from thinwire.analysis.report import write_report
+from thinwire.analysis.report import claim_papers, write_report
 
 
 def read_results(table_csv: Path, studies_dir: Path | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
@@ -29,7 +29,10 @@ def build_report(table_csv: Path, out_dir: Path, claims_dir: Path | None = None,
     table, studies = read_results(table_csv, studies_dir)
     v = verdicts(table, load_claims(claims_dir), studies)
     figures = draw_figures(table, Path(out_dir) / "figures", studies)
-    write_report(table, v, figures, Path(out_dir), studies.get("validation"))
+    papers, titles = claim_papers(claims_dir)
+    # The runs' own files (results/runs/<run>/, beside results/table.csv), linked from runs.html.
+    write_report(table, v, figures, Path(out_dir), studies.get("validation"), papers, titles,
+                 runs_dir=Path(table_csv).parent / "runs")
     return v
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+from html import escape, unescape
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from thinwire.analysis.figures import draw_figures, load_figures
-from thinwire.analysis.report import write_report
+from thinwire.analysis.report import claim_papers, write_report
 
 FIGURES = {"loss_vs_step", "loss_vs_bytes", "accuracy_vs_ratio", "model_step_time", "model_speedup"}
 DIVERGED_RUN = "topk-ef-real-s1"
@@ -113,31 +114,51 @@ def test_non_finite_losses_are_dropped(table: pd.DataFrame, tmp_path: Path) -> N
     assert set(figures) == {"model_step_time", "model_speedup", "accuracy_vs_ratio"}  # accuracy is finite
 
 
-def test_report_page(table: pd.DataFrame, verdicts: pd.DataFrame, tmp_path: Path) -> None:
+def _pages(report: Path) -> dict[str, str]:
+    """Every HTML page of a built report by its path relative to the report folder."""
+    return {p.relative_to(report).as_posix(): p.read_text() for p in sorted(report.rglob("*.html"))}
+
+
+def test_report_pages(table: pd.DataFrame, verdicts: pd.DataFrame, tmp_path: Path) -> None:
     figures = draw_figures(table, tmp_path / "elsewhere")
     write_report(table, verdicts, figures, tmp_path / "report")
-    html = (tmp_path / "report" / "index.html").read_text()
-
+    report = tmp_path / "report"
+    pages = _pages(report)
+    # Without a claim -> paper map, a claim's paper is its source's first part.
+    assert set(pages) == {"index.html", "runs.html", "papers/paper-a.html", "papers/paper-b.html"}
+    html = pages["index.html"]
     assert "<title>thinwire report</title>" in html
-    assert "<script" not in html and "http" not in html
-    for claim_id, verdict in zip(verdicts["id"], verdicts["verdict"]):
-        row = re.search(rf'<tr class="verdict-[a-z-]+"><td class="id">{claim_id}</td>.*?</tr>', html)
-        assert row and f'<td class="verdict">{verdict}</td>' in row.group(0), claim_id
+    assert "http" not in "".join(pages.values()) + (report / "table.js").read_text()  # no CDN, no network
+    assert "<script" not in html and '<script src="table.js"></script>' in pages["runs.html"]
     assert "1 reproduced, 1 not reproduced, 1 inconclusive, 0 out of scope" in html
+    assert '<a href="papers/paper-a.html">paper-a</a>' in html and '<a href="papers/paper-b.html">' in html
+    assert '<img src="summary.png"' in html and _is_png(report / "summary.png")
+    for claim_id, verdict, paper in zip(verdicts["id"], verdicts["verdict"], ["a", "a", "b"]):
+        card = re.search(rf'<article class="claim verdict-[a-z-]+" id="claim-{claim_id}">.*?</article>',
+                         pages[f"papers/paper-{paper}.html"], re.DOTALL)
+        assert card and f'<span class="badge">{verdict}</span>' in card.group(0), claim_id
     # Statements are quoted text, never markup.
-    assert "&lt;1% of the bits &amp; converges" in html and "<1%" not in html
+    assert "&lt;1% of the bits &amp; converges" in pages["papers/paper-a.html"]
+    assert "<1%" not in "".join(pages.values())
 
     for name in FIGURES:
-        assert f'<img src="figures/{name}.png"' in html
-        assert _is_png(tmp_path / "report" / "figures" / f"{name}.png")
+        assert f'<a href="figures/{name}.png"' in html
+        assert _is_png(report / "figures" / f"{name}.png")
+    # Each claim shows its one figure, or says plainly that it has none.
+    assert pages["papers/paper-a.html"].count("<img ") == 2
+    assert '<img src="../figures/model_speedup.png"' in pages["papers/paper-a.html"]
+    assert "<img " not in pages["papers/paper-b.html"] and "No figure for this claim." in pages["papers/paper-b.html"]
 
-    runs = re.findall(r'<tr class="(ok|diverged)"><td class="run">([^<]+)</td>', html)
+    runs_html = pages["runs.html"]
+    assert '<table id="runs" class="sortable">' in runs_html and 'data-filter="runs"' in runs_html
+    runs = re.findall(r'<tr class="(ok|diverged)"><td class="run">([^<]+)</td>', runs_html)
     assert len(runs) == 8 + 12
     assert ("diverged", DIVERGED_RUN) in runs
     assert all(status == "ok" for status, run in runs if run != DIVERGED_RUN)
-    diverged_row = re.search(rf'<tr class="diverged"><td class="run">{DIVERGED_RUN}</td>.*?</tr>', html)
+    diverged_row = re.search(rf'<tr class="diverged"><td class="run">{DIVERGED_RUN}</td>.*?</tr>', runs_html)
     # Its final loss is the last finite one (step 3), not inf.
     assert '<td class="final-loss">0.26</td>' in diverged_row.group(0)
+    assert "Runs</a>: 20\n(1 diverged)" in html
 
 
 def test_claims_csv_and_markdown(table: pd.DataFrame, verdicts: pd.DataFrame, tmp_path: Path) -> None:
@@ -148,13 +169,84 @@ def test_claims_csv_and_markdown(table: pd.DataFrame, verdicts: pd.DataFrame, tm
     pd.testing.assert_frame_equal(
         claims[verdicts.columns].fillna({"reason": "", "figure": ""}), verdicts, check_dtype=False
     )
+    first = ["id", "verdict", "measured", "expected", "evidence"]
+    ordered = verdicts[first + [c for c in verdicts.columns if c not in first]]
+    assert (tmp_path / "claims.csv").read_text() == ordered.to_csv(index=False)
 
     markdown = (tmp_path / "claims.md").read_text()
     for claim_id in verdicts["id"]:
         assert re.search(rf"^\| {claim_id} \|", markdown, re.MULTILINE)
-    # No figure was drawn, so the page must not link one.
-    html = (tmp_path / "index.html").read_text()
-    assert "<img" not in html and "model_speedup (not drawn)" in html
+    # No figure was drawn, so no page may link one: a sentence says so instead of a broken image.
+    paper_a = (tmp_path / "papers" / "paper-a.html").read_text()
+    assert "<img" not in paper_a and "Figure model_speedup was not drawn" in paper_a
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture report (tests/report_fixture.py): every claim of thinwire's papers, judged."""
+    from report_fixture import build
+
+    return build(tmp_path_factory.mktemp("built"))
+
+
+def test_every_claim_is_on_exactly_one_paper_page(built: Path) -> None:
+    report = built
+    claims = pd.read_csv(report / "claims.csv", keep_default_na=False)
+    pages = {k: v for k, v in _pages(report).items() if k.startswith("papers/")}
+    assert len(pages) >= 10  # one per paper folder
+    shown = [m for html in pages.values() for m in re.findall(r"<article class=\"claim [^>]*>\n<header><h3>([^<]*)</h3>",
+                                                              html)]
+    assert sorted(shown) == sorted(escape(i) for i in claims["id"])
+    paper_of, _ = claim_papers()
+    for paper, html in pages.items():  # each claim on its own paper's page, its figure or a sentence
+        for claim_id in re.findall(r"<h3>([^<]*)</h3>", html):
+            assert paper_of[unescape(claim_id)] == Path(paper).stem, claim_id
+        assert html.count("<article") == html.count("<figure>") + html.count('class="no-figure"')
+    front = (report / "index.html").read_text()
+    assert all(f'href="{p}"' in front for p in pages)
+    # Drawn at 1400 px wide, the front page's width.
+    assert _png_size(report / "summary.png")[0] == 1400
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[16:24]
+    return int.from_bytes(head[:4], "big"), int.from_bytes(head[4:], "big")
+
+
+def test_cards_show_the_standard_error_when_the_verdict_table_has_one(table: pd.DataFrame,
+                                                                      verdicts: pd.DataFrame, tmp_path: Path) -> None:
+    write_report(table, verdicts.assign(sem=[0.02, np.inf, np.nan]), {}, tmp_path)
+    paper_a = (tmp_path / "papers" / "paper-a.html").read_text()
+    assert "<dd>0.1 ± 0.02</dd>" in paper_a and "<dd>1.4 ± ∞</dd>" in paper_a
+    write_report(table, verdicts, {}, tmp_path / "without")
+    assert "no standard error in the verdict table" in (tmp_path / "without" / "papers" / "paper-a.html").read_text()
+
+
+def test_provenance_from_the_workflow_record_or_says_it_is_missing(table: pd.DataFrame, verdicts: pd.DataFrame,
+                                                                  tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    started = (datetime.now(timezone.utc) - timedelta(minutes=3, seconds=5)).isoformat()
+    record = {"configfiles": ["config/my.yaml"], "started": started, "command": "snakemake --cores 2"}
+    write_report(table.assign(env=json.dumps({"git": "abc1234"})), verdicts, {}, tmp_path / "wf", record=record)
+    info = json.loads((tmp_path / "wf" / "provenance.json").read_text())
+    assert info["configs"] == "config/my.yaml" and info["command"] == "snakemake --cores 2"
+    assert re.fullmatch(r"3 min 0[5-9] s \(this workflow invocation, start to report\)", info["wall time"])
+    assert info["commit (runs)"] == "abc1234 (8 runs)" and info["commit (report)"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", info["date"]) and info["machine (report)"]
+    assert "config/my.yaml" in (tmp_path / "wf" / "index.html").read_text()
+    write_report(table, verdicts, {}, tmp_path / "bare", record={})
+    bare = json.loads((tmp_path / "bare" / "provenance.json").read_text())
+    assert bare["configs"] == bare["wall time"] == "not recorded (the report was built outside the workflow)"
+
+
+def test_runs_page_links_each_runs_files(built: Path) -> None:
+    report = built
+    runs_html = (report / "runs.html").read_text()
+    links = re.findall(r'<a href="(\.\./results/runs/[^"]+)">', runs_html)
+    assert len(links) == 2 * 8  # trajectory.csv and meta.json of each measured run
+    assert all((report / link).is_file() for link in links)
+    assert '<a href="../results/runs/topk-ef-real-s1/meta.json">' in runs_html
 
 
 def test_accuracy_and_warmup_figures_from_their_rows(tmp_path: Path) -> None:
@@ -260,8 +352,9 @@ def test_the_report_marks_which_cluster_produced_which_numbers(table: pd.DataFra
     write_report(table, v, {}, tmp_path)
     html = (tmp_path / "index.html").read_text()
     assert "ran on gpu-cluster (4 runs), local:laptop (4 runs)" in html
+    runs_html = (tmp_path / "runs.html").read_text()
     for run, where in [("sgd-real-s0", "gpu-cluster"), ("sgd-sim-s0", "local:laptop")]:
-        row = re.search(rf'<td class="run">{run}</td>.*?</tr>', html).group(0)
+        row = re.search(rf'<td class="run">{run}</td>.*?</tr>', runs_html).group(0)
         assert f'<td class="ran-on">{where}</td>' in row
     assert pd.read_csv(tmp_path / "claims.csv")["ran_on"].tolist() == ["gpu-cluster, local:laptop"]
 

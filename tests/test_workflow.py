@@ -61,7 +61,13 @@ def test_report_has_claims_figures_and_the_diverged_run(finished):
     table = pd.read_csv(workdir / "results" / "table.csv")
     assert set(table["mode"]) == {"sim", "real", "model"}
     boom = table[table["run"] == "boom-sim-sgd-s0"]
-    assert (boom["status"] == "diverged").all() and "boom-sim-sgd-s0" in html
+    runs_html = (workdir / "reports" / "runs.html").read_text()
+    assert (boom["status"] == "diverged").all() and '<tr class="diverged"><td class="run">boom-sim-sgd-s0' in runs_html
+    # The front page: the summary figure, a page per paper, and the provenance the workflow recorded.
+    assert (workdir / "reports" / "summary.png").stat().st_size > 1000 and '<img src="summary.png"' in html
+    papers = sorted(p.stem for p in (workdir / "reports" / "papers").glob("*.html"))
+    assert "foundation" in papers and all(f'href="papers/{p}.html"' in html for p in papers)
+    assert str(workdir / "config.yaml") in html and "(this workflow invocation, start to report)" in html
 
 
 def test_rerun_with_nothing_changed_does_nothing(finished):

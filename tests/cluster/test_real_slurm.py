@@ -99,6 +99,7 @@ def test_every_launch_path_ran_on_the_cluster(cluster, workflow):
     table = pd.read_csv(RESULTS / "table.csv")
     assert set(table["ran_on"]) == {SPEC.name}
     assert (ROOT / "reports" / "cluster-test" / "index.html").exists()
+    assert (ROOT / "reports" / "cluster-test" / "runs.html").exists()
 
 
 def test_multi_node_runs_crossed_the_shaped_links(cluster, workflow):
@@ -154,7 +155,7 @@ def test_model_prices_the_multi_node_runs(cluster, workflow):
     for claim, stat in (("PM-validation-multinode", "median"), ("PM-validation-multinode-max", "max")):
         assert claims.loc[claim, "measured"] == pytest.approx(getattr(table["error"].abs(), stat)()), claim
         assert claims.loc[claim, "verdict"] in ("reproduced", "not reproduced", "inconclusive"), claim
-    assert "PM-validation-multinode" in (ROOT / "reports" / "cluster-test" / "index.html").read_text()
+    assert "PM-validation-multinode" in (ROOT / "reports" / "cluster-test" / "papers" / "validation.html").read_text()
 
 
 def _training(cluster: SlurmCluster, names: set[str], workflow: subprocess.Popen,

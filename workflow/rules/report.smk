@@ -1,8 +1,21 @@
 # The results table, then the claim verdicts, figures and HTML report computed from it.
+import json
+import shlex
+from datetime import datetime, timezone
 
 # Each paper's claims and figures (analysis/papers/<paper>/): the report reruns when one changes.
 PAPER_FILES = sorted((ROOT / "analysis" / "papers").glob("*/claims.yaml")) + sorted(
     (ROOT / "analysis" / "papers").glob("*/figures.py"))
+PAPERS = sorted(p.parent.name for p in (ROOT / "analysis" / "papers").glob("*/claims.yaml"))
+
+# What only the workflow knows, for the report's provenance (analysis/report/provenance.py): the runs
+# sheets it was given, its command line and when it started. The report job reads it from its
+# environment; a param would change with every start and so rerun the report each time.
+os.environ["THINWIRE_PROVENANCE"] = json.dumps({
+    "configfiles": [str(p) for p in workflow.config_settings.configfiles],
+    "command": " ".join([Path(sys.argv[0]).name, *map(shlex.quote, sys.argv[1:])]),
+    "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+})
 
 
 rule aggregate:
@@ -30,6 +43,10 @@ rule report:
         html=f"{REPORTS}/index.html",
         csv=f"{REPORTS}/claims.csv",
         md=f"{REPORTS}/claims.md",
+        runs=f"{REPORTS}/runs.html",
+        summary=f"{REPORTS}/summary.png",
+        papers=expand(f"{REPORTS}/papers/{{paper}}.html", paper=PAPERS),
+        assets=[f"{REPORTS}/{name}" for name in ("style.css", "table.js", "provenance.json")],
         figures=expand(f"{REPORTS}/figures/{{name}}.png", name=["loss_vs_step", "loss_vs_bytes"]),
     log:
         f"{RESULTS}/logs/report.log",

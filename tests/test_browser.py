@@ -4,7 +4,8 @@ Debian's `chromium` and `chromium-driver` (`make chromium` installs them as root
 from the dev extra; nothing is downloaded at test time (SE_OFFLINE: no Selenium Manager). On every
 page: no console errors, every image loaded (natural width > 0), every internal link resolves (its
 file exists, its #fragment is an id there), nothing wider than the window. The runs table sorts and
-filters. Saves reports/screenshots/front.png and paper.png (a paper page) for the README.
+filters. Saves front.png and paper.png (a paper page): in reports/screenshots/ (the README's) when the
+report is a real one (THINWIRE_REPORT), in reports/screenshots/fixture/ (ignored by git) otherwise.
 
 The report is built from tests/report_fixture.py, unless THINWIRE_REPORT names a built report folder
 (e.g. THINWIRE_REPORT=reports after `make reproduce`). Skips, saying why, only without Chromium.
@@ -22,6 +23,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "reports" / "screenshots"
+if not os.environ.get("THINWIRE_REPORT"):
+    SCREENSHOTS = SCREENSHOTS / "fixture"  # a fixture's pictures never replace the README's
 WIDTH, HEIGHT = 1400, 1000
 
 

@@ -220,7 +220,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         model_runs(args.runs, args.cluster, args.out, args.target_params, args.flops_per_step, args.bandwidth,
                    tokens_per_step=args.tokens_per_step, overlap=args.overlap, buckets=args.buckets,
                    baseline=args.baseline, speedups=args.speedup, target_loss_factor=args.target_loss_factor,
-                   summary_out=args.summary, name=args.name)
+                   summary_out=args.summary, name=args.name, target_shapes=args.target_shapes)
     elif args.command == "aggregate":
         from thinwire.analysis.table import aggregate
 

@@ -247,10 +247,12 @@ def final_loss_ratio(table: pd.DataFrame, method: str, baseline: str, workload: 
 
 @quantity
 def mode_agreement(table: pd.DataFrame) -> Measurement | None:
-    """Largest |loss difference| between a simulator run and a real run of the same setup."""
+    """Largest |loss difference| between a simulator run and a real run of the same setup (thinwire's own
+    real runs: the ddp backend is PyTorch's implementation, which hook_gap compares)."""
     keys = ["method", "params", "workload", "world_size", "seed", "dtype", "step"]
     sim = _select(table, mode="sim")[keys + ["loss", "run"]]
-    real = _select(table, mode="real")[keys + ["loss", "run", "backend"]]
+    real = _select(table, mode="real")
+    real = real[real["backend"] != "ddp"][keys + ["loss", "run", "backend"]]
     pairs = sim.merge(real, on=keys, suffixes=("_sim", "_real"))
     if pairs.empty:
         return None

@@ -27,6 +27,19 @@ class CollectiveError(ThinwireError):
     """A collective failed: a peer died, the network broke, or the timeout expired."""
 
 
+# all_reduce's ops: "bf16_sum" adds bfloat16 values carried as uint16 words (numpy has no bfloat16), in
+# bfloat16 arithmetic (each partial sum rounded to nearest even), as gloo and NCCL sum torch.bfloat16.
+REDUCE_OPS = ("sum", "avg", "max", "bf16_sum")
+
+
+def check_reduce_op(op: str, x: Any) -> None:
+    """A ValueError unless `op` is an all_reduce op and x's dtype suits it (bf16_sum: uint16 words)."""
+    if op not in REDUCE_OPS:
+        raise ValueError(f"all_reduce op must be one of {', '.join(REDUCE_OPS)}, got {op!r}")
+    if op == "bf16_sum" and "uint16" not in str(x.dtype):
+        raise ValueError(f"all_reduce op bf16_sum takes bfloat16 words as uint16, got {x.dtype}")
+
+
 @dataclasses.dataclass(frozen=True)
 class CommRecord:
     step: int
@@ -130,7 +143,8 @@ class Communicator(Protocol):
     xp: Any
 
     def all_reduce(self, x: Any, op: str = "sum", group: Group | None = None,
-                   category: str = "method") -> Any: ...
+                   category: str = "method") -> Any:
+        """Reduce over the group with `op` (REDUCE_OPS); every member gets the result."""
 
     def all_gather(self, x: Any, group: Group | None = None, sharded: bool = False) -> Any:
         """Stack every group member's `x`: per-worker shape (n...) becomes (group size, n...).

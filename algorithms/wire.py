@@ -184,3 +184,61 @@ def scatter_sum(idx: Any, values: Any, d: int) -> Any:
     flat = (np.arange(rows)[:, None] * d + idx.reshape(rows, -1)).ravel()
     out = np.bincount(flat, weights=values.reshape(-1), minlength=rows * d)
     return out.astype(values.dtype, copy=False).reshape(lead + (d,))
+
+
+# bfloat16 as uint16 words (numpy has no bf16): the top half of a float32, rounded to nearest, ties to even,
+# as torch's own casts and bf16 arithmetic round. torch arrays go through torch's bfloat16 itself.
+BF16_NAN = 0x7FC0  # the NaN torch's scalar rounding gives (its vectorised casts give 0xFFFF: NaN all the same)
+
+
+def _round_words(f32: np.ndarray) -> np.ndarray:
+    bits = np.ascontiguousarray(f32, dtype=np.float32).view(np.uint32)
+    words = ((bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16).astype(np.uint16)
+    return np.where(np.isnan(f32), np.uint16(BF16_NAN), words)
+
+
+def _widen(words: np.ndarray) -> np.ndarray:
+    return (np.ascontiguousarray(words, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def to_bf16_words(x: Any) -> Any:
+    """x rounded to bfloat16, as uint16 words; a float64 x is rounded to float32 first, as torch's cast
+    from float64 does (so twice)."""
+    if is_torch_array(x):
+        torch = _torch()
+        return x.to(torch.float32).to(torch.bfloat16).view(torch.uint16)
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, as torch's cast
+        return _round_words(np.asarray(x, dtype=np.float32))
+
+
+def from_bf16_words(words: Any, dtype: Any) -> Any:
+    """The values of bfloat16 words, exactly, in `dtype` (a float dtype of the words' library)."""
+    if is_torch_array(words):
+        return words.view(_torch().bfloat16).to(dtype)
+    with np.errstate(invalid="ignore"):  # signalling NaNs stay NaN
+        return _widen(words).astype(dtype)
+
+
+def bf16_divide(words: Any, divisor: float) -> Any:
+    """words / divisor in bfloat16 (computed in float32, rounded once), as torch's bf16 `div_` does."""
+    if is_torch_array(words):
+        torch = _torch()
+        return words.view(torch.bfloat16).div(divisor).view(torch.uint16)
+    return _round_words(_widen(words) / np.float32(divisor))
+
+
+def bf16_add(a: Any, b: Any) -> Any:
+    """a + b of bfloat16 words in bfloat16 (the float32 sum rounded once), as torch's bf16 `+` does."""
+    if is_torch_array(a):
+        torch = _torch()
+        return (a.view(torch.bfloat16) + b.view(torch.bfloat16)).view(torch.uint16)
+    with np.errstate(invalid="ignore", over="ignore"):  # overflow is inf, inf - inf NaN, as in torch
+        return _round_words(_widen(a) + _widen(b))
+
+
+def bf16_sum(rows: Any) -> Any:
+    """The bfloat16 sum of the words along axis 0, added in row order, each partial sum rounded."""
+    total = rows[0]
+    for row in rows[1:]:
+        total = bf16_add(total, row)
+    return total

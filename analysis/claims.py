@@ -247,10 +247,12 @@ def final_loss_ratio(table: pd.DataFrame, method: str, baseline: str, workload: 
 
 @quantity
 def mode_agreement(table: pd.DataFrame) -> Measurement | None:
-    """Largest |loss difference| between a simulator run and a real run of the same setup."""
+    """Largest |loss difference| between a simulator run and a real run of the same setup (thinwire's own
+    real runs: the ddp backend is PyTorch's implementation, which hook_gap compares)."""
     keys = ["method", "params", "workload", "world_size", "seed", "dtype", "step"]
     sim = _select(table, mode="sim")[keys + ["loss", "run"]]
-    real = _select(table, mode="real")[keys + ["loss", "run", "backend"]]
+    real = _select(table, mode="real")
+    real = real[real["backend"] != "ddp"][keys + ["loss", "run", "backend"]]
     pairs = sim.merge(real, on=keys, suffixes=("_sim", "_real"))
     if pairs.empty:
         return None
@@ -260,6 +262,30 @@ def mode_agreement(table: pd.DataFrame) -> Measurement | None:
     return Measurement(float(gap.max()), None, 0.0,
                        f"{len(n_pairs)} simulator/real run pairs ({backends}), {len(pairs)} steps: "
                        f"max |loss difference| {gap.max():.3g}")
+
+
+@quantity
+def hook_gap(table: pd.DataFrame, method: str, experiment: str) -> Measurement | None:
+    """How far thinwire's simulator run of `method` in `experiment` is from the run of the same setup under
+    the ddp backend (PyTorch's own communication hook in DistributedDataParallel, workloads/ddp_hooks.py):
+    the largest, over every step, of the |difference| of the training loss, of the held-out loss, and of
+    the bytes sent relative to the hook's (the hook must also send what thinwire sends)."""
+    keys = ["method", "params", "workload", "world_size", "seed", "dtype", "step"]
+    rows = _select(table, method=method, experiment=experiment)
+    sim = _select(rows, mode="sim")[keys + ["loss", "eval_loss", "bytes_sent", "run"]]
+    hook = _select(rows, mode="real", backend="ddp")[keys + ["loss", "eval_loss", "bytes_sent", "run"]]
+    pairs = sim.merge(hook, on=keys, suffixes=("_sim", "_hook"))
+    if pairs.empty:
+        return None
+    loss = (pairs["loss_sim"] - pairs["loss_hook"]).abs().max()
+    held_out = (pairs["eval_loss_sim"] - pairs["eval_loss_hook"]).abs().max(skipna=True)
+    sent = ((pairs["bytes_sent_sim"] - pairs["bytes_sent_hook"]).abs() / pairs["bytes_sent_hook"]).max()
+    runs = len(pairs[["run_sim", "run_hook"]].drop_duplicates())
+    bytes_note = "the same at every step" if sent == 0 else f"differ by up to {sent:.3g} of the hook's"
+    return Measurement(float(max(loss, held_out, sent)), None, 0.0,
+                       f"{runs} thinwire simulator / DDP-hook run pairs of {method}, {len(pairs)} steps: max "
+                       f"|loss difference| {loss:.3g}, held-out {held_out:.3g}; bytes sent {bytes_note} "
+                       f"({int(pairs['bytes_sent_hook'].sum())} by the hook in all)")
 
 
 @quantity

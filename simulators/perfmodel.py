@@ -4,7 +4,10 @@ A step costs compute + encode/decode + communication, each from data, none from 
 - communication: every logged collective, priced by the alpha-beta formulas of collectives.py (ring,
   tree or the cheaper per call; flat or hierarchical when a group spans nodes; the cluster file says
   which). Calls over the whole run world become calls over the whole cluster, sub-groups keep their
-  size, bytes scale by target_params over the run's parameter count. A variable-size all-gather
+  size, bytes scale by target_params over the run's parameter count, or, with target_shapes (a shapes
+  workload: resnet50, alexnet, ...), to that model's own tensors: each step's bytes by the method's bits
+  formula on the target's layout over the same formula on the run's (PowerSGD's P and Q grow with
+  n + m, not n m), the parameter ratio where the formula cannot be rebuilt. A variable-size all-gather
   (all_gather_v) is priced as a ring all-gather of the mean message: the log's recv (the total over
   the run's group) divided by the group size.
 - compute: flops_per_step, or 6 x params x tokens_per_step for a transformer (Kaplan et al. 2020),
@@ -133,10 +136,13 @@ class Calls:
     rows: dict[str, np.ndarray]
 
 
-def log_calls(commlog: pd.DataFrame, run_world: int, world_size: int, scale: float) -> Calls:
+def log_calls(commlog: pd.DataFrame, run_world: int, world_size: int, scale: float | pd.Series) -> Calls:
     """Calls over the whole run world become calls over all `world_size` ranks (an all-gather of
-    shards then carries smaller shards); sub-groups keep their size; bytes are multiplied by `scale`. Metrics traffic is not the method's and is dropped."""
+    shards then carries smaller shards); sub-groups keep their size; bytes are multiplied by `scale` (a
+    number, or one per step: a Series indexed by step). Metrics traffic is not the method's and is dropped."""
     log = commlog[commlog["category"] == "method"]
+    if isinstance(scale, pd.Series):
+        scale = scale.reindex(log["step"].to_numpy()).to_numpy(dtype=float)
     group = log["group_size"].to_numpy()
     ops = log["op"].to_numpy().astype(str)
     p = np.where(group == run_world, world_size, group)
@@ -178,6 +184,38 @@ class Options:
     overlap: bool = False
     buckets: int | None = None
     layout: Layout | None = None
+    target_shapes: str | None = None  # a shapes workload (resnet50, ...): bytes scaled to its tensors
+
+
+def shape_scale(meta: dict, steps: np.ndarray, target_shapes: str) -> tuple[pd.Series, int]:
+    """(per step, the factor from the run's logged bytes to what its method sends on `target_shapes`'s
+    tensors; the target's parameter count). The factor is target params x the method's bits per parameter
+    on the target's layout over run params x those on the run's (bits_per_parameter, its formula, at each
+    step), so a method whose bytes depend on tensor shapes (PowerSGD) is priced for the target's; where the
+    formula cannot be rebuilt on both layouts (it needs the run's state, or gives no bits), the parameter
+    ratio, as target_params does."""
+    from thinwire.algorithms.registry import get_method, make_config
+    from thinwire.workloads.registry import WORKLOADS, make_workload
+
+    name = target_shapes if target_shapes.endswith("-shapes") else f"{target_shapes}-shapes"
+    if WORKLOADS.get(name, ("",))[0] != "shapes":
+        shapes = sorted(n.removesuffix("-shapes") for n, (kind, _) in WORKLOADS.items() if kind == "shapes")
+        raise ThinwireError(f"--target-shapes must be one of {', '.join(shapes)}, got {target_shapes!r}")
+    target = make_workload(name, 1, 0)
+    steps = np.unique(np.asarray(steps, dtype=int))
+    ratio = target.n_params / meta["n_params"]
+    try:
+        cls = get_method(meta["method"])
+        config = make_config(cls, meta["params"])
+        run = make_workload(meta["workload"], meta["world_size"], meta["seed"], meta.get("workload_params"))
+        on_target, on_run = cls(config, target.layout), cls(config, run.layout)
+        value_bits = VALUE_BITS.get(meta.get("dtype"), 32)
+        bits = np.array([[m.bits_per_parameter(value_bits, int(t)) for m in (on_target, on_run)] for t in steps])
+    except (ThinwireError, TypeError, ValueError, KeyError, RuntimeError):
+        return pd.Series(ratio, index=steps), target.n_params
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(bits[:, 1] > 0, ratio * bits[:, 0] / bits[:, 1], ratio)
+    return pd.Series(factor, index=steps), target.n_params
 
 
 VALUE_BITS = {"float16": 16, "bfloat16": 16, "float32": 32, "float64": 64}
@@ -215,6 +253,12 @@ class StepModel:
         self.cluster, self.options, self.steps = cluster, options, np.asarray(steps)
         layout = options.layout
         params = options.target_params or (layout.params if layout else meta["n_params"])
+        scale: float | pd.Series | None = None
+        if options.target_shapes:
+            if options.target_params or layout is not None:
+                raise ThinwireError("--target-shapes sets the target model's parameters: give it without "
+                                    "--target-params or a layout")
+            scale, params = shape_scale(meta, self.steps, options.target_shapes)
         self.parallel_s = 0.0  # tensor- and pipeline-parallel seconds per step
         if layout is not None:
             world = cluster.world_size
@@ -230,7 +274,8 @@ class StepModel:
                 flops = 6 * params * (options.tokens_per_step or 0.0)  # Kaplan et al. 2020, C = 6 N D
             self.compute_s = flops / (cluster.sustained_tflops * 1e12)
             self.net = cluster
-        calls = log_calls(commlog, meta["world_size"], self.net.world_size, params / meta["n_params"])
+        calls = log_calls(commlog, meta["world_size"], self.net.world_size,
+                          params / meta["n_params"] if scale is None else scale)
         sends = np.isin(self.steps, calls.step)
         codec = cluster.codec_values_per_s
         rate = codec.get(meta.get("label", meta["method"]), codec.get(meta["method"]))
@@ -267,12 +312,13 @@ def model_runs(run_dirs: list[Path], cluster_path: Path, out: Path, target_param
                flops_per_step: float | None = None, bandwidths: list[float] | None = None, *,
                tokens_per_step: float | None = None, overlap: bool = False, buckets: int | None = None,
                baseline: str = BASELINE, speedups: list[float] | None = None, target_loss_factor: float = 1.05,
-               summary_out: Path | None = None, name: str | None = None) -> pd.DataFrame:
+               summary_out: Path | None = None, name: str | None = None,
+               target_shapes: str | None = None) -> pd.DataFrame:
     """Predict step time, speedup over the dense baseline and time to target for every run, at each
     inter-node bandwidth; optionally the break-even summary (breakeven.summary) as a second CSV.
     `name` (default: the cluster's) fills the cluster column, so two setups on one cluster stay apart."""
     cluster = load_cluster(cluster_path)
-    options = Options(target_params, flops_per_step, tokens_per_step, overlap, buckets)
+    options = Options(target_params, flops_per_step, tokens_per_step, overlap, buckets, target_shapes=target_shapes)
     models, frames = {}, []
     for d in map(Path, run_dirs):
         meta = json.loads((d / "meta.json").read_text())

@@ -14,7 +14,7 @@ import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 from thinwire.algorithms import wire
-from thinwire.algorithms.comm import CommLog, check_partition
+from thinwire.algorithms.comm import CommLog, check_partition, check_reduce_op
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,12 +57,15 @@ class SimComm:
     def all_reduce(self, x: Any, op: str = "sum", group: SimGroup | None = None,
                    category: str = "method") -> Any:
         self._check(x)
+        check_reduce_op(op, x)
         xp, p = self.xp, (group or self._world).size
         self.log.count("all_reduce", p, wire.nbytes(x[0]), category)
 
         def reduce(rows):
             if op == "max":
                 total = xp.max(rows, axis=0)
+            elif op == "bf16_sum":  # in rank order; gloo's ring adds in another order from 3 ranks on
+                total = wire.bf16_sum(rows)
             else:
                 total = xp.sum(rows, axis=0)
                 if op == "avg":

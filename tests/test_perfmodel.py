@@ -335,3 +335,38 @@ def test_every_shipped_cluster_file_passes_the_input_check(path):
     prices with, fact-labelled numbers ({value, label, source}) included."""
     cluster = load_cluster(path)
     assert cluster.nodes >= 1 and cluster.gpus_per_node >= 1
+
+
+def test_target_shapes_price_powersgd_for_the_target_models_tensors(tmp_path):
+    """--target-shapes resnet50: PowerSGD's bytes (P and Q: n + m values per rank of each matrix) are priced
+    for ResNet-50's tensors, by its bits formula there, not scaled by the parameter count as dense bytes
+    are; SGD's and bf16's bytes per parameter do not depend on shapes, so they scale as --target-params."""
+    from thinwire.algorithms.registry import get_method, make_config
+    from thinwire.workloads.registry import make_workload
+
+    from thinwire.cli import main
+
+    runs = {}
+    for method, params in (("sgd", []), ("bf16", []), ("powersgd", ["--param", "rank=2"])):
+        runs[method] = tmp_path / method
+        assert main(["sim", method, "--workload", "digits-mlp", "--workers", "2", "--steps", "3", "--quiet",
+                     *params, "--out", str(runs[method])]) == 0
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text("name: c\nnodes: 4\ngpus_per_node: 1\nsustained_tflops: 1.0\n"
+                       "tiers: {intra: {bandwidth_gbps: 1, latency_us: 0}, inter: {bandwidth_gbps: 1, latency_us: 0}}\n")
+    resnet = make_workload("resnet50-shapes", 1, 0)
+    mlp = make_workload("digits-mlp", 2, 0)
+    by_shapes = model_runs(list(runs.values()), cluster, tmp_path / "s.csv", flops_per_step=0.0,
+                           target_shapes="resnet50").groupby("method")["comm_s"].mean()
+    by_count = model_runs(list(runs.values()), cluster, tmp_path / "p.csv", flops_per_step=0.0,
+                          target_params=resnet.n_params).groupby("method")["comm_s"].mean()
+    assert by_shapes["sgd"] == pytest.approx(by_count["sgd"]) and by_shapes["bf16"] == pytest.approx(by_count["bf16"])
+    assert by_shapes["bf16"] == pytest.approx(by_shapes["sgd"] / 2)  # 16 bits against float32's 32
+    powersgd = get_method("powersgd")
+    config = make_config(powersgd, {"rank": 2})
+    bits = [powersgd(config, layout).bits_per_parameter(32, 1) for layout in (resnet.layout, mlp.layout)]
+    # No latency: time is proportional to bytes, and the three all-reduces of a step add up.
+    assert by_shapes["powersgd"] / by_count["powersgd"] == pytest.approx(bits[0] / bits[1])
+    assert bits[0] < bits[1] / 10  # ResNet-50's large matrices compress far more than the MLP's
+    with pytest.raises(ThinwireError, match="target-shapes must be one of .*resnet50"):
+        model_runs([runs["sgd"]], cluster, tmp_path / "x.csv", target_shapes="resnet51")

@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(run)
     run.add_argument("--backend", default="auto", help="auto (default: mpi under mpiexec, else torch), torch, mpi, "
                      "deepspeed (DeepSpeed's own OnebitAdam, for onebit-adam with deepspeed_compat=true), or ddp "
-                     "(PyTorch's PowerSGD DDP hook, for powersgd with ddp_compat=true)")
+                     "(PyTorch's DDP hooks: powerSGD_hook for powersgd with ddp_compat=true, bf16_compress_hook for bf16)")
     run.add_argument("--device", help="torch device: cpu (gloo), cuda (this rank's GPU, NCCL) or cuda:N "
                      "(default cuda when CUDA is present, else cpu)")
     run.add_argument("--busbw-mb", type=_number("busbw-mb", float, 0), help="measure all-reduce bus bandwidth with this many MB before "
@@ -220,7 +220,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         model_runs(args.runs, args.cluster, args.out, args.target_params, args.flops_per_step, args.bandwidth,
                    tokens_per_step=args.tokens_per_step, overlap=args.overlap, buckets=args.buckets,
                    baseline=args.baseline, speedups=args.speedup, target_loss_factor=args.target_loss_factor,
-                   summary_out=args.summary, name=args.name)
+                   summary_out=args.summary, name=args.name, target_shapes=args.target_shapes)
     elif args.command == "aggregate":
         from thinwire.analysis.table import aggregate
 

@@ -307,9 +307,11 @@ def check_placement(config: dict[str, Any], runs: list[Run]) -> None:
                 if not dist.is_nccl_available():
                     raise ThinwireError("backend nccl: this torch has no NCCL (install a CUDA build of torch)")
     for r in real:
-        if r.backend == "deepspeed":  # the backend's own checks, at planning time
-            from thinwire.workloads.deepspeed_backend import check_spec, check_workload
-
+        if r.backend in ("deepspeed", "ddp"):  # the reference backends' own checks, at planning time
+            if r.backend == "deepspeed":
+                from thinwire.workloads.deepspeed_backend import check_spec, check_workload
+            else:
+                from thinwire.workloads.ddp_hooks import check_spec, check_workload
             try:
                 check_spec(r, make_config(get_method(r.method), r.params))
                 check_workload(r, make_workload(r.workload, r.world_size, 0, r.workload_params))
@@ -330,7 +332,7 @@ def _backend_problem(backend: str, config: dict[str, Any]) -> str | None:
     def tool(name: str) -> bool:
         return (bin_dir / name).exists() or shutil.which(name) is not None
 
-    if backend in ("gloo", "nccl"):
+    if backend in ("gloo", "nccl", "ddp"):
         if importlib.util.find_spec("torch") is None or not tool("torchrun"):
             return f"backend {backend} needs torch and torchrun (pip install torch==2.13.0)"
     elif backend == "mpi":

@@ -36,10 +36,10 @@ from pathlib import Path
 
 LAUNCHERS = ("local", "slurm")
 MPI_LAUNCHERS = ("srun-pmi2", "srun-pmix", "mpiexec")
-BACKENDS = ("gloo", "nccl", "mpi", "deepspeed")
+BACKENDS = ("gloo", "nccl", "mpi", "deepspeed", "ddp")
 # `thinwire run --backend/--device` of each runs-sheet backend
 RUN_FLAGS = {"gloo": ["--backend", "torch", "--device", "cpu"], "nccl": ["--backend", "torch", "--device", "cuda"],
-             "mpi": ["--backend", "mpi"], "deepspeed": ["--backend", "deepspeed"]}
+             "mpi": ["--backend", "mpi"], "deepspeed": ["--backend", "deepspeed"], "ddp": ["--backend", "ddp"]}
 # MPICH's PMI client version for each srun PMI plugin (other MPI libraries ignore the variable). Slurm's
 # mpi/pmi2 plugin serves the PMI-1 wire protocol too; MPICH 5's PMI-2 client fails MPI_Init against it
 # (Slurm 22.05: "MPIR_pmi_init: Internal MPI error", tests/cluster), its PMI-1 client works.

@@ -117,6 +117,8 @@ MODEL_OPTIONS = (  # in the order the workflow has always written them
     Option("speedups", "--speedup", float, "find the bandwidth below which a run beats its baseline by this "
            "factor, repeatable (default 1: the break-even bandwidth)", above=0, repeat=True),
     Option("overlap", "--overlap", bool, "overlap communication with the backward pass", default=False),
+    Option("target_shapes", "--target-shapes", str, "scale bytes to a model's own tensors (a shapes workload: "
+           "resnet50, alexnet, ...) by the method's bits formula on them; instead of --target-params"),
 )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from thinwire.algorithms import wire
-from thinwire.algorithms.comm import CollectiveError, CommLog, check_partition
+from thinwire.algorithms.comm import CollectiveError, CommLog, check_partition, check_reduce_op
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,10 +111,15 @@ class TorchComm:
 
     def all_reduce(self, x: torch.Tensor, op: str = "sum", group: TorchGroup | None = None,
                    category: str = "method") -> torch.Tensor:
+        check_reduce_op(op, x)
         self.log.count("all_reduce", self._size(group), wire.nbytes(x), category)
         out = x.detach().clone()
+        if op == "bf16_sum":  # the words handed to the backend as the bfloat16 they are; it sums in bfloat16
+            out = out.view(torch.bfloat16)
         red = dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM
         self._run("all_reduce", lambda: dist.all_reduce(out, op=red, group=self._pg(group)))
+        if op == "bf16_sum":
+            return out.view(torch.uint16)
         return out / self._size(group) if op == "avg" else out
 
     def all_gather(self, x: torch.Tensor, group: TorchGroup | None = None, sharded: bool = False) -> torch.Tensor:

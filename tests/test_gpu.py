@@ -164,16 +164,17 @@ def test_dry_check_archive_imports_into_a_workflow(tmp_path):
         bench = tar.extractfile("gpu-check/bench/bench_compressors.txt").read().decode()
     assert "copy, torch cpu (reference)" in bench
 
-    sheet = tmp_path / "sheet.yaml"
-    results, reports = tmp_path / "results", tmp_path / "reports"
-    sheet.write_text(json.dumps({
-        "results": str(results), "reports": str(reports), "imported": [str(archive)],
+    work = tmp_path / "wf"
+    work.mkdir()
+    (work / "sheet.yaml").write_text(json.dumps({
+        "imported": [str(archive)],
         "runs": [{"name": "host", "mode": "sim", "workload": "logreg", "world_size": 2, "steps": 5, "seeds": [0],
                   "methods": [{"method": "sgd"}]}]}))
-    done = subprocess.run([str(BIN / "snakemake"), "--cores", "2", "--configfile", str(sheet), "--quiet",
-                           f"{reports}/claims.csv"], cwd=ROOT, capture_output=True, text=True, timeout=240,
-                          check=False)
+    done = subprocess.run([str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(work),
+                           "--configfile", str(work / "sheet.yaml"), "--cores", "2", "reports/claims.csv"],
+                          cwd=work, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results, reports = work / "results", work / "reports"
     claims = pd.read_csv(reports / "claims.csv")
     tag = f"@dry-{re.sub(r'[^0-9]', '', manifest['date'])[:12]}-{manifest['commit'][:7]}"
     imported = claims[claims["id"].str.endswith(tag)]
@@ -181,6 +182,9 @@ def test_dry_check_archive_imports_into_a_workflow(tmp_path):
         i[: -len(tag)] for i in imported["id"]}
     assert (imported["ran_on"] == f"cpu {manifest['date'][:10]} (dry run, CPU)").all()
     assert imported["setup"].str.contains("steps x").all()
+    # A dry run's tiny runs decide nothing: below the quick run's steps every row is under-powered.
+    assert (imported["verdict"] == "inconclusive").all()
+    assert imported["power"].str.contains("under-powered: .*needs steps >= ", regex=True).all()
     # The host's own run is there too, on this machine; the imported runs keep their own experiments.
     table = pd.read_csv(results / "table.csv", dtype={"experiment": str})
     assert set(table[table["run"].str.endswith(tag)]["experiment"]) == {f"{e}{tag}" for e in

@@ -49,6 +49,7 @@ BUDGET_S = 480.0  # the issue's 8 minutes on the device
 PACK_RESERVE_S = 20.0  # kept back from the parts for packing the archive
 PART_CAPS = {"tests": 110.0, "bench": 70.0}  # the rest of the budget goes to the scale runs
 MIN_FACTOR = 30.0  # the device sheet's steps x parameters over the quick sheet's, per experiment
+ARCHIVE_LIMIT = 16 * 2**20  # the device tool returns files of at most 16 MiB
 
 
 # --- the sheets -------------------------------------------------------------------------------------------
@@ -326,6 +327,15 @@ def archive_name(date: str, rev: str) -> str:
     return f"gpu-check-{date}-{rev[:7]}.tar.gz"
 
 
+# Left out of the archive: the runs' final models (params.npy; nothing in the results table reads them), so
+# that 48 runs' archive stays under the device tool's 16 MiB per returned file.
+LEFT_OUT = ("params.npy",)
+
+
+def _leave_out(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    return None if Path(info.name).name in LEFT_OUT else info
+
+
 def check(dry: bool, out: Path, budget_s: float, jobs: int, device: str | None = None,
           sheet: Path = SHEET, parts: tuple[str, ...] = ("tests", "bench", "scale")) -> Path:
     """Run the parts inside the budget and write the archive into `out`; returns its path."""
@@ -353,7 +363,7 @@ def check(dry: bool, out: Path, budget_s: float, jobs: int, device: str | None =
         "ran_on": device_name(device), "device": device, "dry": dry, "date": now.isoformat(timespec="seconds"),
         **rev, "budget_s": budget_s, "torch": torch.__version__, "fingerprint": gpu_fingerprint(),
         "host": os.uname().nodename, "cpus": os.cpu_count(), "sheet": f"{sheet.name}:{sheet_name}",
-        "scale": factors, "parts": {},
+        "scale": factors, "parts": {}, "left_out": list(LEFT_OUT),
     }
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
@@ -373,10 +383,16 @@ def check(dry: bool, out: Path, budget_s: float, jobs: int, device: str | None =
             print(f"gpu-check: {part}: {res['status']} in {res['wall_s']:.1f} s", flush=True)
         manifest["total_wall_s"] = round(time.monotonic() - t0, 2)
         (stage / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        for tmp_dir in (stage / "runs").glob(".*"):  # a run killed while writing its directory
+            shutil.rmtree(tmp_dir, ignore_errors=True)
         path = out / archive_name(now.strftime("%Y%m%dT%H%MZ"), str(rev["commit"]))
         with tarfile.open(path, "w:gz") as tar:
-            tar.add(stage, arcname="gpu-check")
-    print(f"gpu-check: {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.monotonic() - t0:.1f} s", flush=True)
+            tar.add(stage, arcname="gpu-check", filter=_leave_out)
+    size = path.stat().st_size
+    print(f"gpu-check: {path} ({size / 2**20:.1f} MiB) in {time.monotonic() - t0:.1f} s", flush=True)
+    if size > ARCHIVE_LIMIT:
+        print(f"gpu-check: the archive is over the device tool's {ARCHIVE_LIMIT / 2**20:.0f} MiB per returned file: "
+              f"it will not come back from the device", file=sys.stderr, flush=True)
     return path
 
 
@@ -396,8 +412,8 @@ def read_manifest(archive: Path) -> dict:
         raise ThinwireError(f"cannot read device-check archive {archive}: {e}") from None
     if not isinstance(manifest, dict) or "ran_on" not in manifest:
         raise ThinwireError(f"{archive}: not a device-check archive (no manifest.json with ran_on)")
-    manifest["run_ids"] = sorted({n.split("/")[2] for n in names
-                                  if n.startswith("gpu-check/runs/") and n.endswith("/meta.json")})
+    manifest["run_ids"] = sorted({n.split("/")[2] for n in names if n.startswith("gpu-check/runs/")
+                                  and n.endswith("/meta.json") and not n.split("/")[2].startswith(".")})
     return manifest
 
 

@@ -143,6 +143,15 @@ def test_device_sheet_is_at_scale_and_plans():
         assert labels == {(r.experiment, r.label) for r in quick if r.experiment in factors}
 
 
+def test_device_script_parses_and_names_its_wheels():
+    """The device side (benchmarks/gpu_check_device.sh) is valid bash, and `make gpu-wheels` fetches a wheel
+    for every third-party package thinwire imports at start that the device image lacks (README)."""
+    script = ROOT / "benchmarks" / "gpu_check_device.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True, check=False).returncode == 0
+    wheels = re.search(r"^GPU_WHEELS := (.*)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
+    assert {"array-api-compat", "jsonschema"} <= set(wheels)
+
+
 def test_dry_check_archive_imports_into_a_workflow(tmp_path):
     """`python -m thinwire.gpucheck --dry` on the CPU writes one archive with a manifest (ran_on, date, commit,
     wall time per part) and every dry run; a workflow with `imported: [archive]` unpacks it and its report

@@ -148,7 +148,7 @@ def test_device_script_parses_and_names_its_wheels():
     for every third-party package thinwire imports at start that the device image lacks (README)."""
     script = ROOT / "benchmarks" / "gpu_check_device.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True, check=False).returncode == 0
-    wheels = re.search(r"^GPU_WHEELS := (.*)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
+    wheels = re.search(r"^GPU_WHEELS := (.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1).split()
     assert {"array-api-compat", "jsonschema"} <= set(wheels)
 
 

@@ -45,9 +45,13 @@ gpu-check: setup
 
 # Packages thinwire imports that the device image lacks (its python is 3.12), as wheels, at this venv's
 # versions; and the commit, since the device's copy of the tree has no .git.
-GPU_WHEELS := array-api-compat jsonschema jsonschema-specifications referencing rpds-py
+# DeepSpeed (sdist only on PyPI) is built here into a wheel without its ops, with its own needs beside it.
+GPU_WHEELS := array-api-compat jsonschema jsonschema-specifications referencing rpds-py \
+	hjson pydantic pydantic-core annotated-types typing-inspection
 gpu-wheels: setup
 	rm -rf .gpu/wheels && mkdir -p .gpu/wheels
+	DS_BUILD_OPS=0 PIP_CONSTRAINT=$(abspath $(VENV))/constraints.txt \
+		$(BIN)/pip wheel -q --no-deps --no-build-isolation -w .gpu/wheels deepspeed==0.19.6
 	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 		-d .gpu/wheels $$($(BIN)/pip list --format=freeze 2>/dev/null | grep -iE '^($(shell echo $(GPU_WHEELS) | sed 's/ /|/g' | sed 's/-/[-_]/g'))==')

@@ -123,6 +123,38 @@ def test_text_gpt_simulator_on_device_matches_the_cpu(tmp_path, method):
     assert (a["bytes_sent"] == b["bytes_sent"]).all()
 
 
+ONEBIT_ARGS = ["onebit-adam", "--workload", "digits-mlp", "--wparam", "hidden=16", "--dtype", "float32", "--steps",
+               "40", "--eval-every", "5", "--quiet", "--param", "lr=0.001", "--param", "freeze_step=10",
+               "--param", "deepspeed_compat=true"]
+
+
+@pytest.mark.gpu
+def test_deepspeed_onebit_adam_on_the_device_matches_thinwire(tmp_path):
+    """DeepSpeed's own OnebitAdam (the deepspeed backend: its engine, NCCL, cupy's bit packing) at one rank on
+    the GPU against thinwire's onebit-adam (deepspeed_compat) simulated: test_onebit_adam_deepspeed.py's
+    run, trajectory and tolerances, there on 2 gloo ranks with the CPU adapters."""
+    if not ON_CUDA:
+        pytest.skip("CUDA only: on the CPU, tests/test_onebit_adam_deepspeed.py compares DeepSpeed's OnebitAdam")
+    pytest.importorskip("deepspeed.runtime.fp16.onebit.adam", reason="DeepSpeed 0.19.6 not installed (make gpu-wheels)")
+    pytest.importorskip("cupy", reason="DeepSpeed's 1-bit optimizers need cupy on CUDA")
+    from launch import read_run
+
+    from thinwire.cli import main
+
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+                           "-m", "thinwire", "run", *ONEBIT_ARGS, "--backend", "deepspeed", "--device", "cuda",
+                           "--busbw-mb", "1", "--out", str(tmp_path / "deepspeed")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=150, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main(["sim", *ONEBIT_ARGS, "--workers", "1", "--out", str(tmp_path / "thinwire")]) == 0
+    ds, tw = read_run(tmp_path / "deepspeed"), read_run(tmp_path / "thinwire")
+    assert ds.meta["backend"] == "deepspeed" and ds.meta["env"]["gpu"] == torch.cuda.get_device_name(0)
+    assert np.abs(ds.trajectory["loss"] - tw.trajectory["loss"]).max() <= 1e-5
+    assert np.abs(ds.params - tw.params).max() <= 1e-4
+    assert ds.trajectory["eval_loss"].iloc[-1] < ds.trajectory["eval_loss"].iloc[0]
+
+
 # --- unmarked: the device sheet and the dry check end to end -------------------------------------------------
 
 

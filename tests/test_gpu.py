@@ -145,7 +145,7 @@ def test_deepspeed_onebit_adam_on_the_device_matches_thinwire(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
                            "-m", "thinwire", "run", *ONEBIT_ARGS, "--backend", "deepspeed", "--device", "cuda",
                            "--busbw-mb", "1", "--out", str(tmp_path / "deepspeed")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=150, check=False)
+                          capture_output=True, text=True, timeout=90, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert main(["sim", *ONEBIT_ARGS, "--workers", "1", "--out", str(tmp_path / "thinwire")]) == 0
     ds, tw = read_run(tmp_path / "deepspeed"), read_run(tmp_path / "thinwire")

@@ -3,12 +3,14 @@
 # make chromium  : (root) apt-install Debian's chromium and chromium-driver if missing (tests/test_browser.py)
 # make validate  : (root) performance model vs real runs on shaped links -> reports/validation.csv
 # make cluster-test : (root) a real Slurm in network namespaces, the workflow's multi-node runs on it (~10 min)
+# make gpu-check [DRY=1] : the prepared device check (thinwire/gpucheck.py; DRY=1: tiny, on the CPU, < 2 min)
+# make gpu-wheels : the wheels the GPU machine lacks, and the commit, into .gpu/ (carried to the device)
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 CORES ?= all
 
-.PHONY: setup chromium reproduce test validate cluster-test bench lint clean
+.PHONY: setup chromium reproduce test validate cluster-test bench lint clean gpu-check gpu-wheels
 
 # The constraint keeps DeepSpeed's source build (and pip) from fetching another, CUDA, torch.
 $(VENV)/.installed: pyproject.toml
@@ -50,6 +52,27 @@ test: setup chromium
 # Installs slurm-wlm and munge with apt if missing; starts and removes its own daemons and namespaces.
 cluster-test: setup
 	THINWIRE_CLUSTER_TEST=1 $(BIN)/python -m pytest -v -rA tests/cluster
+
+# On a machine with a GPU and this venv: the check in place (archive into $$OUT, else results/gpu-check).
+# On the device tool's machine (no venv, no registry): `bash benchmarks/gpu_check_device.sh` with .gpu carried.
+gpu-check: setup
+	$(BIN)/python -m thinwire.gpucheck $(if $(DRY),--dry)
+
+# Packages thinwire imports that the device image lacks (its python is 3.12), as wheels, at this venv's
+# versions; and the commit, since the device's copy of the tree has no .git.
+# DeepSpeed (sdist only on PyPI) is built here into a wheel without its ops, with its own needs beside it.
+GPU_WHEELS := array-api-compat jsonschema jsonschema-specifications referencing rpds-py \
+	hjson pydantic pydantic-core annotated-types typing-inspection
+gpu-wheels: setup
+	rm -rf .gpu/wheels && mkdir -p .gpu/wheels
+	DS_BUILD_OPS=0 PIP_CONSTRAINT=$(abspath $(VENV))/constraints.txt \
+		$(BIN)/pip wheel -q --no-deps --no-build-isolation -w .gpu/wheels deepspeed==0.19.6
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .gpu/wheels $$($(BIN)/pip list --format=freeze 2>/dev/null | grep -iE '^($(shell echo $(GPU_WHEELS) | sed 's/ /|/g' | sed 's/-/[-_]/g'))==')
+	printf '{"commit": "%s", "dirty": %s}\n' "$$(git rev-parse HEAD)" \
+		"$$(test -z "$$(git status --porcelain --untracked-files=no)" && echo false || echo true)" > .gpu/commit
+	@ls .gpu/wheels; cat .gpu/commit
 
 bench: setup
 	$(BIN)/python benchmarks/bench_simulator.py

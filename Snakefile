@@ -22,6 +22,7 @@ if not workflow.config_settings.configfiles:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/imported.smk"
 include: "workflow/rules/runs.smk"
 include: "workflow/rules/predicted.smk"
 include: "workflow/rules/report.smk"

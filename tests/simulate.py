@@ -22,13 +22,14 @@ class Sim(NamedTuple):
 
 def simulate(name: str, params: dict, *, workers: int = 3, steps: int = 20, dtype: str = "float64", xp: Any = xp_np,
              problem: str = "logreg", dim: int = 50, seed: int = 0, heterogeneity: float = 0.5,
-             on_step: Any = None) -> Sim:
+             on_step: Any = None, device: Any = None) -> Sim:
     """`on_step(t, x, state, new_x, new_state, grad)`, if given, sees every step: the model and state
-    before and after it and the last gradient it drew (for invariants that compare the two)."""
+    before and after it and the last gradient it drew (for invariants that compare the two). `device`: a
+    torch device for the model and the oracle's data (xp torch; tests/test_gpu.py runs it on CUDA)."""
     cls = get_method(name)
     prob = PROBLEMS[problem](workers, seed, ProblemConfig(dim=dim, heterogeneity=heterogeneity))
     method = cls(make_config(cls, params), prob.layout)
-    comm, inner = SimComm(workers, xp), prob.oracle(xp, None, dtype)
+    comm, inner = SimComm(workers, xp), prob.oracle(xp, None, dtype, device)
     grads: list = []
 
     def oracle(x):
@@ -40,7 +41,8 @@ def simulate(name: str, params: dict, *, workers: int = 3, steps: int = 20, dtyp
     if hasattr(inner, "values"):
         oracle.n_samples, oracle.draw, oracle.values = inner.n_samples, inner.draw, inner.values
 
-    x = xp.asarray(np.zeros((workers, dim), dtype=dtype))
+    kw = {} if device is None else {"device": device}
+    x = xp.asarray(np.zeros((workers, dim), dtype=dtype), **kw)
     state = method.init_state(x, comm)
     losses = []
     for t in range(steps):

@@ -20,7 +20,7 @@ os.environ["THINWIRE_PROVENANCE"] = json.dumps({
 
 rule aggregate:
     input:
-        runs=expand(f"{RESULTS}/runs/{{run}}/meta.json", run=RUN),
+        runs=expand(f"{RESULTS}/runs/{{run}}/meta.json", run=RUN) + IMPORTED_RUNS,
         model=expand(f"{RESULTS}/model/{{job}}.csv", job=MODEL_JOBS),
     output:
         f"{RESULTS}/table.csv",
@@ -39,6 +39,7 @@ rule report:
         studies=expand(f"{RESULTS}/studies/{{name}}.csv", name=STUDIES),
         model_summaries=expand(f"{RESULTS}/studies/model-{{job}}.csv", job=MODEL_JOBS),
         predicted=PREDICTED,
+        imported=IMPORTED_CLAIMS,
     output:
         html=f"{REPORTS}/index.html",
         csv=f"{REPORTS}/claims.csv",
@@ -51,7 +52,7 @@ rule report:
     log:
         f"{RESULTS}/logs/report.log",
     shell:
-        "{BIN}/thinwire report {input.table} --out {REPORTS} --studies {RESULTS}/studies > {log} 2>&1"
+        "{BIN}/thinwire report {input.table} --out {REPORTS} --studies {RESULTS}/studies {REPORT_CLAIMS_ARG} > {log} 2>&1"
 
 
 # One figure by name (`snakemake reports/figures/zo_rate.png`), any registered figure, generic or a

@@ -133,7 +133,6 @@ def _curves(ax: plt.Axes, rows: pd.DataFrame, by: str, arms: list[str], column: 
 
 
 def _log_if_wide(ax: plt.Axes, axis: str = "y") -> None:
-    lo, hi = (ax.get_ylim() if axis == "y" else ax.get_xlim())
     data = [v for line in ax.get_lines() for v in (line.get_ydata() if axis == "y" else line.get_xdata())]
     data = np.asarray([v for v in data if np.isfinite(v)], dtype=float)
     if data.size and (data > 0).all() and data.max() / data.min() > 30:

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
 from test_report import _model_rows, _training_rows
@@ -97,3 +98,99 @@ def test_an_evidence_figure_shows_the_claims_arms(table, tmp_path):
 def test_groups_keep_the_claims_order():
     claims = [{"id": "B", "figure": "claim_g"}, {"id": "A"}, {"id": "C", "figure": "claim_g"}]
     assert {k: [c["id"] for c in v] for k, v in groups(claims).items()} == {"claim_g": ["B", "C"], "claim_a": ["A"]}
+
+
+# ------------------------------------------------------------------------- the papers' figures, tables
+
+
+def _run_rows(experiment: str, label: str, method: str, seeds=(0, 1), steps=4, **cols) -> list[dict]:
+    from test_report import _row
+
+    return [_row(f"{experiment}-{label}-s{s}", method, "sim", t, experiment=experiment, label=label, seed=s,
+                 **{k: (v(s, t) if callable(v) else v) for k, v in cols.items()})
+            for s in seeds for t in range(steps)]
+
+
+def test_dgc_ratio_table_sets_the_measured_ratio_beside_the_papers(tmp_path):
+    from thinwire.analysis.figures import draw_figures
+
+    n = 25_557_032
+    rows = _run_rows("dgc_ratio_resnet50", "dgc", "dgc", seeds=(0,), steps=2, n_params=n, bytes_sent=n * 4 // 300)
+    drawn = draw_figures(pd.DataFrame(rows), tmp_path, names=["dgc_ratio_table"])
+    assert _png(drawn["dgc_ratio_table"])
+    t = pd.read_csv(tmp_path / "dgc_ratio_table.csv").set_index("experiment")
+    assert t.loc["dgc_ratio_resnet50", "ratio"] == pytest.approx(300, rel=1e-4)
+    assert t.loc["dgc_ratio_resnet50", "paper_ratio"] == 277 and t.loc["dgc_ratio_alexnet", "paper_ratio"] == 597
+    assert np.isnan(t.loc["dgc_ratio_alexnet", "ratio"])  # no run: the paper's number stands alone
+
+
+def test_sdp4bit_loss_table_gives_the_gap_to_the_baseline_beside_table_1(tmp_path):
+    from thinwire.analysis.figures import draw_figures
+
+    rows = []
+    for label, loss in (("baseline", 2.0), ("qw", 2.2), ("qwd", 2.0)):
+        rows += _run_rows("sdp4bit", label, "sdp", eval_loss=lambda s, t, x=loss: 5.0 if t < 3 else x + 0.01 * s)
+    drawn = draw_figures(pd.DataFrame(rows), tmp_path, names=["sdp4bit_loss_table"])
+    assert _png(drawn["sdp4bit_loss_table"])
+    t = pd.read_csv(tmp_path / "sdp4bit_loss_table.csv").set_index("variant")
+    assert list(t.index) == ["baseline", "qw", "qwd"]
+    assert t.loc["qw", "gap_pct"] == pytest.approx(100 * np.mean([2.2 / 2.0 - 1, 2.21 / 2.01 - 1]))
+    assert t.loc["qw", "paper_gap_pct_125M"] == pytest.approx(100 * (2.57312 / 2.29392 - 1))
+    assert t.loc["baseline", "paper_loss_1.3B"] == 1.92774
+
+
+def test_dsm_ls_curves_put_each_method_beside_the_others_at_its_tau(tmp_path):
+    from thinwire.analysis.figures import draw_figures, load_figures
+
+    rows = []
+    for label in ("dsm_ls_tau4", "local_adamw_tau4", "slowmo_tau4", "dsm_ls_tau12"):
+        rows += _run_rows("dsm_ls", label, "dsm-ls", eval_loss=lambda s, t: 3.0 - 0.1 * t)
+    table = pd.DataFrame(rows)
+    got = load_figures()["dsm_ls_loss_curves"].rows(table, {})
+    assert set(zip(got["tau"], got["family"])) == {("tau 4", "dsm_ls"), ("tau 4", "local_adamw"),
+                                                   ("tau 4", "slowmo"), ("tau 12", "dsm_ls")}
+    assert _png(draw_figures(table, tmp_path, names=["dsm_ls_loss_curves"])["dsm_ls_loss_curves"])
+    t = pd.read_csv(tmp_path / "dsm_ls_loss_curves.csv")
+    assert t["final_loss"].tolist() == pytest.approx([2.7] * 4)
+
+
+def test_zo_rate_table_fits_the_slopes_beside_the_papers_rates(tmp_path):
+    from thinwire.analysis.figures import draw_figures
+
+    steps = np.array([100, 200, 400, 800])
+    study = pd.DataFrame([{"label": label, "seed": s, "steps": t, "queries": 10 * t,
+                           "avg_gm_sq": t ** b * (1 + 0.01 * s), "queries_to_eps": np.inf}
+                          for label, b in (("proxsgd", -0.5), ("proxsvrg", -1.0)) for s in (0, 1) for t in steps])
+    drawn = draw_figures(pd.DataFrame(_run_rows("x", "sgd", "sgd")), tmp_path, {"zo_rate": study}, names=["zo_rate"])
+    assert _png(drawn["zo_rate"])
+    t = pd.read_csv(tmp_path / "zo_rate.csv").set_index("label")
+    assert t.loc["proxsgd", "slope_vs_steps"] == pytest.approx(-0.5) and t.loc["proxsgd", "paper_exponent"] == -0.5
+    assert t.loc["proxsvrg", "slope_vs_queries"] == pytest.approx(-1.0) and t.loc["proxsvrg", "paper_exponent"] == -1
+
+
+def test_one_paper_figure_regenerates_alone_from_a_results_table(tmp_path):
+    """What `snakemake reports/figures/<name>.png` runs (rule figure): build_figure draws only that figure."""
+    from thinwire.analysis.build import build_figure
+
+    n = 61_100_840
+    csv = tmp_path / "table.csv"
+    pd.DataFrame(_run_rows("dgc_ratio_alexnet", "dgc", "dgc", seeds=(0,), steps=2, n_params=n,
+                           bytes_sent=n * 4 // 600)).to_csv(csv, index=False)
+    path = build_figure(csv, "dgc_ratio_table", tmp_path / "figures")
+    assert _png(path) and sorted(p.name for p in path.parent.iterdir()) == ["dgc_ratio_table.csv", "dgc_ratio_table.png"]
+    with pytest.raises(ThinwireError, match="no rows to draw it from"):
+        build_figure(csv, "sdp4bit_loss_table", tmp_path / "figures")
+    evidence = build_figure(csv, "claim_d2_ratio_alexnet", tmp_path / "figures")  # a claim's evidence, alone too
+    assert _png(evidence)
+
+
+def test_the_readme_lists_every_regenerated_paper_figure():
+    from thinwire.analysis.figures import load_figures
+    from thinwire.analysis.gallery import GALLERY, markdown
+
+    figures = load_figures()
+    for f in GALLERY:
+        assert f.name in figures and figures[f.name].paper == f.paper, f.name
+        assert (figures[f.name].table is not None) == f.table, f.name
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert markdown() in readme, "README: paste `python -m thinwire.analysis.gallery` under 'Figures'"

@@ -1,7 +1,7 @@
 """One evidence figure per claim (or per group of claims that share their runs): the arms the claim
 compares, and its measured value against the expected one with the tolerance band.
 
-Every claim in scope has exactly one evidence figure, named by `figure_name`:
+Every claim in scope has exactly one evidence figure, named by `figure_name` (analysis/gallery.py):
 
     figure: claim_sdp4bit_loss   # in claims.yaml: claims that name the same claim_* figure share it
     (no figure, or a non-claim_ one) -> claim_<id as a slug>, e.g. CL-1-epoch1 -> claim_cl_1_epoch1
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,55 +28,13 @@ import numpy as np
 import pandas as pd
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.analysis.claims import QUANTITIES, Measurement, _select
+from thinwire.analysis.gallery import PREFIX, figure_name, groups, resolve_figures, slug  # noqa: F401 (the names)
 
 matplotlib.use("Agg")
 
-PREFIX = "claim_"
 DPI = 100
 VERDICT_COLOURS = {"reproduced": "#2e8b57", "not reproduced": "#c0392b", "inconclusive": "#d4a017",
                    "reported": "#3a6ea5", "out of scope": "#888888"}
-
-
-# ---------------------------------------------------------------------------------------------- names
-
-
-def slug(claim_id: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", str(claim_id).lower()).strip("_")
-
-
-def figure_name(claim: dict) -> str:
-    """The claim's evidence figure: its own claim_* `figure` (a group), else claim_<slug of its id>;
-    "" when out of scope."""
-    if claim.get("out_of_scope"):
-        return ""
-    own = str(claim.get("figure") or "")
-    return own if own.startswith(PREFIX) else PREFIX + slug(claim["id"])
-
-
-def resolve_figures(claims: list[dict]) -> list[dict]:
-    """The claims with `figure` set to their evidence figure (figure_name). Two claims whose ids give the
-    same slug without naming that figure themselves would share a figure by accident: an error."""
-    out, owner = [], {}
-    for c in claims:
-        name = figure_name(c)
-        explicit = str(c.get("figure") or "").startswith(PREFIX)
-        if name and not explicit:
-            if name in owner and owner[name] != c["id"]:
-                raise ThinwireError(f"claims {owner[name]} and {c['id']} both get figure {name}; "
-                                    f"name a claim_* figure for one of them in its claims.yaml")
-            owner[name] = c["id"]
-        out.append({**c, "figure": name})
-    return out
-
-
-def groups(claims: list[dict]) -> dict[str, list[dict]]:
-    """{evidence figure: its claims}, in the claims' order (claims already resolved or not)."""
-    by: dict[str, list[dict]] = {}
-    for c in claims:
-        name = figure_name(c)
-        if name:
-            by.setdefault(name, []).append(c)
-    return by
 
 
 def measurement(table: pd.DataFrame, studies: dict[str, pd.DataFrame], claim: dict) -> Measurement | None:

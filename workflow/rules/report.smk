@@ -2,7 +2,13 @@
 
 # Each paper's claims and figures (analysis/papers/<paper>/): the report reruns when one changes.
 PAPER_FILES = sorted((ROOT / "analysis" / "papers").glob("*/claims.yaml")) + sorted(
-    (ROOT / "analysis" / "papers").glob("*/figures.py"))
+    (ROOT / "analysis" / "papers").glob("*/figures.py")) + sorted(
+    (ROOT / "analysis" / "papers").glob("*/paper_numbers.yaml"))
+
+from thinwire.analysis.gallery import report_entries, report_entry
+
+# Snakemake's report: each figure's category (its paper) and caption (its claims), by figure name.
+REPORT_ENTRIES = report_entries()
 
 
 rule aggregate:
@@ -30,7 +36,15 @@ rule report:
         html=f"{REPORTS}/index.html",
         csv=f"{REPORTS}/claims.csv",
         md=f"{REPORTS}/claims.md",
-        figures=expand(f"{REPORTS}/figures/{{name}}.png", name=["loss_vs_step", "loss_vs_bytes"]),
+        # Every figure (<name>.png) and regenerated table (<name>.csv), drawn in this one job; declared for
+        # `snakemake --report report.zip`: a category per paper, captions from its claims (gallery.py).
+        figures=report(directory(f"{REPORTS}/figures"), patterns=["{name}.png", "{name}.csv"],
+                       caption="../report/figure.rst",
+                       category=lambda wildcards: report_entry(wildcards.name, REPORT_ENTRIES)["category"],
+                       subcategory=lambda wildcards: report_entry(wildcards.name, REPORT_ENTRIES)["subcategory"],
+                       labels=lambda wildcards: {"figure": wildcards.name}),
+    params:
+        captions={name: entry["caption"] for name, entry in REPORT_ENTRIES.items()},
     log:
         f"{RESULTS}/logs/report.log",
     shell:

@@ -62,7 +62,8 @@ def _arms(claims: list[dict], keys: tuple[str, ...] = ("label", "baseline")) -> 
 
 
 def _band(ax: plt.Axes, x: np.ndarray, mean: np.ndarray, sd: np.ndarray, label: str, **kw) -> None:
-    line, = ax.plot(x, mean, label=label, lw=1.6, **kw)
+    # Markers where there are few steps: a run of one or two steps is a point, not an invisible line.
+    line, = ax.plot(x, mean, label=label, lw=1.6, marker="o" if len(x) <= 20 else None, ms=4, **kw)
     if np.isfinite(sd).any():
         ax.fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.18, lw=0)
 
@@ -546,12 +547,12 @@ def draw_one(name: str, claims: list[dict], table: pd.DataFrame, studies: dict[s
             m = measurement(table, studies, c)
             sems[c["id"]] = m.sem if m is not None else math.nan
     # Fixed margins in inches (tight_layout would measure every text: a third of the drawing time).
-    panel, gap, left, right = 4.2, 1.6, 0.8, 0.25
+    panel, gap, left, right = 4.2, 1.9, 1.1, 0.25
     width = left + (len(views) + 1) * panel + len(views) * gap + right
-    height = max(3.6, 0.7 * len(claims) + 2.0)
+    height = max(3.9, 0.7 * len(claims) + 2.6)
     fig = plt.figure(figsize=(width, height), dpi=DPI)
     fig.subplots_adjust(left=(left + (gap - 0.6 if not views else 0)) / width, right=1 - right / width,
-                        bottom=1.0 / height, top=1 - 0.75 / height, wspace=gap / panel)
+                        bottom=1.5 / height, top=1 - 0.75 / height, wspace=gap / panel)
     axes = fig.subplots(1, len(views) + 1, squeeze=False)[0]
     try:
         for ax, (key, (draw, members)) in zip(axes, views.items()):
@@ -567,7 +568,7 @@ def draw_one(name: str, claims: list[dict], table: pd.DataFrame, studies: dict[s
                         transform=ax.transAxes, color="grey")
         verdict_panel(axes[-1], claims, verdicts, sems)
         ids = ", ".join(c["id"] for c in claims)
-        about = f": {_short(claims[0].get('statement', ''), int(width * 14))}" if len(claims) == 1 else ""
+        about = f": {_short(claims[0].get('statement', ''), int(width * 11))}" if len(claims) == 1 else ""
         fig.suptitle(f"{ids}{about}", fontsize=10, x=0.01, ha="left")
         fig.savefig(path, dpi=DPI)
     finally:

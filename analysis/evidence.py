@@ -110,13 +110,13 @@ def _training_view(column: str, ylabel: str) -> Callable[[dict], View]:
             keys = ("label", "baseline") if by == "label" else ("method", "baseline")
             if not _curves(ax, rows, by, _arms(claims, keys), column):
                 return False
-            for s in sorted({int(x["quantity"]["step"]) for x in claims if "step" in x["quantity"]}):
+            at = sorted({int(x["quantity"]["step"]) for x in claims if "step" in x["quantity"]})
+            for s in at:
                 ax.axvline(s, color="grey", ls=":", lw=1)
-                ax.annotate(f"step {s}", (s, 1), xycoords=("data", "axes fraction"), fontsize=7,
-                            ha="left", va="top", color="grey")
             if column == "eval_loss":
                 _log_if_wide(ax)
-            ax.set(xlabel="step", ylabel=ylabel, title=f"{where} ({mode}): mean over seeds, band +-1 sd")
+            marks = f"; dotted: steps {', '.join(map(str, at))}" if at else ""
+            ax.set(xlabel="step", ylabel=ylabel, title=f"{where} ({mode}): mean over seeds, band +-1 sd{marks}")
             return True
         return ("training", column, where, mode), draw
     return view

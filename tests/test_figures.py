@@ -194,3 +194,39 @@ def test_the_readme_lists_every_regenerated_paper_figure():
         assert (figures[f.name].table is not None) == f.table, f.name
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert markdown() in readme, "README: paste `python -m thinwire.analysis.gallery` under 'Figures'"
+
+
+def _views_drawn(claims, table, studies, tmp_path) -> list[str]:
+    """The titles of the evidence panels drawn (empty title: a view that had nothing to draw)."""
+    seen = {}
+    real_savefig = plt.Figure.savefig
+
+    def keep(fig, path, **kw):
+        seen["titles"] = [ax.get_title() for ax in fig.axes[:-1]]
+        seen["empty"] = any("no runs for this view" in t.get_text() for ax in fig.axes for t in ax.texts)
+        return real_savefig(fig, path, **kw)
+
+    plt.Figure.savefig = keep
+    try:
+        draw_evidence(table, claims, verdicts(table, claims, studies), tmp_path, studies)
+    finally:
+        plt.Figure.savefig = real_savefig
+    assert not seen["empty"], seen
+    return seen["titles"]
+
+
+def test_the_model_and_validation_views_draw_from_their_study_tables(table, tmp_path):
+    claims = [c for c in resolve_figures(load_claims()) if c["id"] in ("A2", "A2-infiniband")]
+    predicted = pd.DataFrame({"claim": ["A2", "A2-infiniband"], "stated": True, "predicted": [2.5, 2.0],
+                              "claimed": [3.3, 2.7], "band_low": [1.5, 1.2], "band_high": [3.5, 2.9],
+                              "predicted_calibrated": [3.0, np.nan], "predicted_cluster_calibrated": [2.9, np.nan],
+                              "baseline_tflops_stated": [1.0, np.nan], "error_calibrated": [-0.1, np.nan],
+                              "calibrated_inter_efficiency": [0.5, np.nan], "error_cluster_calibrated": [-0.1, np.nan],
+                              "cluster_inter_efficiency": [0.5, np.nan], "error": [-0.2, -0.3], "consistent": [True, True]})
+    assert _views_drawn(claims, table, {"model-predicted": predicted}, tmp_path) == \
+        ["performance model at the paper's setup"]
+    claims = [c for c in resolve_figures(load_claims()) if c["id"] in ("PM-validation-median", "PM-validation-max")]
+    validation = pd.DataFrame({"label": ["topk", "sgd"], "bandwidth": ["100mbit", "1gbit"], "measured_s": [0.1, 0.02],
+                               "predicted_s": [0.11, 0.018], "error": [0.1, -0.1], "measured_spread": [0.02, 0.03],
+                               "repeats": [3, 3]})
+    assert _views_drawn(claims, table, {"validation": validation}, tmp_path) == ["2 cases of validation"]

@@ -60,6 +60,7 @@ localrules: figure
 rule figure:
     input:
         table=f"{RESULTS}/table.csv",
+        papers=PAPER_FILES,  # a claim's evidence, a paper's numbers
         studies=expand(f"{RESULTS}/studies/{{name}}.csv", name=STUDIES),
         model_summaries=expand(f"{RESULTS}/studies/model-{{job}}.csv", job=MODEL_JOBS),
     output:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 from thinwire.algorithms.comm import ThinwireError
@@ -561,7 +562,11 @@ def draw_one(name: str, claims: list[dict], table: pd.DataFrame, studies: dict[s
                 ok = draw(ax, table, studies, members)
             except (KeyError, ValueError, TypeError, np.linalg.LinAlgError):
                 ok = False
-            if not ok:
+            if ok:  # log axes: major labels only (minor ones collide: "2x10^2 3x10^2 4x10^2")
+                for axis in (ax.xaxis, ax.yaxis):
+                    if axis.get_scale() == "log":
+                        axis.set_minor_formatter(mticker.NullFormatter())
+            else:
                 ax.cla()
                 ax.set_axis_off()
                 ax.text(0.5, 0.5, "no runs for this view in these results", ha="center", va="center",

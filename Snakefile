@@ -5,6 +5,7 @@ one results table, and the report with a verdict for every claim.
     snakemake --cores all --configfile config/my.yaml     # another runs sheet
     snakemake -n                                          # list the jobs without running them
     snakemake reports/figures/loss_vs_step.png            # one figure
+    snakemake --report report.zip                         # Snakemake's report of the figures and tables
     snakemake --profile profiles/slurm --configfile config/paper.yaml   # paper scale on a slurm cluster
 """
 
@@ -19,6 +20,10 @@ ROOT = Path(workflow.basedir)
 # given is used as it is, so a sheet without `runs:` is refused (config/schema.yaml), not replaced.
 if not workflow.config_settings.configfiles:
     config.update({**yaml.safe_load((ROOT / "config" / "quick.yaml").read_text()), **config})
+
+
+# `snakemake --report report.zip`: Snakemake's own report of the figures and tables (workflow/report/).
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

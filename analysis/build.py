@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.analysis.claims import load_claims, verdicts
+from thinwire.analysis.evidence import PREFIX, draw_evidence, groups, resolve_figures
 from thinwire.analysis.figures import draw_figures
 from thinwire.analysis.report import claim_papers, write_report
 
@@ -27,8 +28,10 @@ def read_results(table_csv: Path, studies_dir: Path | None = None) -> tuple[pd.D
 def build_report(table_csv: Path, out_dir: Path, claims_dir: Path | None = None,
                  studies_dir: Path | None = None) -> pd.DataFrame:
     table, studies = read_results(table_csv, studies_dir)
-    v = verdicts(table, load_claims(claims_dir), studies)
+    claims = resolve_figures(load_claims(claims_dir))  # every claim in scope names its evidence figure
+    v = verdicts(table, claims, studies)
     figures = draw_figures(table, Path(out_dir) / "figures", studies)
+    figures.update(draw_evidence(table, claims, v, Path(out_dir) / "figures", studies))
     papers, titles = claim_papers(claims_dir)
     # The runs' own files (results/runs/<run>/, beside results/table.csv), linked from runs.html.
     write_report(table, v, figures, Path(out_dir), studies.get("validation"), papers, titles,
@@ -39,6 +42,11 @@ def build_report(table_csv: Path, out_dir: Path, claims_dir: Path | None = None,
 def build_figure(table_csv: Path, name: str, out_dir: Path, studies_dir: Path | None = None) -> Path:
     """Draw the one figure `name` into out_dir/<name>.png; an error when the results have no rows for it."""
     table, studies = read_results(table_csv, studies_dir)
+    if name.startswith(PREFIX):  # a claim's evidence figure: its claims' verdicts, then the figure
+        members = groups(resolve_figures(load_claims())).get(name)
+        if members is None:
+            raise ThinwireError(f"no claim has the evidence figure {name}")
+        return draw_evidence(table, members, verdicts(table, members, studies), Path(out_dir), studies)[name]
     drawn = draw_figures(table, Path(out_dir), studies, names=[name])
     if name not in drawn:
         raise ThinwireError(f"figure {name}: the results in {table_csv} have no rows to draw it from")

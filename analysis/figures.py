@@ -36,6 +36,7 @@ PAPERS_MODULE = "thinwire.analysis.papers."
 
 Rows = Callable[[pd.DataFrame, dict[str, pd.DataFrame]], pd.DataFrame]
 Draw = Callable[[pd.DataFrame], sns.FacetGrid]
+Table = Callable[[pd.DataFrame], pd.DataFrame]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,20 +44,22 @@ class Figure:
     rows: Rows  # (results table, study tables by name) -> the rows to draw; empty: not drawn
     draw: Draw
     paper: str | None  # the paper folder that registered it; None for a generic figure
+    table: Table | None = None  # (the rows) -> the table written beside the figure as <name>.csv
 
 
 FIGURES: dict[str, Figure] = {}
 
 
-def figure(name: str, rows: Rows) -> Callable[[Draw], Draw]:
-    """Register the decorated draw function as figure `name`, drawn from `rows(table, studies)`. A paper's
+def figure(name: str, rows: Rows, table: Table | None = None) -> Callable[[Draw], Draw]:
+    """Register the decorated draw function as figure `name`, drawn from `rows(table, studies)`; with
+    `table`, table(rows) is also written as <name>.csv (a paper's table regenerated). A paper's
     figures.py registers its own; the paper is the folder the module was loaded from."""
     def register(draw: Draw) -> Draw:
         if name in FIGURES:
             raise ThinwireError(f"figure {name} is registered twice")
         module = draw.__module__
         paper = module.removeprefix(PAPERS_MODULE).split(".")[0] if module.startswith(PAPERS_MODULE) else None
-        FIGURES[name] = Figure(rows, draw, paper)
+        FIGURES[name] = Figure(rows, draw, paper, table)
         return draw
     return register
 
@@ -90,8 +93,23 @@ def draw_figures(table: pd.DataFrame, out_dir: Path, studies: dict[str, pd.DataF
             grid.savefig(path, dpi=DPI)
             drawn[name] = path
         finally:
-            plt.close(grid.figure)
+            plt.close(grid if isinstance(grid, plt.Figure) else grid.figure)
+        if fig.table is not None:
+            fig.table(rows).to_csv(out_dir / f"{name}.csv", index=False)
     return drawn
+
+
+def paper_numbers(paper: str) -> dict:
+    """The numbers a paper gives (analysis/papers/<paper>/paper_numbers.yaml): each entry a `source` (the
+    paper's table or figure) and its values, for the regenerated figures to draw beside the measured ones."""
+    import yaml
+    from thinwire.analysis.catalog import PAPERS_DIR
+
+    path = PAPERS_DIR / paper / "paper_numbers.yaml"
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ThinwireError(f"cannot read the paper's numbers {path}: {e}") from None
 
 
 def loss_rows(table: pd.DataFrame) -> pd.DataFrame:

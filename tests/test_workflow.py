@@ -159,3 +159,32 @@ def test_one_figure_by_name_and_an_unknown_one_named(finished):
     assert target.stat().st_size > 1000
     bad = snakemake(workdir, TINY, "reports/figures/no_such_figure.png")
     assert bad.returncode != 0 and "no figure named no_such_figure" in bad.stdout + bad.stderr
+
+
+def test_snakemakes_own_report_has_every_figure_by_paper_with_captions_from_the_claims(finished):
+    """`snakemake --report report.zip`: the report job's figures and tables, a category per paper, each
+    evidence figure captioned with its claims (workflow/report/figure.rst)."""
+    import zipfile
+
+    workdir, _ = finished
+    out = snakemake(workdir, TINY, "--report", "report.zip")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    with zipfile.ZipFile(workdir / "report.zip") as z:
+        names = z.namelist()
+        html = next(z.read(n).decode() for n in names if n.endswith("report.html"))
+    drawn = {p.name for p in (workdir / "reports" / "figures").iterdir() if p.suffix in (".png", ".csv")}
+    assert {"claim_ef_1.png", "claim_sdp4bit_loss.png", "loss_vs_step.png"} <= drawn
+    for name in drawn:  # every figure and table the report job drew is in the zip
+        assert any(n.endswith("/" + name) for n in names), name
+    for paper in ("foundation", "sdp4bit", "dgc", "all papers"):
+        assert f'"{paper}": {{' in html, paper
+    assert "<strong>EF-1</strong>" in html and "The evidence of SDP-P3-qW, SDP-P3-qWD, SDP-P3-HS, SDP-P2" in html
+
+
+def test_one_evidence_figure_by_name(finished):
+    workdir, _ = finished
+    target = workdir / "reports" / "figures" / "claim_tw_1.png"
+    target.unlink()
+    done = snakemake(workdir, TINY, "reports/figures/claim_tw_1.png")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert target.stat().st_size > 1000

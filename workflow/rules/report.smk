@@ -5,7 +5,13 @@ from datetime import datetime, timezone
 
 # Each paper's claims and figures (analysis/papers/<paper>/): the report reruns when one changes.
 PAPER_FILES = sorted((ROOT / "analysis" / "papers").glob("*/claims.yaml")) + sorted(
-    (ROOT / "analysis" / "papers").glob("*/figures.py"))
+    (ROOT / "analysis" / "papers").glob("*/figures.py")) + sorted(
+    (ROOT / "analysis" / "papers").glob("*/paper_numbers.yaml"))
+
+from thinwire.analysis.gallery import report_entries, report_entry
+
+# Snakemake's report: each figure's category (its paper) and caption (its claims), by figure name.
+REPORT_ENTRIES = report_entries()
 PAPERS = sorted(p.parent.name for p in (ROOT / "analysis" / "papers").glob("*/claims.yaml"))
 
 # What only the workflow knows, for the report's provenance (analysis/report/provenance.py): the runs
@@ -48,7 +54,15 @@ rule report:
         summary=f"{REPORTS}/summary.png",
         papers=expand(f"{REPORTS}/papers/{{paper}}.html", paper=PAPERS),
         assets=[f"{REPORTS}/{name}" for name in ("style.css", "table.js", "provenance.json")],
-        figures=expand(f"{REPORTS}/figures/{{name}}.png", name=["loss_vs_step", "loss_vs_bytes"]),
+        # Every figure (<name>.png) and regenerated table (<name>.csv), drawn in this one job; declared for
+        # `snakemake --report report.zip`: a category per paper, captions from its claims (gallery.py).
+        figures=report(directory(f"{REPORTS}/figures"), patterns=["{name}.png", "{name}.csv"],
+                       caption="../report/figure.rst",
+                       category=lambda wildcards: report_entry(wildcards.name, REPORT_ENTRIES)["category"],
+                       subcategory=lambda wildcards: report_entry(wildcards.name, REPORT_ENTRIES)["subcategory"],
+                       labels=lambda wildcards: {"figure": wildcards.name}),
+    params:
+        captions={name: entry["caption"] for name, entry in REPORT_ENTRIES.items()},
     log:
         f"{RESULTS}/logs/report.log",
     shell:
@@ -64,6 +78,7 @@ localrules: figure
 rule figure:
     input:
         table=f"{RESULTS}/table.csv",
+        papers=PAPER_FILES,  # a claim's evidence, a paper's numbers
         studies=expand(f"{RESULTS}/studies/{{name}}.csv", name=STUDIES),
         model_summaries=expand(f"{RESULTS}/studies/model-{{job}}.csv", job=MODEL_JOBS),
     output:

@@ -19,7 +19,18 @@ def _layer_lr_rows(table: pd.DataFrame, studies: dict[str, pd.DataFrame]) -> pd.
     return long.assign(panel=long["experiment"] + ": " + long["tensor"].str.removeprefix("trace_lr:"))
 
 
-@figure("lars_layer_lr", _layer_lr_rows)
+def _layer_lr_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per experiment, tensor and label: the lr at the first and last step and its mean (over steps and
+    seeds), and each label's mean lr over LARS' on the same tensor (CLARS' rule implies <= 1 at beta = 0)."""
+    t = rows.sort_values("step").groupby(["experiment", "tensor", "label"], as_index=False).agg(
+        first_lr=("lr", "first"), last_lr=("lr", "last"), mean_lr=("lr", "mean"), seeds=("run", "nunique"))
+    t["tensor"] = t["tensor"].str.removeprefix("trace_lr:")
+    lars = t[t["label"].str.startswith("lars")].groupby(["experiment", "tensor"])["mean_lr"].first()
+    t["over_lars"] = t["mean_lr"].to_numpy() / lars.reindex(pd.MultiIndex.from_frame(t[["experiment", "tensor"]])).to_numpy()
+    return t
+
+
+@figure("lars_layer_lr", _layer_lr_rows, table=_layer_lr_table)
 def _lars_layer_lr(rows: pd.DataFrame) -> sns.FacetGrid:
     grid = sns.relplot(data=rows, x="step", y="lr", hue="label", style="mode", kind="line", seed=BOOT_SEED,
                        facet_kws={"sharex": False, "sharey": False}, **facets(rows, "panel"))

@@ -208,6 +208,32 @@ def test_a_sheet_of_random_bytes_is_one_line(tmp_path, capsys):
     one_line_error(*call(["check", str(sheet)], capsys), "not UTF-8")
 
 
+# 12. ... and `make reproduce CONFIG=SHEET` checks the sheet before Snakemake reads it (Snakemake's own
+# reading of a --configfile that is not text is its UnicodeDecodeError traceback: the README says so).
+@pytest.mark.skipif(not (BIN / "snakemake").exists(), reason="needs the workflow extra")
+def test_make_reproduce_checks_the_sheet_first(tmp_path):
+    sheet = tmp_path / "sheet.yaml"
+    sheet.write_bytes(bytes(range(256)) * 4)
+    venv = BIN.parent
+    # -o: never (re)install the venv from here; `make reproduce` must stop at the check, before Snakemake
+    proc = run(["make", "-C", str(ROOT), "-o", f"{venv}/.installed", f"VENV={venv}", "reproduce",
+                f"CONFIG={sheet}"], tmp_path, 120)
+    assert proc.returncode != 0
+    ours = [line for line in proc.stderr.splitlines() if not line.startswith("make")]
+    assert len(ours) == 1 and ours[0].startswith("thinwire: error:") and "not UTF-8" in ours[0], proc.stderr
+    assert "snakemake" not in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / ".snakemake").exists() and not (ROOT / "results" / "sheet").exists()
+
+
+def test_readme_checks_every_configfile_before_snakemake():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("snakemake") and "--configfile" in line:
+            sheet = line.split("--configfile", 1)[1].split()[0]
+            assert any(f"thinwire check {sheet}" in earlier for earlier in lines[max(0, i - 3):i]), line
+    assert "UnicodeDecodeError" in "\n".join(lines)
+
+
 # 13. --inject-failure takes nan (the runs themselves are in test_faults.py).
 def test_inject_failure_takes_nan():
     from thinwire.execute import _failure

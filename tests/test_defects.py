@@ -234,6 +234,26 @@ def test_readme_checks_every_configfile_before_snakemake():
     assert "UnicodeDecodeError" in "\n".join(lines)
 
 
+# 12. A failed torchrun job ends with one line per failed rank (thinwire/torchrun.py), its own error included,
+# not torch's ChildFailedError traceback: a rank that dies (exit 17 at step 3), ranks that refuse their input.
+@pytest.mark.parametrize("args, words", [
+    (["--wparam", "dim=10", "--inject-failure", "1:3:exit"], ["rank 1 ", "exited with code 17"]),
+    (["--wparam", "dim=abc"], ["exited with code 2: thinwire: error:", "dim"]),
+], ids=["rank-dies", "bad-input"])
+def test_a_failed_torchrun_job_is_one_line_per_failed_rank(tmp_path, args, words):
+    from launch import launched
+
+    out = tmp_path / "run"
+    proc = launched("gloo", 2, ["sgd", "--workload", "lsq", *args, "--steps", "50", "--quiet", "--timeout", "30",
+                                "--out", str(out)], cwd=tmp_path, timeout=240)
+    assert proc.returncode != 0 and not out.exists()
+    text = proc.stdout + proc.stderr
+    assert "ChildFailedError" not in text and "Traceback" not in text, text[-3000:]
+    failed = [line for line in proc.stderr.splitlines() if line.startswith("thinwire.torchrun: rank ")]
+    assert failed and len(failed) == len({line.split()[2] for line in failed}) <= 2, proc.stderr[-3000:]
+    assert any(all(w in line for w in words) for line in failed), failed
+
+
 # 13. --inject-failure takes nan (the runs themselves are in test_faults.py).
 def test_inject_failure_takes_nan():
     from thinwire.execute import _failure

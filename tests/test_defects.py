@@ -1,5 +1,6 @@
 """The defects of issue 21, one test each (the multi-process ones, Ctrl-C and NaN on every backend, are in
-test_faults.py). Most run the CLI in this process: main(argv) with its exit code and stderr."""
+test_faults.py, except a failed 2-rank torchrun job here). Most run the CLI in this process: main(argv)
+with its exit code and stderr."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
 # make reproduce : set up .venv and run the quick CPU reproduction -> reports/index.html
+# make reproduce CONFIG=sheet.yaml : the same with your runs sheet, checked first (`thinwire check`)
 # make test      : set up .venv (and, as root, Chromium for the browser test) and run the tests
 # make chromium  : (root) apt-install Debian's chromium and chromium-driver if missing (tests/test_browser.py)
 # make validate  : (root) performance model vs real runs on shaped links -> reports/validation.csv
@@ -23,8 +24,13 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# Snakemake reads a --configfile before any of the project's code runs (a sheet that is not YAML is its
+# own traceback): `thinwire check` reads and plans the sheet first, with a one-line error.
 reproduce: setup
-	$(BIN)/snakemake --profile profiles/local --cores $(CORES) --keep-going
+ifneq ($(strip $(CONFIG)),)
+	@$(BIN)/thinwire check '$(CONFIG)'
+endif
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) --keep-going $(if $(strip $(CONFIG)),--configfile '$(CONFIG)')
 	@echo "report: $(abspath reports/index.html)"
 
 validate: setup

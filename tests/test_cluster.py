@@ -34,8 +34,10 @@ ARGS = ["sgd", "--workload", "logreg", "--out", "results/runs/x"]
 def test_local_commands_start_every_rank_on_this_machine():
     b = Path("/venv/bin")
     gloo = shlex.split(launch_command("r", "gloo", ARGS, b, ranks_per_node=2, run_timeout=60))
-    assert gloo == ["timeout", "--foreground", "60", "/venv/bin/torchrun", "--standalone", "--nproc_per_node", "2", "-m", "thinwire",
-                    "run", *ARGS, "--backend", "torch", "--device", "cpu", "--world-size", "2"]
+    # torchrun as thinwire.torchrun: torch's launcher, one line per failed rank instead of ChildFailedError
+    assert gloo == ["timeout", "--foreground", "60", "/venv/bin/python", "-m", "thinwire.torchrun", "--standalone",
+                    "--nproc_per_node", "2", "-m", "thinwire", "run", *ARGS, "--backend", "torch", "--device", "cpu",
+                    "--world-size", "2"]
     nccl = shlex.split(launch_command("r", "nccl", ARGS, b, ranks_per_node=4))
     assert nccl[-6:] == ["--backend", "torch", "--device", "cuda", "--world-size", "4"] and "--nproc_per_node" in nccl
     mpi = shlex.split(launch_command("r", "mpi", ARGS, b, ranks_per_node=3))
@@ -67,7 +69,8 @@ def test_ports_depend_only_on_the_run():
 
 def _stand_ins(tmp_path: Path) -> Path:
     """srun (runs its command as task 1 of 2 nodes, printing its own options), scontrol (2 hosts), and
-    torchrun / deepspeed / thinwire that print their arguments (and the hostfile they were given)."""
+    python (for `python -m thinwire.torchrun`) / deepspeed / thinwire that print their arguments (and the
+    hostfile they were given)."""
     fake = tmp_path / "bin"
     fake.mkdir()
     scripts = {
@@ -76,7 +79,7 @@ def _stand_ins(tmp_path: Path) -> Path:
         "scontrol": 'test "$1 $2 $3" = "show hostnames gpu[07-08]" && printf "gpu07\\ngpu08\\n"',
         "squeue": 'test "$*" = "-h -j 4242 -o %N" && echo "gpu[07-08]"',
         "mpiexec": 'printf "%s\\n" "$@"',
-        "torchrun": 'printf "%s\\n" "$@"',
+        "python": 'printf "%s\\n" "$@"',
         "thinwire": 'printf "%s\\n" "$@"',
         "deepspeed": 'printf "%s\\n" "$@"; while [ "$1" != "--hostfile" ]; do shift; done; cat "$2"',
     }
@@ -99,10 +102,10 @@ def test_slurm_commands_run_one_launcher_per_node_with_the_first_node_as_master(
     proc = _execute(cmd, fake, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "srun --kill-on-bad-exit=1 --nodes 2 --ntasks-per-node 1 --cpus-per-task 32 --gres=gpu:8 sh -c" in proc.stderr
-    assert proc.stdout.split("\n")[:12] == ["--nnodes", "2", "--nproc_per_node", "8", "--node_rank", "1",
+    assert proc.stdout.split("\n")[:14] == ["-m", "thinwire.torchrun", "--nnodes", "2", "--nproc_per_node", "8", "--node_rank", "1",
                                             "--master_addr", "gpu07", "--master_port", str(port("job")), "-m",
                                             "thinwire"]
-    assert proc.stdout.split("\n")[12:-1] == ["run", *ARGS, "--backend", "torch", "--device", "cuda", "--world-size",
+    assert proc.stdout.split("\n")[14:-1] == ["run", *ARGS, "--backend", "torch", "--device", "cuda", "--world-size",
                                               "16"]
 
     ds = _execute(launch_command("job", "deepspeed", ARGS, fake, nodes=2, ranks_per_node=4, gpus_per_node=4,

@@ -1,5 +1,6 @@
 """The defects of issue 21, one test each (the multi-process ones, Ctrl-C and NaN on every backend, are in
-test_faults.py). Most run the CLI in this process: main(argv) with its exit code and stderr."""
+test_faults.py, except a failed 2-rank torchrun job here). Most run the CLI in this process: main(argv)
+with its exit code and stderr."""
 
 from __future__ import annotations
 
@@ -206,6 +207,52 @@ def test_a_sheet_of_random_bytes_is_one_line(tmp_path, capsys):
     sheet = tmp_path / "sheet.yaml"
     sheet.write_bytes(bytes(range(256)) * 4)
     one_line_error(*call(["check", str(sheet)], capsys), "not UTF-8")
+
+
+# 12. ... and `make reproduce CONFIG=SHEET` checks the sheet before Snakemake reads it (Snakemake's own
+# reading of a --configfile that is not text is its UnicodeDecodeError traceback: the README says so).
+@pytest.mark.skipif(not (BIN / "snakemake").exists(), reason="needs the workflow extra")
+def test_make_reproduce_checks_the_sheet_first(tmp_path):
+    sheet = tmp_path / "sheet.yaml"
+    sheet.write_bytes(bytes(range(256)) * 4)
+    venv = BIN.parent
+    # -o: never (re)install the venv from here; `make reproduce` must stop at the check, before Snakemake
+    proc = run(["make", "-C", str(ROOT), "-o", f"{venv}/.installed", f"VENV={venv}", "reproduce",
+                f"CONFIG={sheet}"], tmp_path, 120)
+    assert proc.returncode != 0
+    ours = [line for line in proc.stderr.splitlines() if not line.startswith("make")]
+    assert len(ours) == 1 and ours[0].startswith("thinwire: error:") and "not UTF-8" in ours[0], proc.stderr
+    assert "snakemake" not in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / ".snakemake").exists() and not (ROOT / "results" / "sheet").exists()
+
+
+def test_readme_checks_every_configfile_before_snakemake():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("snakemake") and "--configfile" in line:
+            sheet = line.split("--configfile", 1)[1].split()[0]
+            assert any(f"thinwire check {sheet}" in earlier for earlier in lines[max(0, i - 3):i]), line
+    assert "UnicodeDecodeError" in "\n".join(lines)
+
+
+# 12. A failed torchrun job ends with one line per failed rank (thinwire/torchrun.py), its own error included,
+# not torch's ChildFailedError traceback: a rank that dies (exit 17 at step 3), ranks that refuse their input.
+@pytest.mark.parametrize("args, words", [
+    (["--wparam", "dim=10", "--inject-failure", "1:3:exit"], ["rank 1 ", "exited with code 17"]),
+    (["--wparam", "dim=abc"], ["exited with code 2: thinwire: error:", "dim"]),
+], ids=["rank-dies", "bad-input"])
+def test_a_failed_torchrun_job_is_one_line_per_failed_rank(tmp_path, args, words):
+    from launch import launched
+
+    out = tmp_path / "run"
+    proc = launched("gloo", 2, ["sgd", "--workload", "lsq", *args, "--steps", "50", "--quiet", "--timeout", "30",
+                                "--out", str(out)], cwd=tmp_path, timeout=240)
+    assert proc.returncode != 0 and not out.exists()
+    text = proc.stdout + proc.stderr
+    assert "ChildFailedError" not in text and "Traceback" not in text, text[-3000:]
+    failed = [line for line in proc.stderr.splitlines() if line.startswith("thinwire.torchrun: rank ")]
+    assert failed and len(failed) == len({line.split()[2] for line in failed}) <= 2, proc.stderr[-3000:]
+    assert any(all(w in line for w in words) for line in failed), failed
 
 
 # 13. --inject-failure takes nan (the runs themselves are in test_faults.py).

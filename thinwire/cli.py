@@ -29,7 +29,11 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its errors as one line (no usage block), like every other error of thinwire."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"thinwire: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+        from thinwire.torchrun import record_error
+
+        line = f"thinwire: error: {' '.join(message.split())} (see {self.prog} --help)"
+        record_error(line)
+        self.exit(2, line + "\n")
 
 
 def _number(name: str, kind: type, minimum: float | None = None, above: float | None = None):
@@ -178,17 +182,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _dispatch(args)
     except CollectiveError as e:
-        print(f"thinwire: error: {e}", file=sys.stderr, flush=True)
+        _error(str(e))
         # Peers may be dead or stuck: leave now rather than hang in process-group teardown.
         os._exit(1)
     except ThinwireError as e:
-        print(f"thinwire: error: {' '.join(str(e).split())}", file=sys.stderr)
+        _error(" ".join(str(e).split()))
         return 2
     except OSError as e:  # a file that cannot be read or written: name it, no traceback
         where = f"{e.filename}: " if e.filename else ""
-        print(f"thinwire: error: {where}{e.strerror or e}", file=sys.stderr)
+        _error(f"{where}{e.strerror or e}")
         return 1
     return 0
+
+
+def _error(message: str) -> None:
+    """The one-line error, on stderr and, under torchrun, in the file it reads a failed rank's error from."""
+    from thinwire.torchrun import record_error
+
+    line = f"thinwire: error: {message}"
+    print(line, file=sys.stderr, flush=True)
+    record_error(line)
 
 
 def _dispatch(args: argparse.Namespace) -> None:

@@ -4,14 +4,15 @@ A real run is `thinwire run ...` on each of its ranks; what starts the ranks dep
 the run (torch.distributed with gloo or NCCL, MPI, DeepSpeed) and on where it runs:
 
 local (this machine; the quick config, `make reproduce`):
-    gloo, nccl  torchrun --standalone --nproc_per_node W -m thinwire run ...
+    gloo, nccl  python -m thinwire.torchrun --standalone --nproc_per_node W -m thinwire run ...
     mpi         mpiexec -n W thinwire run ... --backend mpi
     deepspeed   deepspeed --num_gpus W --master_port P --no_local_rank --module thinwire run ... --backend deepspeed
 
 slurm (the command runs as the batch script of a job that Snakemake's slurm executor submitted with
 resource mpi=srun, so it starts its own job steps across the allocation's nodes; the executor's job
 step keeps only SLURM_JOB_ID of the allocation's variables, which is all srun needs to attach):
-    gloo, nccl  srun, one task per node with all of the node's CPUs and GPUs: torchrun --nnodes N
+    gloo, nccl  srun, one task per node with all of the node's CPUs and GPUs: torchrun (as
+                `python -m thinwire.torchrun`) --nnodes N
                 --nproc_per_node G with a static rendezvous (--node_rank $SLURM_NODEID, --master_addr the
                 step's first node)
     mpi         srun --mpi=pmi2, one task per rank (mpi_launcher srun-pmi2, the default: Slurm's plugin,
@@ -25,7 +26,10 @@ launch that starts W singleton processes instead of one W-rank job fails instead
 Every command is bounded by `timeout` (the run's time limit) on top of the collectives' own timeout,
 and srun kills the whole step when one task exits with an error (--kill-on-bad-exit), so a dead rank
 never leaves its peers waiting. The rendezvous port is derived from the run id (below Linux's ephemeral
-ports), so runs sharing a node do not collide.
+ports), so runs sharing a node do not collide. torchrun is started as `python -m thinwire.torchrun`
+(thinwire/torchrun.py: the same launcher, same arguments), which ends a failed job with one line per
+failed rank (its rank, exit code or signal, and its own one-line error) instead of torch's
+ChildFailedError traceback.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ def launch_command(run_id: str, backend: str, run_args: list[str], bin_dir: Path
     thinwire = str(bin_dir / "thinwire")
     args = ["run", *run_args, *RUN_FLAGS[backend], "--world-size", str(world)]
     p = port(run_id)
+    torchrun = [str(bin_dir / "python"), "-m", "thinwire.torchrun"]  # torchrun, with one line per failed rank
     # --foreground: the launcher stays in the caller's process group, so a terminal's Ctrl-C (and
     # Snakemake's) reaches torchrun / mpiexec / deepspeed, which stop their ranks.
     timeout = shlex.join(["timeout", "--foreground", f"{run_timeout:g}"])
@@ -80,7 +85,7 @@ def launch_command(run_id: str, backend: str, run_args: list[str], bin_dir: Path
             cmd = [str(bin_dir / "deepspeed"), "--num_gpus", str(world), "--master_port", str(p),
                    "--no_local_rank", "--module", "thinwire", *args]
         else:
-            cmd = [str(bin_dir / "torchrun"), "--standalone", "--nproc_per_node", str(world), "-m", "thinwire", *args]
+            cmd = [*torchrun, "--standalone", "--nproc_per_node", str(world), "-m", "thinwire", *args]
         return f"{timeout} {shlex.join(cmd)}"
 
     srun = ["srun", "--kill-on-bad-exit=1", "--nodes", str(nodes)]
@@ -105,7 +110,7 @@ def launch_command(run_id: str, backend: str, run_args: list[str], bin_dir: Path
                 f"--num_nodes {nodes} --num_gpus {ranks_per_node} --no_local_rank --module thinwire "
                 f"{shlex.join(args)}; status=$?; rm -f {hosts}; exit $status")
     else:
-        node = (f"exec {shlex.quote(str(bin_dir / 'torchrun'))} --nnodes {nodes} --nproc_per_node {ranks_per_node} "
+        node = (f"exec {shlex.join(torchrun)} --nnodes {nodes} --nproc_per_node {ranks_per_node} "
                 f'--node_rank "$SLURM_NODEID" --master_addr "{FIRST_NODE}" --master_port {p} -m thinwire '
                 f"{shlex.join(args)}")
     return f"{timeout} {shlex.join([*step, 'sh', '-c', node])}"

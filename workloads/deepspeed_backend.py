@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
+import functools
 import importlib.util
 import math
 import os
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as tdist
-from thinwire.algorithms.comm import CommLog, ThinwireError
+from thinwire.algorithms.comm import CollectiveError, CommLog, ThinwireError
 from thinwire.workloads.registry import make_workload
 from tqdm.auto import tqdm
 
@@ -90,6 +91,28 @@ def count_collectives(log: CommLog) -> Iterator[None]:
             setattr(dcomm, name, call)
 
 
+@contextlib.contextmanager
+def groups_time_out(timeout: datetime.timedelta) -> Iterator[None]:
+    """Every process group created meanwhile gets the run's collective timeout. DeepSpeed creates groups
+    of its own (the compressed / nccl backends' world group that OnebitAdam's compressed all-reduce runs
+    on, the engine's data-parallel groups) through deepspeed.comm's new_group(ranks), which passes no
+    timeout, and torch.distributed.new_group then uses torch's default (30 min), not the one the default
+    group was given: the peer of a stopped rank waited there until the run's time limit."""
+    original = tdist.new_group
+
+    @functools.wraps(original)
+    def new_group(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("timeout") is None and len(args) < 2:  # new_group(ranks=None, timeout=None, ...)
+            kwargs["timeout"] = timeout
+        return original(*args, **kwargs)
+
+    tdist.new_group = new_group
+    try:
+        yield
+    finally:
+        tdist.new_group = original
+
+
 def ds_config(config: Any, batch_size: int, on_cpu: bool) -> dict:
     """The DeepSpeed config of OnebitAdam with thinwire's parameters; DeepSpeed clips gradients at norm
     1.0 by default, thinwire's method does not."""
@@ -132,37 +155,55 @@ def train_deepspeed(spec: Any, cls: type, config: Any, timeout_s: float, progres
     on_cpu = deepspeed_cpu.apply()
     if not on_cpu:  # this rank's GPU, before the model and batches are placed (init_distributed does not)
         get_accelerator().set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    deepspeed.init_distributed(dist_backend="gloo" if on_cpu else "nccl", verbose=False,
-                               timeout=datetime.timedelta(seconds=timeout_s))
-    rank, world = tdist.get_rank(), tdist.get_world_size()
-    measured: dict = {}
-    try:
-        if busbw_mb is None:
-            busbw_mb = 0.0 if on_cpu else 64.0
-        if busbw_mb > 0 and world > 1:
-            from thinwire.workloads.torchcomm import measure_busbw
-
-            measured = measure_busbw(torch.device(get_accelerator().current_device_name()), int(busbw_mb * 2**20))
-        workload = make_workload(spec.workload, world, spec.seed, spec.workload_params)
-        check_workload(spec, workload)
-        method = cls(config, workload.layout)
-        method.world_size = world  # stated bits for this many ranks (init_state is thinwire's own loop)
-        device = torch.device(get_accelerator().current_device_name())
-        model = copy.deepcopy(workload.model).float().to(device)
+    timeout = datetime.timedelta(seconds=timeout_s)
+    with groups_time_out(timeout):  # every group, DeepSpeed's own too, gets the run's timeout
+        deepspeed.init_distributed(dist_backend="gloo" if on_cpu else "nccl", verbose=False, timeout=timeout)
+        rank, world = tdist.get_rank(), tdist.get_world_size()
+        measured: dict = {}
         try:
-            engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
-                                              config=ds_config(config, workload.config.batch_size, on_cpu))
-        except ModuleNotFoundError as e:
-            if e.name != "cupy":
+            if busbw_mb is None:
+                busbw_mb = 0.0 if on_cpu else 64.0
+            if busbw_mb > 0 and world > 1:
+                from thinwire.workloads.torchcomm import measure_busbw
+
+                measured = measure_busbw(torch.device(get_accelerator().current_device_name()), int(busbw_mb * 2**20))
+            workload = make_workload(spec.workload, world, spec.seed, spec.workload_params)
+            check_workload(spec, workload)
+            method = cls(config, workload.layout)
+            method.world_size = world  # stated bits for this many ranks (init_state is thinwire's own loop)
+            device = torch.device(get_accelerator().current_device_name())
+            model = copy.deepcopy(workload.model).float().to(device)
+            try:
+                engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                                  config=ds_config(config, workload.config.batch_size, on_cpu))
+            except ModuleNotFoundError as e:
+                if e.name != "cupy":
+                    raise
+                raise ThinwireError("DeepSpeed's 1-bit optimizers need cupy on CUDA: pip install cupy-cuda12x "
+                                    "(the wheel matching your CUDA)") from None
+            log = CommLog()
+            with count_collectives(log):
+                traj = _loop(engine, model, workload, method, spec, rank, world, device, log, progress, fail_at)
+        except CollectiveError:
+            raise  # peers may be dead or stopped: no teardown, the CLI leaves at once
+        except RuntimeError as e:
+            if not collective_failure(e):
+                tdist.destroy_process_group()
                 raise
-            raise ThinwireError("DeepSpeed's 1-bit optimizers need cupy on CUDA: pip install cupy-cuda12x "
-                                "(the wheel matching your CUDA)") from None
-        log = CommLog()
-        with count_collectives(log):
-            traj = _loop(engine, model, workload, method, spec, rank, world, device, log, progress, fail_at)
-    finally:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CollectiveError(f"DeepSpeed's training step failed on rank {rank} (a peer died or the "
+                                  f"{timeout_s:g} s timeout expired): {first}") from None
+        except BaseException:
+            tdist.destroy_process_group()
+            raise
         tdist.destroy_process_group()
     return traj, log, method, workload, world, rank, measured
+
+
+def collective_failure(e: RuntimeError) -> bool:
+    """Whether an error out of DeepSpeed's step is a failed collective (torch's DistBackendError, or the
+    RuntimeError gloo's timeouts and broken connections arrive as), not a bug to show with its traceback."""
+    return isinstance(e, tdist.DistBackendError) or "/gloo/" in str(e) or "NCCL" in str(e)
 
 
 def _loop(engine, model, workload, method, spec, rank, world, device, log, progress, fail_at=None) -> Trajectory:

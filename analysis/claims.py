@@ -908,7 +908,8 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
     rows = []
     for c in claims:
         row = {k: c.get(k, "") for k in ("id", "source", "statement", "setup", "figure", "kind", "paper_claim")}
-        row.update(measured=np.nan, expected=np.nan, evidence="", reason="", ran_on=_ran_on(table, c),
+        # sem: the measured value's standard error over seeds (inf: one seed; 0: exact by construction).
+        row.update(measured=np.nan, sem=np.nan, expected=np.nan, evidence="", reason="", ran_on=_ran_on(table, c),
                    tuning=tuning(c), config=run_config(table, c), power="not declared")
         if c.get("out_of_scope"):
             row.update(verdict="out of scope", reason=c["out_of_scope"], power="", config="")
@@ -928,7 +929,7 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
             continue
         if c["rule"] == "reported":
             # The setup says what is measured and what assumed: the report shows it as the reason.
-            row.update(verdict="reported", measured=m.value, evidence=m.evidence, reason=c["setup"])
+            row.update(verdict="reported", measured=m.value, sem=m.sem, evidence=m.evidence, reason=c["setup"])
             rows.append(row)
             continue
         expected = m.expected if c["expected"] == "stated" else float(c["expected"])
@@ -942,6 +943,6 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
             reason = ("one seed (or a non-finite value): the spread over seeds is unknown"
                       if math.isfinite(m.value) and math.isinf(m.sem) else
                       "the bound lies within two standard errors over seeds")
-        row.update(verdict=verdict, measured=m.value, expected=expected, evidence=m.evidence, reason=reason)
+        row.update(verdict=verdict, measured=m.value, sem=m.sem, expected=expected, evidence=m.evidence, reason=reason)
         rows.append(row)
     return pd.DataFrame(rows)

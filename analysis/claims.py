@@ -666,6 +666,23 @@ def _sends_per_coordinate(rows: pd.DataFrame, q: dict) -> float | None:
     return _per_run(_arm(rows, q, "label"), sends)
 
 
+# A method's uncompressed warm-up, in steps, from its params: what runs before it compresses.
+WARMUP_STEPS: dict[str, Callable[[dict], float]] = {
+    "onebit-adam": lambda p: p.get("freeze_step", 0), "zero-one-adam": lambda p: p.get("var_freeze_step", 0),
+    "dgc": lambda p: p.get("warmup_steps", 0), "powersgd": lambda p: p.get("start_powersgd_iter", 0)}
+
+
+@_power("compressed_share")
+def _compressed_share(rows: pd.DataFrame, q: dict) -> float | None:
+    """The share of the method's steps taken after its uncompressed warm-up (WARMUP_STEPS: 1-bit Adam's
+    freeze_step, DGC's warm-up, ...), over its shortest run; None for a method WARMUP_STEPS does not know."""
+    def share(r: pd.DataFrame) -> float | None:
+        fn = WARMUP_STEPS.get(str(r["method"].iloc[0]))
+        steps = int(r["step"].max() + 1)
+        return max(steps - float(fn(_params(r))), 0.0) / steps if fn else None
+    return _per_run(_arm(rows, q, "label"), share)
+
+
 @_power("baseline_warmup_steps")
 def _baseline_warmup_steps(rows: pd.DataFrame, q: dict) -> float | None:
     """The baseline's warm-up length in updates (its params' warmup_steps)."""
@@ -691,7 +708,9 @@ def _claim_rows(table: pd.DataFrame, q: dict) -> pd.DataFrame:
     if not {"mode", "method"} <= set(table.columns):  # no training runs (e.g. a study-only table)
         return table.iloc[0:0]
     rows = _select(table, mode=["sim", "real"], experiment=q.get("experiment"))
+    # The method's arm is its label, else (claims of an experiment whose labels are the methods) its method.
     arms = [q[k] for k in ("label", "baseline") if k in q]
+    arms += [q["method"]] if "label" not in q and "method" in q else []
     if "experiment" in q and arms:
         return rows[rows["label"].isin(arms)]
     methods = [q[k] for k in ("method", "baseline") if k in q]

@@ -390,6 +390,22 @@ def test_sends_per_coordinate_and_convergence_come_from_the_runs_own_parameters_
     assert not drop.at_least and drop.measure(loss, q) == pytest.approx(0.1)
 
 
+def test_the_compressed_share_and_the_method_arm_of_a_method_keyed_claim():
+    """1-bit Adam's share of steps after its freeze_step; a claim that names its arms by method within an
+    experiment (EF-1: method topk-ef, baseline sgd) reads both arms' runs, not the baseline's alone."""
+    from thinwire.analysis.claims import POWER, check_power
+
+    onebit = _lsq_runs({0: [8] * 200}, "onebit-adam", '{"freeze_step": 30}', label="onebit-adam")
+    sgd = _lsq_runs({0: [8] * 200, 1: [8] * 200}, label="sgd")
+    q = {"experiment": "e", "method": "onebit-adam", "baseline": "sgd"}
+    assert POWER["compressed_share"].measure(onebit, q) == pytest.approx(0.85)
+    table = pd.concat([onebit, sgd], ignore_index=True)
+    claim = _claim(power={"seeds": 2, "compressed_share": 0.9}, quantity={"name": "final_loss_ratio", **q})
+    powered, text = check_power(table, claim)
+    # The method's single seed counts (seeds of the arm with the fewest), and its share is measured.
+    assert not powered and "needs seeds >= 2, ran 1" in text and "needs compressed_share >= 0.9, ran 0.85" in text
+
+
 def test_every_shipped_claim_has_a_kind_and_model_quantities_are_predicted():
     from thinwire.analysis.claims import KINDS, MODEL_QUANTITIES
 

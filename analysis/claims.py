@@ -12,7 +12,7 @@ A claim file (analysis/papers/<paper>/claims.yaml, analysis/catalog.py) holds a 
       tolerance: 0.0         # absolute, added to the bound (within: |measured - expected| <= tolerance)
       figure: loss_vs_step
       out_of_scope: "why"    # optional: no verdict is computed, the reason is reported
-      kind: paper claim      # paper claim | implementation check | predicted (KINDS)
+      kind: paper claim      # paper claim | implementation check | predicted | exploratory (KINDS)
       paper_claim: D2        # the id in ../shared/papers it tests, or "none: why" (a paper claim stated there without an id)
       power: {seeds: 3, sends_per_coordinate: 5}   # optional: the regime in which it can be tested (POWER)
 
@@ -46,7 +46,9 @@ RULES = ("within", "at_most", "at_least", "reported")
 # paper claim: a claim of a paper in ../shared/papers (the report's headline counts only these);
 # implementation check: a contract or identity true by construction (bits, cross-mode agreement, a
 # quantizer identity, the model's validation on this machine); predicted: decided by the performance model.
-KINDS = ("paper claim", "implementation check", "predicted")
+# exploratory: a paper claim's earlier row whose settings were chosen after seeing results (kept visible,
+# never counted in the headline; a confirmatory row re-runs it on settings fixed beforehand).
+KINDS = ("paper claim", "implementation check", "predicted", "exploratory")
 # Quantities whose value is the performance model's, not a measurement: their claims are `predicted`.
 MODEL_QUANTITIES = {"model_prediction", "model_bandwidth", "model_codec_share", "published_collective_error"}
 # Quantities that count bytes or rounds (bytes_fixed decides whether one seed suffices).

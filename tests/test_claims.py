@@ -406,6 +406,29 @@ def test_the_compressed_share_and_the_method_arm_of_a_method_keyed_claim():
     assert not powered and "needs seeds >= 2, ran 1" in text and "needs compressed_share >= 0.9, ran 0.85" in text
 
 
+def test_s3_confirmatory_runs_exactly_what_its_claim_file_fixed_and_exploratory_rows_stay_apart():
+    """S3's settings were chosen after seeing results: its rows are exploratory, and the confirmatory rows
+    read study sign_rate_confirm, whose seeds and horizons are the ones the claim file states, fresh against
+    the exploratory study's, and which takes no options (no re-running it elsewhere until it passes)."""
+    from thinwire.options import study_kwargs
+    from thinwire.simulators import sign_rate_confirm, sign_rate_study
+
+    by_id = {c["id"]: c for c in load_claims()}
+    assert by_id["S3"]["kind"] == by_id["S3-l1"]["kind"] == "exploratory"
+    for cid in ("S3-confirmatory", "S3-l1-confirmatory"):
+        c = by_id[cid]
+        assert c["kind"] == "paper claim" and c["paper_claim"] == "S3"
+        assert c["quantity"]["study"] == "sign_rate_confirm"
+        assert "seeds 10-14" in c["setup"] or cid.startswith("S3-l1")
+        assert "10-14" in c["setup"]
+    assert sign_rate_confirm.SEEDS == tuple(range(10, 15))
+    assert "T = " + ", ".join(map(str, sign_rate_confirm.ROUNDS)) in by_id["S3-confirmatory"]["setup"]
+    assert not set(sign_rate_confirm.ROUNDS) & {50, *sign_rate_study.ROUNDS}
+    assert not set(sign_rate_confirm.SEEDS) & set(range(3))
+    with pytest.raises(ThinwireError, match="study sign_rate_confirm takes"):
+        study_kwargs("sign_rate_confirm", {"seeds": 3})
+
+
 def test_every_shipped_claim_has_a_kind_and_model_quantities_are_predicted():
     from thinwire.analysis.claims import KINDS, MODEL_QUANTITIES
 

@@ -405,16 +405,21 @@ def diagnostic(table: pd.DataFrame, experiment: str, label: str, diagnostic: str
 
 @quantity
 def study_ratio(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study: str, a: str, b: str,
-                match: list[str], metric: str = "mse", group: str = "quantizer") -> Measurement | None:
+                match: list[str], metric: str = "mse", group: str = "quantizer",
+                longest: str | None = None) -> Measurement | None:
     """The largest metric(a) / metric(b) over the cases of a study (results/studies/<study>.csv)
     where a and b (values of the `group` column) share the `match` columns, e.g. ORQ against QSGD
-    per distribution and code bits.
+    per distribution and code bits. With `longest` (a column, e.g. steps), only the cases at a's
+    largest value of it (the longest horizon the study ran).
     When the study gives standard errors (<metric>_sem) of independent estimates, the ratio's is
     ratio * sqrt((sem_a / a)^2 + (sem_b / b)^2), and the worst case is the largest ratio + 2 sem."""
     df = studies.get(study)
     if df is None:
         return None
-    pair = df[df[group] == a].merge(df[df[group] == b], on=match, suffixes=("_a", "_b"))
+    rows_a = df[df[group] == a]
+    if longest is not None and not rows_a.empty:
+        rows_a = rows_a[rows_a[longest] == rows_a[longest].max()]
+    pair = rows_a.merge(df[df[group] == b], on=match, suffixes=("_a", "_b"))
     if pair.empty:
         return None
     pair["ratio"] = pair[f"{metric}_a"] / pair[f"{metric}_b"]

@@ -429,6 +429,19 @@ def test_s3_confirmatory_runs_exactly_what_its_claim_file_fixed_and_exploratory_
         study_kwargs("sign_rate_confirm", {"seeds": 3})
 
 
+def test_a_study_ratio_at_the_longest_horizon_ignores_the_shorter_ones():
+    """ZO-2's head-to-head rows: the ratio at the longest horizon only, worst over the seeds."""
+    from thinwire.analysis.claims import study_ratio
+
+    df = pd.DataFrame([{"label": label, "seed": seed, "steps": t, "final_gm_sq": v * (1 + seed)}
+                       for label, by_t in (("vr", {50: 4.0, 800: 1.0}), ("sgd", {50: 1.0, 800: 2.0}))
+                       for t, v in by_t.items() for seed in range(2)])
+    args = dict(study="z", a="vr", b="sgd", match=["seed", "steps"], metric="final_gm_sq", group="label")
+    assert study_ratio(pd.DataFrame(), {"z": df}, **args).value == pytest.approx(4.0)  # T = 50 dominates
+    m = study_ratio(pd.DataFrame(), {"z": df}, **args, longest="steps")
+    assert m.value == pytest.approx(0.5) and "800" in m.evidence and "50:" not in m.evidence
+
+
 def test_every_shipped_claim_has_a_kind_and_model_quantities_are_predicted():
     from thinwire.analysis.claims import KINDS, MODEL_QUANTITIES
 

@@ -26,7 +26,8 @@ def test_each_sheet_expands_to_the_runs_it_had_before_the_paper_folders(sheet):
     """tests/data/runs-<sheet>.jsonl.gz: every Run of config/<sheet>.yaml as main's loader expanded it
     (commit 34e73b4, when the sheets held their runs themselves; since then, quick: + the model's held-out
     SDP4Bit cells sdp4bit_dp8 / sdp4bit_dp64; PowerSGD arms in dgc_ablation and digits; dgc_staleness at seeds
-    0-2: the staleness of D7 depends on the data, so one seed cannot decide it, issue 13). A sheet changed on
+    0-2: the staleness of D7 depends on the data, so one seed cannot decide it, issue 13; dgc_d6: D6's
+    ablation at small scale, issue 13). A sheet changed on
     purpose updates its file, and says so here.
     The runs must be the same, field by
     field; within an experiment they keep their order (the labels' order is the figures' legend order);

@@ -64,6 +64,9 @@ class Measurement:
     expected: float | None = None  # when the quantity itself knows the expected value ("stated")
     sem: float = 0.0  # standard error over seeds (standard_error); 0 when exact (no seed-to-seed spread)
     evidence: str = ""
+    # Why the comparison is not the one the claim states (e.g. unequal bits): the verdict is then
+    # inconclusive with this reason, whatever the numbers say.
+    invalid: str = ""
 
 
 QUANTITIES: dict[str, Callable[..., Measurement | None]] = {}
@@ -406,11 +409,13 @@ def diagnostic(table: pd.DataFrame, experiment: str, label: str, diagnostic: str
 @quantity
 def study_ratio(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study: str, a: str, b: str,
                 match: list[str], metric: str = "mse", group: str = "quantizer",
-                longest: str | None = None) -> Measurement | None:
+                longest: str | None = None, same: dict[str, float] | None = None) -> Measurement | None:
     """The largest metric(a) / metric(b) over the cases of a study (results/studies/<study>.csv)
     where a and b (values of the `group` column) share the `match` columns, e.g. ORQ against QSGD
     per distribution and code bits. With `longest` (a column, e.g. steps), only the cases at a's
-    largest value of it (the longest horizon the study ran).
+    largest value of it (the longest horizon the study ran). With `same` ({column: tolerance}, e.g.
+    {bits_per_value: 0.05}), every compared case must have a and b within the tolerance on each column
+    (equal total bits), else the measurement is invalid: the verdict is inconclusive, naming the case.
     When the study gives standard errors (<metric>_sem) of independent estimates, the ratio's is
     ratio * sqrt((sem_a / a)^2 + (sem_b / b)^2), and the worst case is the largest ratio + 2 sem."""
     df = studies.get(study)
@@ -429,11 +434,19 @@ def study_ratio(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study: st
                                                pair[f"{metric}_sem_b"] / pair[f"{metric}_b"])
     worst = (pair["ratio"] + 2 * pair["sem"]).idxmax()
     cases = "; ".join(f"{' '.join(str(r[m]) for m in match)}: {r['ratio']:.3g}" for _, r in pair.iterrows())
+    invalid = []
+    for column, tol in (same or {}).items():
+        gap = (pair[f"{column}_a"] - pair[f"{column}_b"]).abs()
+        if (gap > tol).any():
+            i = gap.idxmax()
+            invalid.append(f"unequal {column}: {a} {pair.at[i, f'{column}_a']:.4g} vs {b} "
+                           f"{pair.at[i, f'{column}_b']:.4g} at {' '.join(str(pair.at[i, m]) for m in match)} "
+                           f"(tolerance {tol:g}; {int((gap > tol).sum())} of {len(pair)} cases)")
     bits = (f" (bits per value {pair['bits_per_value_a'].mean():.3g} vs {pair['bits_per_value_b'].mean():.3g})"
             if "bits_per_value_a" in pair else "")
     return Measurement(float(pair.at[worst, "ratio"]), None, float(pair.at[worst, "sem"]),
                        f"{metric} of {a} / {b}{bits}, worst case "
-                       f"{' '.join(str(pair.at[worst, m]) for m in match)}; all: {cases}")
+                       f"{' '.join(str(pair.at[worst, m]) for m in match)}; all: {cases}", "; ".join(invalid))
 
 
 @quantity
@@ -938,6 +951,8 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
         reason = ""
         if not powered:  # never decided below the claim's regime, whatever the numbers say
             verdict, reason = "inconclusive", row["power"]
+        elif m.invalid:  # not the comparison the claim states (e.g. unequal bits)
+            verdict, reason = "inconclusive", m.invalid
         elif verdict == "inconclusive":
             reason = ("one seed (or a non-finite value): the spread over seeds is unknown"
                       if math.isfinite(m.value) and math.isinf(m.sem) else

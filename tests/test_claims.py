@@ -177,10 +177,13 @@ def test_model_codec_share_reads_the_summary_at_one_bandwidth():
 
 
 def test_quantizer_study_measures_every_case(tmp_path):
-    from thinwire.simulators.quantizer_study import CASES, run_study
+    from thinwire.simulators.quantizer_study import CASES, EQUAL_BITS, EQUAL_BITS_LABEL, run_study
 
     table = run_study(tmp_path / "q.csv", n=2048, draws=3)
-    assert len(table) == 5 * len(CASES)
+    assert len(table) == 5 * (len(CASES) + len(EQUAL_BITS))
+    # ORQ over (s + 1) x larger buckets spends QSGD's bits per value where the buckets divide the values.
+    gauss = table[table["distribution"] == "gaussian"].set_index(["quantizer", "code_bits"])["bits_per_value"]
+    assert gauss[EQUAL_BITS_LABEL, 2] == pytest.approx(gauss["qsgd", 2]) and gauss["orq", 2] > gauss["qsgd", 2]
     assert (table["mse"] > 0).all() and np.allclose(table["bias"] + table["variance"], table["mse"])
     deterministic = table[~table["unbiased"]]
     assert np.allclose(deterministic["bias"], deterministic["mse"])  # every draw the same: all error is bias
@@ -440,6 +443,22 @@ def test_a_study_ratio_at_the_longest_horizon_ignores_the_shorter_ones():
     assert study_ratio(pd.DataFrame(), {"z": df}, **args).value == pytest.approx(4.0)  # T = 50 dominates
     m = study_ratio(pd.DataFrame(), {"z": df}, **args, longest="steps")
     assert m.value == pytest.approx(0.5) and "800" in m.evidence and "50:" not in m.evidence
+
+
+def test_a_comparison_at_unequal_bits_is_inconclusive_whatever_the_numbers_say():
+    """Q-1 / Q-2 compare quantizers at equal total bits: a case where the bits per value differ by more
+    than the claim's tolerance makes the row inconclusive, naming the case; within it the rule decides."""
+    df = pd.DataFrame([{"quantizer": q, "distribution": d, "code_bits": 2, "mse": m, "bits_per_value": bits}
+                       for d, orq_bits in (("gauss", 2.0625), ("digits", 2.0798))
+                       for q, m, bits in (("orq", 0.5, orq_bits), ("qsgd", 1.0, 2.0625))])
+    quantity = {"name": "study_ratio", "study": "quantizers", "a": "orq", "b": "qsgd",
+                "match": ["distribution", "code_bits"], "same": {"bits_per_value": 0.01}}
+    claim = _claim(rule="at_most", expected=1.0, quantity=quantity)
+    row = verdicts(pd.DataFrame(), [claim], {"quantizers": df}).iloc[0]
+    assert row["verdict"] == "inconclusive" and row["measured"] == pytest.approx(0.5)
+    assert row["reason"].startswith("unequal bits_per_value: orq 2.08 vs qsgd 2.062 at digits 2")
+    loose = {**claim, "quantity": {**quantity, "same": {"bits_per_value": 0.02}}}
+    assert verdicts(pd.DataFrame(), [loose], {"quantizers": df}).iloc[0]["verdict"] == "reproduced"
 
 
 def test_every_shipped_claim_has_a_kind_and_model_quantities_are_predicted():

@@ -728,9 +728,10 @@ def _claim_rows(table: pd.DataFrame, q: dict) -> pd.DataFrame:
     if not {"mode", "method"} <= set(table.columns):  # no training runs (e.g. a study-only table)
         return table.iloc[0:0]
     rows = _select(table, mode=["sim", "real"], experiment=q.get("experiment"))
-    # The method's arm is its label, else (claims of an experiment whose labels are the methods) its method.
+    # The method's arm is its label, else (a method and its baseline in an experiment whose labels are the
+    # methods, EF-1) its method.
     arms = [q[k] for k in ("label", "baseline") if k in q]
-    arms += [q["method"]] if "label" not in q and "method" in q else []
+    arms += [q["method"]] if "label" not in q and "method" in q and "baseline" in q else []
     if "experiment" in q and arms:
         return rows[rows["label"].isin(arms)]
     methods = [q[k] for k in ("method", "baseline") if k in q]

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Protocol
 
+import numpy as np
+
 from thinwire.algorithms.comm import Communicator, ThinwireError
 
 
@@ -185,15 +187,36 @@ def _load_plugin(file: Path) -> None:
         raise ThinwireError(f"method file {file} (from {PLUGIN_ENV}) failed to import: {type(e).__name__}: {e}") from e
 
 
-def make_config(method: type, params: dict[str, Any]) -> Any:
-    """Build `method.Config` from user params, naming any unknown key or mistyped value."""
+# Tags the method's stream apart from the workload's (seeded by the run seed itself): "thinwire-method".
+METHOD_STREAM = int.from_bytes(b"tw-meth", "big")
+
+
+def method_seed(run_seed: int) -> int:
+    """The seed of a method's random streams (CSER's blocks, stochastic rounding, DGC's sampling, ZO's
+    directions, ...) in the run seeded `run_seed`: a stable hash of (run_seed, METHOD_STREAM), the same
+    in every mode and for every method of the run (common random numbers across a comparison's arms),
+    and different for every run seed, so seed-to-seed spread includes the method's own randomness."""
+    if run_seed < 0:
+        raise ThinwireError(f"seed must be >= 0, got {run_seed}")
+    return int(np.random.SeedSequence([run_seed, METHOD_STREAM]).generate_state(1)[0])
+
+
+def make_config(method: type, params: dict[str, Any], run_seed: int | None = None) -> Any:
+    """Build `method.Config` from user params, naming any unknown key or mistyped value. With `run_seed`
+    (every run does), a method's `seed` is method_seed(run_seed), and a `seed` among the params is refused:
+    it would fix the method's randomness across the run's seeds and hide it from their error bars."""
     fields = {f.name: f for f in dataclasses.fields(method.Config)}
     unknown = sorted(set(params) - set(fields))
     if unknown:
         raise ThinwireError(f"method {method.name!r} has no parameter {', '.join(map(repr, unknown))}; "
                             f"its parameters: {', '.join(fields)}")
+    if run_seed is not None and "seed" in params:
+        raise ThinwireError(f"method {method.name!r}: parameter 'seed' cannot be set: the method's random streams "
+                            f"derive from the run's seed (--seed, or the sheet's seeds)")
     hints = typing.get_type_hints(method.Config)
     typed = {k: _coerce(method.name, k, v, hints[k]) for k, v in params.items()}
+    if run_seed is not None and "seed" in fields:
+        typed["seed"] = method_seed(run_seed)
     try:
         return method.Config(**typed)
     except (TypeError, ValueError) as e:

@@ -12,7 +12,7 @@ A claim file (analysis/papers/<paper>/claims.yaml, analysis/catalog.py) holds a 
       tolerance: 0.0         # absolute, added to the bound (within: |measured - expected| <= tolerance)
       figure: loss_vs_step
       out_of_scope: "why"    # optional: no verdict is computed, the reason is reported
-      kind: paper claim      # paper claim | implementation check | predicted (KINDS)
+      kind: paper claim      # paper claim | implementation check | predicted | exploratory (KINDS)
       paper_claim: D2        # the id in ../shared/papers it tests, or "none: why" (a paper claim stated there without an id)
       power: {seeds: 3, sends_per_coordinate: 5}   # optional: the regime in which it can be tested (POWER)
 
@@ -46,7 +46,9 @@ RULES = ("within", "at_most", "at_least", "reported")
 # paper claim: a claim of a paper in ../shared/papers (the report's headline counts only these);
 # implementation check: a contract or identity true by construction (bits, cross-mode agreement, a
 # quantizer identity, the model's validation on this machine); predicted: decided by the performance model.
-KINDS = ("paper claim", "implementation check", "predicted")
+# exploratory: a paper claim's earlier row whose settings were chosen after seeing results (kept visible,
+# never counted in the headline; a confirmatory row re-runs it on settings fixed beforehand).
+KINDS = ("paper claim", "implementation check", "predicted", "exploratory")
 # Quantities whose value is the performance model's, not a measurement: their claims are `predicted`.
 MODEL_QUANTITIES = {"model_prediction", "model_bandwidth", "model_codec_share", "published_collective_error"}
 # Quantities that count bytes or rounds (bytes_fixed decides whether one seed suffices).
@@ -62,6 +64,9 @@ class Measurement:
     expected: float | None = None  # when the quantity itself knows the expected value ("stated")
     sem: float = 0.0  # standard error over seeds (standard_error); 0 when exact (no seed-to-seed spread)
     evidence: str = ""
+    # Why the comparison is not the one the claim states (e.g. unequal bits): the verdict is then
+    # inconclusive with this reason, whatever the numbers say.
+    invalid: str = ""
 
 
 QUANTITIES: dict[str, Callable[..., Measurement | None]] = {}
@@ -429,16 +434,23 @@ def diagnostic(table: pd.DataFrame, experiment: str, label: str, diagnostic: str
 
 @quantity
 def study_ratio(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study: str, a: str, b: str,
-                match: list[str], metric: str = "mse", group: str = "quantizer") -> Measurement | None:
+                match: list[str], metric: str = "mse", group: str = "quantizer",
+                longest: str | None = None, same: dict[str, float] | None = None) -> Measurement | None:
     """The largest metric(a) / metric(b) over the cases of a study (results/studies/<study>.csv)
     where a and b (values of the `group` column) share the `match` columns, e.g. ORQ against QSGD
-    per distribution and code bits.
+    per distribution and code bits. With `longest` (a column, e.g. steps), only the cases at a's
+    largest value of it (the longest horizon the study ran). With `same` ({column: tolerance}, e.g.
+    {bits_per_value: 0.05}), every compared case must have a and b within the tolerance on each column
+    (equal total bits), else the measurement is invalid: the verdict is inconclusive, naming the case.
     When the study gives standard errors (<metric>_sem) of independent estimates, the ratio's is
     ratio * sqrt((sem_a / a)^2 + (sem_b / b)^2), and the worst case is the largest ratio + 2 sem."""
     df = studies.get(study)
     if df is None:
         return None
-    pair = df[df[group] == a].merge(df[df[group] == b], on=match, suffixes=("_a", "_b"))
+    rows_a = df[df[group] == a]
+    if longest is not None and not rows_a.empty:
+        rows_a = rows_a[rows_a[longest] == rows_a[longest].max()]
+    pair = rows_a.merge(df[df[group] == b], on=match, suffixes=("_a", "_b"))
     if pair.empty:
         return None
     pair["ratio"] = pair[f"{metric}_a"] / pair[f"{metric}_b"]
@@ -448,11 +460,19 @@ def study_ratio(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study: st
                                                pair[f"{metric}_sem_b"] / pair[f"{metric}_b"])
     worst = (pair["ratio"] + 2 * pair["sem"]).idxmax()
     cases = "; ".join(f"{' '.join(str(r[m]) for m in match)}: {r['ratio']:.3g}" for _, r in pair.iterrows())
+    invalid = []
+    for column, tol in (same or {}).items():
+        gap = (pair[f"{column}_a"] - pair[f"{column}_b"]).abs()
+        if (gap > tol).any():
+            i = gap.idxmax()
+            invalid.append(f"unequal {column}: {a} {pair.at[i, f'{column}_a']:.4g} vs {b} "
+                           f"{pair.at[i, f'{column}_b']:.4g} at {' '.join(str(pair.at[i, m]) for m in match)} "
+                           f"(tolerance {tol:g}; {int((gap > tol).sum())} of {len(pair)} cases)")
     bits = (f" (bits per value {pair['bits_per_value_a'].mean():.3g} vs {pair['bits_per_value_b'].mean():.3g})"
             if "bits_per_value_a" in pair else "")
     return Measurement(float(pair.at[worst, "ratio"]), None, float(pair.at[worst, "sem"]),
                        f"{metric} of {a} / {b}{bits}, worst case "
-                       f"{' '.join(str(pair.at[worst, m]) for m in match)}; all: {cases}")
+                       f"{' '.join(str(pair.at[worst, m]) for m in match)}; all: {cases}", "; ".join(invalid))
 
 
 @quantity
@@ -692,6 +712,23 @@ def _sends_per_coordinate(rows: pd.DataFrame, q: dict) -> float | None:
     return _per_run(_arm(rows, q, "label"), sends)
 
 
+# A method's uncompressed warm-up, in steps, from its params: what runs before it compresses.
+WARMUP_STEPS: dict[str, Callable[[dict], float]] = {
+    "onebit-adam": lambda p: p.get("freeze_step", 0), "zero-one-adam": lambda p: p.get("var_freeze_step", 0),
+    "dgc": lambda p: p.get("warmup_steps", 0), "powersgd": lambda p: p.get("start_powersgd_iter", 0)}
+
+
+@_power("compressed_share")
+def _compressed_share(rows: pd.DataFrame, q: dict) -> float | None:
+    """The share of the method's steps taken after its uncompressed warm-up (WARMUP_STEPS: 1-bit Adam's
+    freeze_step, DGC's warm-up, ...), over its shortest run; None for a method WARMUP_STEPS does not know."""
+    def share(r: pd.DataFrame) -> float | None:
+        fn = WARMUP_STEPS.get(str(r["method"].iloc[0]))
+        steps = int(r["step"].max() + 1)
+        return max(steps - float(fn(_params(r))), 0.0) / steps if fn else None
+    return _per_run(_arm(rows, q, "label"), share)
+
+
 @_power("baseline_warmup_steps")
 def _baseline_warmup_steps(rows: pd.DataFrame, q: dict) -> float | None:
     """The baseline's warm-up length in updates (its params' warmup_steps)."""
@@ -717,7 +754,10 @@ def _claim_rows(table: pd.DataFrame, q: dict) -> pd.DataFrame:
     if not {"mode", "method"} <= set(table.columns):  # no training runs (e.g. a study-only table)
         return table.iloc[0:0]
     rows = _select(table, mode=["sim", "real"], experiment=q.get("experiment"))
+    # The method's arm is its label, else (a method and its baseline in an experiment whose labels are the
+    # methods, EF-1) its method.
     arms = [q[k] for k in ("label", "baseline") if k in q]
+    arms += [q["method"]] if "label" not in q and "method" in q and "baseline" in q else []
     if "experiment" in q and arms:
         return rows[rows["label"].isin(arms)]
     methods = [q[k] for k in ("method", "baseline") if k in q]
@@ -939,6 +979,8 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
         reason = ""
         if not powered:  # never decided below the claim's regime, whatever the numbers say
             verdict, reason = "inconclusive", row["power"]
+        elif m.invalid:  # not the comparison the claim states (e.g. unequal bits)
+            verdict, reason = "inconclusive", m.invalid
         elif verdict == "inconclusive":
             reason = ("one seed (or a non-finite value): the spread over seeds is unknown"
                       if math.isfinite(m.value) and math.isinf(m.sem) else

@@ -35,6 +35,12 @@ from thinwire.algorithms.quantizers import make_quantizer
 CASES = [(1, "scaled-sign", 1), (1, "bingrad", 1), (2, "terngrad", 1), (2, "qsgd", 1), (2, "nuqsgd", 1),
          (2, "orq", 3), (3, "qsgd", 3), (3, "nuqsgd", 3), (3, "orq", 7), (4, "qsgd", 7), (4, "nuqsgd", 7),
          (4, "orq", 15)]
+# Equal TOTAL bits (claims Q-1-multilevel, Q-2-*): ORQ sends s + 1 float32 levels per bucket where QSGD,
+# NUQSGD and TernGrad send one float32 scale, so at equal buckets ORQ spends (s + 1) x more side bits.
+# ORQ over buckets (s + 1) x larger spends QSGD's side bits per value (exactly so where the buckets divide
+# the values): label orq_equal_bits, one row per code width. The claims check the bits, row by row.
+EQUAL_BITS = [(2, "orq", 3), (3, "orq", 7), (4, "orq", 15)]
+EQUAL_BITS_LABEL = "orq_equal_bits"
 
 
 def distributions(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -82,16 +88,18 @@ def run_study(out: Path, n: int = 16384, bucket_size: int = 512, draws: int = 20
         x = x.astype(np.float32)
         exact = x.astype(np.float64)
         norm = float(exact @ exact)
-        for code_bits, name, levels in CASES:
-            q = make_quantizer(name, levels=levels, bucket_size=bucket_size)
+        for code_bits, name, levels, label, bucket in (
+                [(c, n, s, n, bucket_size) for c, n, s in CASES]
+                + [(c, n, s, EQUAL_BITS_LABEL, bucket_size * (s + 1)) for c, n, s in EQUAL_BITS]):
+            q = make_quantizer(name, levels=levels, bucket_size=bucket)
             errors = np.stack([
                 np.asarray(q.decompress(q.compress(xp.asarray(x), rng.random(x.shape, dtype=np.float32)
                                                    if q.stochastic else None), x.shape[-1], x.dtype),
                            dtype=np.float64) - exact
                 for _ in range(draws)])
-            rows.append({"distribution": dist, "quantizer": name, "levels": levels, "code_bits": code_bits,
+            rows.append({"distribution": dist, "quantizer": label, "levels": levels, "code_bits": code_bits,
                          "bits_per_value": q.payload_bytes(x.size) * 8 / x.size, "unbiased": q.unbiased,
-                         **estimates(errors, norm), "draws": draws, "n": x.size, "bucket_size": bucket_size,
+                         **estimates(errors, norm), "draws": draws, "n": x.size, "bucket_size": bucket,
                          "seed": seed})
     table = pd.DataFrame(rows)
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -82,20 +82,20 @@ EXTRA: dict[str, Case] = {
                                 *params(lr=0.4, trust=0.05, norms="per_example"))),
     "onebit-adam-deepspeed-compat": Case("onebit-adam", (*COMMON, *TINY, *params(lr=0.05, freeze_step=5,
                                                                                  deepspeed_compat=True))),
-    # QSGD as the compressor: per-worker uniforms (seed, worker, step) must match across modes.
+    # QSGD as the compressor: per-worker uniforms (method seed, worker, step) must match across modes.
     "saef-qsgd": Case("saef", (*COMMON, *TINY, *params(lr=0.5, compressor="qsgd", levels=2, bucket_size=16,
-                                                       step_ahead=True, error_average_every=4, seed=1))),
+                                                       step_ahead=True, error_average_every=4))),
     "sdp-qw-tlq": Case("sdp", (*COMMON, *SDP, *params(weights="qw", grads="tlq"))),
     "sdp-full": Case("sdp", (*COMMON, *SDP, *params(weights="full", grads="full"))),
     # Local steps with a warm-up then a cosine, so every global step divides by a different lr; tau 4: the
     # parameters are all-reduced at steps 3, 7, 11, 15, 19. The randomized sign's uniforms must match.
-    "dsm-ls-cosine": Case("dsm-ls", (*COMMON, *TINY, *params(**COSINE, sign="randomized", sign_bound=2.0, seed=1))),
+    "dsm-ls-cosine": Case("dsm-ls", (*COMMON, *TINY, *params(**COSINE, sign="randomized", sign_bound=2.0))),
     "slowmo-cosine": Case("slowmo", (*COMMON, *TINY, *params(**COSINE, slow_momentum=0.5))),
     # Zeroth-order estimators on the sigmoid problem; ZO-ProxSVRG's snapshots add a second d-vector.
     "zo-proxsvrg-sigmoid": Case("zo-proxsvrg", (*COMMON, *SIGMOID, *params(lr=0.1, estimator="sphere", batch=8,
-                                                                          epoch=5, l1=0.01, l2=0.01, seed=1))),
+                                                                          epoch=5, l1=0.01, l2=0.01))),
     "zo-proxsaga-sigmoid": Case("zo-proxsaga", (*COMMON, *SIGMOID, *params(lr=0.5, estimator="gauss", batch=8,
-                                                                          l1=0.01, seed=1))),
+                                                                          l1=0.01))),
     # PowerSGD on the MLP after 3 dense steps: rank 2 with Gram-Schmidt and warm start; rank 4 with the hook's
     # QR, fresh draws of Q every step and weight decay (the 10 x 16 weight then goes uncompressed).
     "powersgd-rank2": Case("powersgd", (*COMMON, *MLP, *params(lr=0.2, start_powersgd_iter=3, rank=2))),

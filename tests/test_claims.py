@@ -177,10 +177,13 @@ def test_model_codec_share_reads_the_summary_at_one_bandwidth():
 
 
 def test_quantizer_study_measures_every_case(tmp_path):
-    from thinwire.simulators.quantizer_study import CASES, run_study
+    from thinwire.simulators.quantizer_study import CASES, EQUAL_BITS, EQUAL_BITS_LABEL, run_study
 
     table = run_study(tmp_path / "q.csv", n=2048, draws=3)
-    assert len(table) == 5 * len(CASES)
+    assert len(table) == 5 * (len(CASES) + len(EQUAL_BITS))
+    # ORQ over (s + 1) x larger buckets spends QSGD's bits per value where the buckets divide the values.
+    gauss = table[table["distribution"] == "gaussian"].set_index(["quantizer", "code_bits"])["bits_per_value"]
+    assert gauss[EQUAL_BITS_LABEL, 2] == pytest.approx(gauss["qsgd", 2]) and gauss["orq", 2] > gauss["qsgd", 2]
     assert (table["mse"] > 0).all() and np.allclose(table["bias"] + table["variance"], table["mse"])
     deterministic = table[~table["unbiased"]]
     assert np.allclose(deterministic["bias"], deterministic["mse"])  # every draw the same: all error is bias
@@ -388,6 +391,74 @@ def test_sends_per_coordinate_and_convergence_come_from_the_runs_own_parameters_
     loss.loc[loss["step"] == 499, "eval_loss"] = 1.1  # 10% above the final loss at 90% of the run
     drop = POWER["final_tenth_loss_drop"]
     assert not drop.at_least and drop.measure(loss, q) == pytest.approx(0.1)
+
+
+def test_the_compressed_share_and_the_method_arm_of_a_method_keyed_claim():
+    """1-bit Adam's share of steps after its freeze_step; a claim that names its arms by method within an
+    experiment (EF-1: method topk-ef, baseline sgd) reads both arms' runs, not the baseline's alone."""
+    from thinwire.analysis.claims import POWER, check_power
+
+    onebit = _lsq_runs({0: [8] * 200}, "onebit-adam", '{"freeze_step": 30}', label="onebit-adam")
+    sgd = _lsq_runs({0: [8] * 200, 1: [8] * 200}, label="sgd")
+    q = {"experiment": "e", "method": "onebit-adam", "baseline": "sgd"}
+    assert POWER["compressed_share"].measure(onebit, q) == pytest.approx(0.85)
+    table = pd.concat([onebit, sgd], ignore_index=True)
+    claim = _claim(power={"seeds": 2, "compressed_share": 0.9}, quantity={"name": "final_loss_ratio", **q})
+    powered, text = check_power(table, claim)
+    # The method's single seed counts (seeds of the arm with the fewest), and its share is measured.
+    assert not powered and "needs seeds >= 2, ran 1" in text and "needs compressed_share >= 0.9, ran 0.85" in text
+
+
+def test_s3_confirmatory_runs_exactly_what_its_claim_file_fixed_and_exploratory_rows_stay_apart():
+    """S3's settings were chosen after seeing results: its rows are exploratory, and the confirmatory rows
+    read study sign_rate_confirm, whose seeds and horizons are the ones the claim file states, fresh against
+    the exploratory study's, and which takes no options (no re-running it elsewhere until it passes)."""
+    from thinwire.options import study_kwargs
+    from thinwire.simulators import sign_rate_confirm, sign_rate_study
+
+    by_id = {c["id"]: c for c in load_claims()}
+    assert by_id["S3"]["kind"] == by_id["S3-l1"]["kind"] == "exploratory"
+    for cid in ("S3-confirmatory", "S3-l1-confirmatory"):
+        c = by_id[cid]
+        assert c["kind"] == "paper claim" and c["paper_claim"] == "S3"
+        assert c["quantity"]["study"] == "sign_rate_confirm"
+        assert "seeds 10-14" in c["setup"] or cid.startswith("S3-l1")
+        assert "10-14" in c["setup"]
+    assert sign_rate_confirm.SEEDS == tuple(range(10, 15))
+    assert "T = " + ", ".join(map(str, sign_rate_confirm.ROUNDS)) in by_id["S3-confirmatory"]["setup"]
+    assert not set(sign_rate_confirm.ROUNDS) & {50, *sign_rate_study.ROUNDS}
+    assert not set(sign_rate_confirm.SEEDS) & set(range(3))
+    with pytest.raises(ThinwireError, match="study sign_rate_confirm takes"):
+        study_kwargs("sign_rate_confirm", {"seeds": 3})
+
+
+def test_a_study_ratio_at_the_longest_horizon_ignores_the_shorter_ones():
+    """ZO-2's head-to-head rows: the ratio at the longest horizon only, worst over the seeds."""
+    from thinwire.analysis.claims import study_ratio
+
+    df = pd.DataFrame([{"label": label, "seed": seed, "steps": t, "final_gm_sq": v * (1 + seed)}
+                       for label, by_t in (("vr", {50: 4.0, 800: 1.0}), ("sgd", {50: 1.0, 800: 2.0}))
+                       for t, v in by_t.items() for seed in range(2)])
+    args = dict(study="z", a="vr", b="sgd", match=["seed", "steps"], metric="final_gm_sq", group="label")
+    assert study_ratio(pd.DataFrame(), {"z": df}, **args).value == pytest.approx(4.0)  # T = 50 dominates
+    m = study_ratio(pd.DataFrame(), {"z": df}, **args, longest="steps")
+    assert m.value == pytest.approx(0.5) and "800" in m.evidence and "50:" not in m.evidence
+
+
+def test_a_comparison_at_unequal_bits_is_inconclusive_whatever_the_numbers_say():
+    """Q-1 / Q-2 compare quantizers at equal total bits: a case where the bits per value differ by more
+    than the claim's tolerance makes the row inconclusive, naming the case; within it the rule decides."""
+    df = pd.DataFrame([{"quantizer": q, "distribution": d, "code_bits": 2, "mse": m, "bits_per_value": bits}
+                       for d, orq_bits in (("gauss", 2.0625), ("digits", 2.0798))
+                       for q, m, bits in (("orq", 0.5, orq_bits), ("qsgd", 1.0, 2.0625))])
+    quantity = {"name": "study_ratio", "study": "quantizers", "a": "orq", "b": "qsgd",
+                "match": ["distribution", "code_bits"], "same": {"bits_per_value": 0.01}}
+    claim = _claim(rule="at_most", expected=1.0, quantity=quantity)
+    row = verdicts(pd.DataFrame(), [claim], {"quantizers": df}).iloc[0]
+    assert row["verdict"] == "inconclusive" and row["measured"] == pytest.approx(0.5)
+    assert row["reason"].startswith("unequal bits_per_value: orq 2.08 vs qsgd 2.062 at digits 2")
+    loose = {**claim, "quantity": {**quantity, "same": {"bits_per_value": 0.02}}}
+    assert verdicts(pd.DataFrame(), [loose], {"quantizers": df}).iloc[0]["verdict"] == "reproduced"
 
 
 def test_every_shipped_claim_has_a_kind_and_model_quantities_are_predicted():

@@ -73,7 +73,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workload", required=True, help="a problem or workload (see `thinwire list`)")
     p.add_argument("--steps", type=_number("steps", int, 1), default=RUN.steps, help=f"training steps (default {RUN.steps})")
     p.add_argument("--seed", type=_number("seed", int, 0), default=RUN.seed,
-                   help=f"seed of data, initialisation and batches (default {RUN.seed})")
+                   help=f"seed of data, initialisation, batches and the method's random streams (default {RUN.seed})")
     p.add_argument("--dtype", default=RUN.dtype, help=f"float32 or float64 (default {RUN.dtype})")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="a method parameter, repeatable")
     p.add_argument("--wparam", action="append", metavar="KEY=VALUE", help="a workload parameter, repeatable")

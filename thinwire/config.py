@@ -157,7 +157,7 @@ def plan(config: dict[str, Any], runs: list[Run]) -> None:
         try:
             if key not in built:
                 built[key] = make_workload(r.workload, r.world_size, 0, r.workload_params)
-            config_ = make_config(get_method(r.method), r.params)
+            config_ = make_config(get_method(r.method), r.params, run_seed=r.seed)
             getattr(config_, "check_world", lambda world: None)(r.world_size)
         except ValueError as e:
             raise ThinwireError(f"run {r.id}: method {r.method!r}: {e}") from None
@@ -233,7 +233,8 @@ def _expand(entry: dict[str, Any]) -> list[Run]:
     backends = ["numpy"] if entry["mode"] == "sim" else entry["backends"]
     runs = []
     for m in entry["methods"]:
-        config = make_config(get_method(m["method"]), m.get("params", {}))
+        seeds = entry["seeds"]
+        config = make_config(get_method(m["method"]), m.get("params", {}), run_seed=seeds[0] if seeds else 0)
         check_finite(m["method"], config)
         try:  # a config whose validity depends on the run's length (e.g. 1-bit Adam's freeze_step)
             getattr(config, "check_run", lambda steps: None)(entry["steps"])

@@ -54,7 +54,7 @@ class RunSpec:
         if self.eval_every < 1:
             raise ThinwireError(f"eval_every must be >= 1, got {self.eval_every}")
         cls = get_method(self.method)
-        config = make_config(cls, self.params)
+        config = make_config(cls, self.params, run_seed=self.seed)
         check_finite(self.method, config)
         try:  # a config whose validity depends on the run's length (e.g. 1-bit Adam's freeze_step)
             getattr(config, "check_run", lambda steps: None)(self.steps)

@@ -153,6 +153,9 @@ STUDIES = {
     "sign_rate": Study("thinwire.simulators.sign_rate_study",
                        "DSM-LS's gradient norm against the horizon (claim S3)", ("seeds", "horizons"),
                        (("horizons", "rounds"),)),  # DSM-LS's horizon is its number of global rounds
+    "sign_rate_confirm": Study("thinwire.simulators.sign_rate_confirm",
+                               "S3's confirmatory rate check: fixed seeds 10-14 and horizons 125 ... 2000, no options",
+                               ()),
     "zo_rate": Study("thinwire.simulators.zo_rate_study",
                      "zeroth-order proximal methods' gradient mapping against the horizon (ZO-1..3)",
                      ("seeds", "horizons")),
@@ -165,7 +168,8 @@ def study_kwargs(name: str, given: dict[str, Any]) -> dict[str, Any]:
     given = {k: v for k, v in given.items() if v is not None}
     wrong = sorted(set(given) - set(study.options))
     if wrong:
-        raise ThinwireError(f"study {name} takes {', '.join(sorted(STUDY_OPTIONS[o].flag for o in study.options))}, "
+        takes = ", ".join(sorted(STUDY_OPTIONS[o].flag for o in study.options)) or "no options"
+        raise ThinwireError(f"study {name} takes {takes}, "
                             f"not {', '.join(STUDY_OPTIONS[w].flag if w in STUDY_OPTIONS else w for w in wrong)}")
     out: dict[str, Any] = {}
     for key, value in given.items():

@@ -708,7 +708,10 @@ def _sends_per_coordinate(rows: pd.DataFrame, q: dict) -> float | None:
     density after warm-up, CSER's block shares); None for a method SENDS does not know."""
     def sends(r: pd.DataFrame) -> float | None:
         fn = SENDS.get(str(r["method"].iloc[0]))
-        return fn(_params(r), int(r["step"].max() + 1)) if fn else None
+        try:
+            return fn(_params(r), int(r["step"].max() + 1)) if fn else None
+        except KeyError:  # a run without the parameters its method's formula needs: unknown, not zero
+            return None
     return _per_run(_arm(rows, q, "label"), sends)
 
 

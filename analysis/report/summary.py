@@ -10,7 +10,8 @@ from .common import fmt
 
 VERDICTS = ["reproduced", "not reproduced", "inconclusive", "out of scope", "reported"]
 KIND_ORDER = {"paper claim": "paper claims", "implementation check": "implementation checks",
-              "predicted": "predicted by the performance model"}
+              "predicted": "predicted by the performance model",
+              "exploratory": "exploratory (settings chosen after seeing results; not counted)"}
 # One colour per verdict, the same on the pages (style.css) and in the summary figure.
 COLOURS = {"reproduced": "#4c9a4c", "not reproduced": "#c84a4a", "inconclusive": "#e0a526",
            "out of scope": "#9a9a9a", "reported": "#5b86c2"}

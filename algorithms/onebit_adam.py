@@ -74,18 +74,22 @@ class Block(NamedTuple):
 
 def _pack_signs(z: Any) -> Any:
     """Sign bits of z along the last axis, bit 1 for z >= 0 (sign(0) = +1), packed 8 to a byte."""
+    return bits.pack(z >= 0, 1)  # a bool is its bit: no cast to uint8 on the host
+
+
+def _scaled_signs(z: Any, scales: Any) -> Any:
+    """scales * sign(z), sign(0) = sign(-0.0) = +1, for scales >= +0: copysign(scales, z + 0.0), two
+    passes. Bit for bit scales * (+-1.0) as before issue 15 (z + 0.0 turns -0.0 into +0.0 and leaves every other value
+    as is; scales * (+-1.0) is exactly +-scales) for every z and scale that is not NaN."""
     xp = array_namespace(z)
-    return bits.pack(xp.astype(z >= 0, xp.uint8), 1)
+    return xp.copysign(scales, z + 0.0)
 
 
-def _unpack_signs(buf: Any, n: int, dtype: Any) -> Any:
+def _unpack_scaled(buf: Any, n: int, scales: Any) -> Any:
+    """scales * the +-1 signs packed in buf (n of them along the last axis): the unpacked 0/1 bits
+    shifted to -+0.5 give copysign the sign."""
     xp = array_namespace(buf)
-    return xp.astype(bits.unpack(buf, 1, n), dtype) * 2 - 1
-
-
-def _signs(z: Any) -> Any:
-    xp = array_namespace(z)
-    return xp.astype(z >= 0, z.dtype) * 2 - 1
+    return xp.copysign(scales, xp.astype(bits.unpack(buf, 1, n), scales.dtype) - 0.5)
 
 
 @register
@@ -186,19 +190,24 @@ class OnebitAdam(MethodBase):
         real = np.clip(d - n * np.arange(p), 0, n)
         counts = xp.asarray(np.maximum(real, 1)[:, None].astype(np.float64), dtype=m.dtype, device=device_of(m))
         served = np.asarray([real[r] for r in comm.workers])
+        padded = bool((served < n).any())  # some chunk this process serves has padding
         mask = xp.reshape(xp.asarray((np.arange(n) < served[:, None]).astype(np.float64), dtype=m.dtype,
-                                     device=device_of(m)), lead + (n,))
+                                     device=device_of(m)), lead + (n,)) if padded else None
         served_counts = xp.reshape(xp.asarray(np.maximum(served, 1).astype(np.float64), dtype=m.dtype,
                                               device=device_of(m)), lead + (1,))
 
         z = m + state["error"]
         chunks = xp.reshape(wire.pad_last(z, block.padded), lead + (p, n))
         scales = xp.sqrt(xp.sum(chunks * chunks, axis=-1, keepdims=True) / counts)
-        error = z - xp.reshape(scales * _signs(chunks), lead + (block.padded,))[..., :d]
+        error = z - xp.reshape(_scaled_signs(chunks, scales), lead + (block.padded,))[..., :d]
         received = comm.all_to_all(wire.pack([_pack_signs(chunks), scales]))
-        zbar = (xp.mean(self._decode(received, n, m.dtype), axis=-2) + state["server_error"]) * mask
+        del chunks
+        zbar = xp.mean(self._decode(received, n, m.dtype), axis=-2) + state["server_error"]
+        if padded:  # elsewhere the mask is 1.0, and x * 1.0 is x
+            zbar = zbar * mask
         server_scale = xp.sqrt(xp.sum(zbar * zbar, axis=-1, keepdims=True) / served_counts)
-        server_error = zbar - server_scale * _signs(zbar) * mask
+        compressed = _scaled_signs(zbar, server_scale)
+        server_error = zbar - (compressed * mask if padded else compressed)
         gathered = comm.all_gather(wire.pack([_pack_signs(zbar), server_scale]), sharded=True)
         average = xp.reshape(self._decode(gathered, n, m.dtype), lead + (block.padded,))[..., :d]
         return {"m": average, "error": error, "server_error": server_error}
@@ -213,18 +222,22 @@ class OnebitAdam(MethodBase):
             n = block.chunk
             buf = wire.pad_last(m[..., block.start:block.stop], block.padded) + state["error"][..., w:w + block.padded]
             scale = xp.linalg.vector_norm(buf, axis=-1, keepdims=True) / math.sqrt(block.padded)
-            errors.append(buf - scale * _signs(buf))
+            errors.append(buf - _scaled_signs(buf, scale))
             received = comm.all_to_all(_pack_signs(xp.reshape(buf, lead + (p, n))))
+            del buf
             scales = comm.all_gather(scale)
-            served = xp.sum(_unpack_signs(received, n, m.dtype) * (scales * (1 / p)), axis=-2)
+            # (+-1.0) * (scale / p) is exactly +-(scale / p)
+            served = xp.sum(_unpack_scaled(received, n, scales * (1 / p)), axis=-2)
             served = served + state["server_error"][..., s:s + n]
             server_scale = xp.linalg.vector_norm(served, axis=-1, keepdims=True) / math.sqrt(n)
-            server_errors.append(served - server_scale * _signs(served))
+            server_errors.append(served - _scaled_signs(served, server_scale))
             signs = comm.all_gather(_pack_signs(served))
             server_scales = comm.all_gather(server_scale)
-            chunks = _unpack_signs(signs, n, m.dtype) * server_scales
+            chunks = _unpack_scaled(signs, n, server_scales)
             out.append(xp.reshape(chunks, lead + (block.padded,))[..., :block.stop - block.start])
             w, s = w + block.padded, s + n
+        if len(out) == 1:  # one tensor: no concatenation (a copy)
+            return {"m": out[0], "error": errors[0], "server_error": server_errors[0]}
         return {"m": xp.concat(out, axis=-1), "error": xp.concat(errors, axis=-1),
                 "server_error": xp.concat(server_errors, axis=-1)}
 
@@ -232,7 +245,7 @@ class OnebitAdam(MethodBase):
     def _decode(buf: Any, n: int, dtype: Any) -> Any:
         """(..., p, n/8 bytes of signs + one scale) -> (..., p, n) values scale * sign."""
         signs, scales = wire.unpack(buf, [(wire.dtype_like(buf, "uint8"), n // 8), (dtype, 1)])
-        return _unpack_signs(signs, n, dtype) * scales
+        return _unpack_scaled(signs, n, scales)
 
     def bits_per_parameter(self, value_bits: int, step: int) -> float:
         c, p = self.config, self.world_size

@@ -138,3 +138,44 @@ def test_compressed_average_is_bit_identical_to_before(xp, compat, workers, layo
             s_new.update({k: v for k, v in got.items() if k != "m"})
             s_old.update({k: v for k, v in want.items() if k != "m"})
         assert comm_new.log.records == comm_old.log.records
+
+
+def _ranks_compare(rank: int, port: int, sizes: tuple[int, ...]) -> None:
+    import os
+
+    from thinwire.workloads.torchcomm import TorchComm
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    comm = TorchComm(torch.device("cpu"), timeout_s=60)
+    try:
+        for d in sizes:
+            for compat in (False, True):
+                cls = get_method("onebit-adam")
+                config = make_config(cls, {"deepspeed_compat": compat})
+                new, old = cls(config, (("w", (d,)),)), Frozen(config, (("w", (d,)),))
+                s_new, s_old = new.init_state(torch.zeros(d), comm), old.init_state(torch.zeros(d), comm)
+                gen = torch.Generator().manual_seed(rank)
+                for call in range(3):
+                    m = torch.zeros(d) if call == 0 else torch.randn(d, generator=gen)
+                    step = new._compat_average if compat else new.compressed_average
+                    frozen = old._compat_average if compat else old.compressed_average
+                    got, want = step(m, s_new, comm), frozen(m, s_old, comm)
+                    for key in ("m", "error", "server_error"):
+                        assert _same(got[key], want[key]), (rank, d, compat, call, key)
+                    s_new.update({k: v for k, v in got.items() if k != "m"})
+                    s_old.update({k: v for k, v in want.items() if k != "m"})
+    finally:
+        comm.close()
+
+
+def test_bit_identical_on_two_real_ranks():
+    """The real-rank shapes (no worker axis) over gloo: padded (50) and unpadded (64) vectors."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ranks_compare, args=(port, (50, 64, 1000)), nprocs=2, join=True)

@@ -86,6 +86,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_perfmodel.py
 	$(BIN)/python benchmarks/bench_sdp4bit.py
 	$(BIN)/python benchmarks/bench_simulator_large.py
+	$(BIN)/python benchmarks/bench_onebit_allreduce.py
 
 lint: setup
 	$(BIN)/ruff check .

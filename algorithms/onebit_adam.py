@@ -48,8 +48,8 @@ import math
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
-from array_api_compat import array_namespace
 from array_api_compat import device as device_of
+from array_api_compat import is_torch_array
 from thinwire.algorithms import bits, wire
 from thinwire.algorithms.adam import AdamConfig, bias_corrections, direction, moments
 from thinwire.algorithms.comm import Communicator
@@ -74,18 +74,34 @@ class Block(NamedTuple):
 
 def _pack_signs(z: Any) -> Any:
     """Sign bits of z along the last axis, bit 1 for z >= 0 (sign(0) = +1), packed 8 to a byte."""
-    xp = array_namespace(z)
-    return bits.pack(xp.astype(z >= 0, xp.uint8), 1)
+    return bits.pack(z >= 0, 1)  # a bool is its bit: no cast to uint8 on the host
 
 
-def _unpack_signs(buf: Any, n: int, dtype: Any) -> Any:
-    xp = array_namespace(buf)
-    return xp.astype(bits.unpack(buf, 1, n), dtype) * 2 - 1
+def _native(x: Any) -> Any:
+    """numpy or torch itself, for their ufunc-style `out=` (the array API has none)."""
+    if is_torch_array(x):
+        import torch
+
+        return torch
+    return np
 
 
-def _signs(z: Any) -> Any:
-    xp = array_namespace(z)
-    return xp.astype(z >= 0, z.dtype) * 2 - 1
+def _scaled_signs(z: Any, scales: Any, out: Any) -> Any:
+    """scales * sign(z) into `out`, sign(0) = sign(-0.0) = +1, for scales >= +0: copysign(scales,
+    z + 0.0), two passes. Bit for bit scales * (+-1.0) as before issue 15 (z + 0.0 turns -0.0 into
+    +0.0 and leaves every other value as is; scales * (+-1.0) is exactly +-scales) for every z and
+    scale that is not NaN."""
+    ns = _native(z)
+    ns.add(z, 0.0, out=out)
+    return ns.copysign(scales, out, out=out)
+
+
+def _unpack_scaled(buf: Any, n: int, scales: Any, out: Any) -> Any:
+    """scales * the +-1 signs packed in buf (n of them along the last axis), into `out`: the unpacked
+    0/1 bits shifted to -+0.5 give copysign the sign."""
+    ns = _native(out)
+    ns.subtract(bits.unpack(buf, 1, n), 0.5, out=out)
+    return ns.copysign(scales, out, out=out)
 
 
 @register
@@ -186,21 +202,38 @@ class OnebitAdam(MethodBase):
         real = np.clip(d - n * np.arange(p), 0, n)
         counts = xp.asarray(np.maximum(real, 1)[:, None].astype(np.float64), dtype=m.dtype, device=device_of(m))
         served = np.asarray([real[r] for r in comm.workers])
+        padded = bool((served < n).any())  # some chunk this process serves has padding
         mask = xp.reshape(xp.asarray((np.arange(n) < served[:, None]).astype(np.float64), dtype=m.dtype,
-                                     device=device_of(m)), lead + (n,))
+                                     device=device_of(m)), lead + (n,)) if padded else None
         served_counts = xp.reshape(xp.asarray(np.maximum(served, 1).astype(np.float64), dtype=m.dtype,
                                               device=device_of(m)), lead + (1,))
 
-        z = m + state["error"]
-        chunks = xp.reshape(wire.pad_last(z, block.padded), lead + (p, n))
-        scales = xp.sqrt(xp.sum(chunks * chunks, axis=-1, keepdims=True) / counts)
-        error = z - xp.reshape(scales * _signs(chunks), lead + (block.padded,))[..., :d]
-        received = comm.all_to_all(wire.pack([_pack_signs(chunks), scales]))
-        zbar = (xp.mean(self._decode(received, n, m.dtype), axis=-2) + state["server_error"]) * mask
-        server_scale = xp.sqrt(xp.sum(zbar * zbar, axis=-1, keepdims=True) / served_counts)
-        server_error = zbar - server_scale * _signs(zbar) * mask
-        gathered = comm.all_gather(wire.pack([_pack_signs(zbar), server_scale]), sharded=True)
-        average = xp.reshape(self._decode(gathered, n, m.dtype), lead + (block.padded,))[..., :d]
+        # Fresh arrays only for what is returned (error, server_error, m); one scratch array of the padded
+        # length serves every temporary in turn (on a CPU, allocating is page faults: slower than a pass).
+        ns = _native(m)
+        error = m + state["error"]  # z, becomes the worker error in place
+        chunks = xp.reshape(wire.pad_last(error, block.padded), lead + (p, n))
+        work = xp.reshape(xp.empty(lead + (block.padded,), dtype=m.dtype, device=device_of(m)), lead + (p, n))
+        scales = xp.sqrt(xp.sum(ns.multiply(chunks, chunks, out=work), axis=-1, keepdims=True) / counts)
+        signs = _pack_signs(chunks)
+        compressed = xp.reshape(_scaled_signs(chunks, scales, out=work), lead + (block.padded,))[..., :d]
+        ns.subtract(error, compressed, out=error)  # z - C(z)
+        received = comm.all_to_all(wire.pack([signs, scales]))
+        del chunks, compressed
+        zbar = xp.mean(self._decode(received, n, m.dtype, out=work), axis=-2)
+        ns.add(zbar, state["server_error"], out=zbar)
+        if padded:  # elsewhere the mask is 1.0, and x * 1.0 is x
+            ns.multiply(zbar, mask, out=zbar)
+        part = work[..., 0, :]
+        server_scale = xp.sqrt(xp.sum(ns.multiply(zbar, zbar, out=part), axis=-1, keepdims=True) / served_counts)
+        signs = _pack_signs(zbar)
+        compressed = _scaled_signs(zbar, server_scale, out=part)
+        if padded:
+            ns.multiply(compressed, mask, out=compressed)
+        server_error = ns.subtract(zbar, compressed, out=zbar)
+        gathered = comm.all_gather(wire.pack([signs, server_scale]), sharded=True)
+        average = xp.empty(lead + (p, n), dtype=m.dtype, device=device_of(m))
+        average = xp.reshape(self._decode(gathered, n, m.dtype, out=average), lead + (block.padded,))[..., :d]
         return {"m": average, "error": error, "server_error": server_error}
 
     def _compat_average(self, m: Any, state: dict[str, Any], comm: Communicator) -> dict[str, Any]:
@@ -209,30 +242,41 @@ class OnebitAdam(MethodBase):
         lead = m.shape[:-1]
         out, errors, server_errors = [], [], []
         w = s = 0
+        ns = _native(m)
         for block in self.blocks(p):
             n = block.chunk
+            # buf becomes the worker error in place, served the server error; `work` holds the temporaries.
             buf = wire.pad_last(m[..., block.start:block.stop], block.padded) + state["error"][..., w:w + block.padded]
+            work = xp.empty(lead + (p, n), dtype=m.dtype, device=device_of(m))
+            flat = xp.reshape(work, lead + (block.padded,))
             scale = xp.linalg.vector_norm(buf, axis=-1, keepdims=True) / math.sqrt(block.padded)
-            errors.append(buf - scale * _signs(buf))
-            received = comm.all_to_all(_pack_signs(xp.reshape(buf, lead + (p, n))))
+            signs = _pack_signs(xp.reshape(buf, lead + (p, n)))
+            errors.append(ns.subtract(buf, _scaled_signs(buf, scale, out=flat), out=buf))
+            received = comm.all_to_all(signs)
             scales = comm.all_gather(scale)
-            served = xp.sum(_unpack_signs(received, n, m.dtype) * (scales * (1 / p)), axis=-2)
-            served = served + state["server_error"][..., s:s + n]
+            # (+-1.0) * (scale / p) is exactly +-(scale / p)
+            served = xp.sum(_unpack_scaled(received, n, scales * (1 / p), out=work), axis=-2)
+            ns.add(served, state["server_error"][..., s:s + n], out=served)
             server_scale = xp.linalg.vector_norm(served, axis=-1, keepdims=True) / math.sqrt(n)
-            server_errors.append(served - server_scale * _signs(served))
-            signs = comm.all_gather(_pack_signs(served))
+            signs = _pack_signs(served)
+            server_errors.append(ns.subtract(served, _scaled_signs(served, server_scale, out=work[..., 0, :]),
+                                             out=served))
+            signs = comm.all_gather(signs)
             server_scales = comm.all_gather(server_scale)
-            chunks = _unpack_signs(signs, n, m.dtype) * server_scales
+            chunks = _unpack_scaled(signs, n, server_scales, out=xp.empty(lead + (p, n), dtype=m.dtype,
+                                                                             device=device_of(m)))
             out.append(xp.reshape(chunks, lead + (block.padded,))[..., :block.stop - block.start])
             w, s = w + block.padded, s + n
+        if len(out) == 1:  # one tensor: no concatenation (a copy)
+            return {"m": out[0], "error": errors[0], "server_error": server_errors[0]}
         return {"m": xp.concat(out, axis=-1), "error": xp.concat(errors, axis=-1),
                 "server_error": xp.concat(server_errors, axis=-1)}
 
     @staticmethod
-    def _decode(buf: Any, n: int, dtype: Any) -> Any:
-        """(..., p, n/8 bytes of signs + one scale) -> (..., p, n) values scale * sign."""
+    def _decode(buf: Any, n: int, dtype: Any, out: Any) -> Any:
+        """(..., p, n/8 bytes of signs + one scale) -> (..., p, n) values scale * sign, into `out`."""
         signs, scales = wire.unpack(buf, [(wire.dtype_like(buf, "uint8"), n // 8), (dtype, 1)])
-        return _unpack_signs(signs, n, dtype) * scales
+        return _unpack_scaled(signs, n, scales, out=out)
 
     def bits_per_parameter(self, value_bits: int, step: int) -> float:
         c, p = self.config, self.world_size

@@ -12,6 +12,7 @@ from launch import ROOT
 # Each script, and a line of the table it must print (its header), so a script that exits 0 early fails.
 SCRIPTS = {
     "bench_compressors.py": "orq unpack + decompress, torch",
+    "bench_onebit_allreduce.py": "thinwire/DeepSpeed",
     "bench_sdp4bit.py": "Hadamard share of Hadamard + Q8,128",
     "bench_perfmodel.py": "end to end",
     "bench_simulator.py": "loop/vectorised",

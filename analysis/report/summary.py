@@ -12,6 +12,9 @@ VERDICTS = ["reproduced", "not reproduced", "inconclusive", "out of scope", "rep
 KIND_ORDER = {"paper claim": "paper claims", "implementation check": "implementation checks",
               "predicted": "predicted by the performance model",
               "exploratory": "exploratory (settings chosen after seeing results; not counted)"}
+# The summary figure's panel titles: short, so four panels fit side by side at 1400 px.
+PANEL_TITLES = {"paper claim": "paper claims", "implementation check": "implementation checks",
+                "predicted": "predicted (model)", "exploratory": "exploratory (not counted)"}
 # One colour per verdict, the same on the pages (style.css) and in the summary figure.
 COLOURS = {"reproduced": "#4c9a4c", "not reproduced": "#c84a4a", "inconclusive": "#e0a526",
            "out of scope": "#9a9a9a", "reported": "#5b86c2"}
@@ -90,7 +93,7 @@ def draw_summary(claims: pd.DataFrame, paper_of: pd.Series, path: Path) -> Path:
             ax.bar_label(bars, labels=[str(int(v)) if v else "" for v in n], label_type="center",
                          color="white", fontsize=11, fontweight="bold")
             left = left + n
-        ax.set_title(f"{KIND_ORDER.get(kind, kind)} ({int(counts.to_numpy().sum())})", fontsize=13)
+        ax.set_title(f"{PANEL_TITLES.get(kind, kind)} ({int(counts.to_numpy().sum())})", fontsize=13)
         ax.set_xlabel("claims", fontsize=11)
         ax.tick_params(labelsize=11)
         ax.xaxis.get_major_locator().set_params(integer=True)

@@ -67,7 +67,7 @@ def _uncertainty(row: pd.Series) -> tuple[str, str]:
             sem = float(row[column])
             if sem == float("inf"):
                 return f"{measured} ± ∞", "one seed or a non-finite value: the spread is unknown"
-            return f"{measured} ± {fmt(sem)}", "± one standard error over seeds (0: exact)"
+            return f"{measured} ± {fmt(sem)}", "± one standard error over seeds (0: exact by construction, or the worst case over every seed)"
     return measured, "no standard error in the verdict table: see the evidence"
 
 

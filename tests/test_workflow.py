@@ -104,8 +104,9 @@ def test_interrupted_workflow_resumes_without_redoing_finished_runs(tmp_path):
     config = {"runs": [
         {"name": "fast", "mode": "sim", "workload": "lsq", "workload_params": {"dim": 10}, "steps": 20,
          "methods": [{"method": "sgd"}]},
-        {"name": "slow", "mode": "sim", "workload": "lsq", "workload_params": {"dim": 10}, "steps": 120000,
-         "eval_every": 10000, "methods": [{"method": "sgd"}]},
+        # ~23 s on an idle core (120,000 steps, ~8 s, ended before the interrupt on an idle clean clone).
+        {"name": "slow", "mode": "sim", "workload": "lsq", "workload_params": {"dim": 10}, "steps": 360000,
+         "eval_every": 30000, "methods": [{"method": "sgd"}]},
     ]}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))

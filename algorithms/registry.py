@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 import numpy as np
-
 from thinwire.algorithms.comm import Communicator, ThinwireError
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-
 from thinwire.simulators import sign_rate_study
 
 SEEDS = (10, 11, 12, 13, 14)

@@ -413,8 +413,9 @@ def test_s3_confirmatory_runs_exactly_what_its_claim_file_fixed_and_exploratory_
     """S3's settings were chosen after seeing results: its rows are exploratory, and the confirmatory rows
     read study sign_rate_confirm, whose seeds and horizons are the ones the claim file states, fresh against
     the exploratory study's, and which takes no options (no re-running it elsewhere until it passes)."""
-    from thinwire.options import study_kwargs
     from thinwire.simulators import sign_rate_confirm, sign_rate_study
+
+    from thinwire.options import study_kwargs
 
     by_id = {c["id"]: c for c in load_claims()}
     assert by_id["S3"]["kind"] == by_id["S3-l1"]["kind"] == "exploratory"
@@ -439,7 +440,7 @@ def test_a_study_ratio_at_the_longest_horizon_ignores_the_shorter_ones():
     df = pd.DataFrame([{"label": label, "seed": seed, "steps": t, "final_gm_sq": v * (1 + seed)}
                        for label, by_t in (("vr", {50: 4.0, 800: 1.0}), ("sgd", {50: 1.0, 800: 2.0}))
                        for t, v in by_t.items() for seed in range(2)])
-    args = dict(study="z", a="vr", b="sgd", match=["seed", "steps"], metric="final_gm_sq", group="label")
+    args = {"study": "z", "a": "vr", "b": "sgd", "match": ["seed", "steps"], "metric": "final_gm_sq", "group": "label"}
     assert study_ratio(pd.DataFrame(), {"z": df}, **args).value == pytest.approx(4.0)  # T = 50 dominates
     m = study_ratio(pd.DataFrame(), {"z": df}, **args, longest="steps")
     assert m.value == pytest.approx(0.5) and "800" in m.evidence and "50:" not in m.evidence

@@ -15,62 +15,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+# The synthetic results the browser test's report is built from, shared (tests/report_fixture.py).
+from report_fixture import DIVERGED_RUN
+from report_fixture import model_rows as _model_rows
+from report_fixture import row as _row
+from report_fixture import table as _fixture_table
 from thinwire.analysis.figures import draw_figures, load_figures
 from thinwire.analysis.report import claim_papers, write_report
 
 FIGURES = {"loss_vs_step", "loss_vs_bytes", "accuracy_vs_ratio", "model_step_time", "model_speedup"}
-DIVERGED_RUN = "topk-ef-real-s1"
-STEPS = 5
-
-
-def _row(run: str, method: str, mode: str, step: int, **overrides: object) -> dict:
-    bytes_per_step = 4000 if method == "sgd" else 400
-    row = {
-        "run": run, "method": method, "params": json.dumps({"k": 0.01} if method != "sgd" else {}),
-        "mode": mode, "backend": {"sim": "numpy", "real": "gloo", "model": "model"}[mode],
-        "workload": "logreg", "experiment": "ef", "label": method, "world_size": 4, "seed": 0, "dtype": "float32", "step": step,
-        "loss": 1.0 / (step + 1), "eval_loss": 1.0 / (step + 1), "metric": 0.5 + 0.05 * step, "bytes_sent": bytes_per_step,
-        "bytes_recv": bytes_per_step, "cum_bytes_sent": bytes_per_step * (step + 1), "wall_s": 0.01,
-        "status": "ok", "n_params": 1000, "stated_bits_per_param": 32.0, "stated_bits": 32.0, "cluster": "",
-        "bandwidth_gbps": np.nan, "speedup": np.nan,
-    }
-    row.update(overrides)
-    return row
-
-
-def _training_rows() -> list[dict]:
-    rows = []
-    for method in ["sgd", "topk-ef"]:
-        for mode in ["sim", "real"]:
-            for seed in [0, 1]:
-                run = f"{method}-{mode}-s{seed}"
-                for step in range(STEPS):
-                    loss = 1.0 / (step + 1) + 0.01 * seed
-                    status = "ok"
-                    if run == DIVERGED_RUN and step == STEPS - 1:
-                        loss, status = np.inf, "diverged"
-                    rows.append(_row(run, method, mode, step, seed=seed, loss=loss, eval_loss=loss, status=status))
-    return rows
-
-
-def _model_rows() -> list[dict]:
-    rows = []
-    for cluster in ["ethernet", "infiniband"]:
-        for bandwidth in [1.0, 10.0, 100.0]:
-            dense_time = 0.01 + 1.0 / bandwidth
-            for method, step_time in [("sgd", dense_time), ("topk-ef", 0.012 + 0.1 / bandwidth)]:
-                run = f"{method}-{cluster}-{bandwidth:g}"
-                for step in range(3):
-                    rows.append(_row(
-                        run, method, "model", step, wall_s=step_time, cluster=cluster,
-                        bandwidth_gbps=bandwidth, speedup=dense_time / step_time, metric=np.nan,
-                    ))
-    return rows
 
 
 @pytest.fixture
 def table() -> pd.DataFrame:
-    return pd.DataFrame(_training_rows() + _model_rows())
+    return _fixture_table()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from launch import assert_same_run, read_run, torchrun
 from simulate import simulate
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.registry import get_method, make_config, method_names, method_seed
+
 from thinwire.config import load
 from thinwire.execute import RunSpec, run_sim
 

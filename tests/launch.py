@@ -18,6 +18,14 @@ BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def at_a_terminal(cmd: list[str]) -> list[str]:
+    """cmd, started with SIGINT at its default, as a job started at a terminal, for the tests that Ctrl-C
+    it. A shell's background job (`make test &`, some CI runners) starts with SIGINT ignored, which every
+    child inherits across exec, so without this the interrupt tests would interrupt nothing there."""
+    reset = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    return [sys.executable, "-c", reset, *cmd]
+
+
 def run(cmd: list[str], cwd: Path, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})}
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env,

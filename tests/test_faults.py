@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from launch import BIN, ROOT, launched
+from launch import BIN, ROOT, at_a_terminal, launched
 
 from thinwire.launch import launch_command
 
@@ -163,10 +163,10 @@ def test_nan_at_step_k_is_recorded_as_diverged_on_every_rank(tmp_path, backend):
     rows = (out / "trajectory.csv").read_text().splitlines()
     assert len(rows) == 1 + 7 and rows[-1].split(",")[1] == "nan"
 
-
-# Steps for a run of about 10 s on an idle machine (measured: gloo 4,000 steps 11 s; MPI 40,000 steps 4.5 s), so
+# Steps for a run of several seconds on an idle machine (gloo 4,000 steps took 11 s once, 2-3 s on an idle machine
+# on 2026-12-05, so 20,000; MPI 40,000 steps 4.5 s), so the interrupt lands mid-run, and the rerun stays short.
 # the interrupt lands mid-run however fast the ranks are, and the rerun stays short under load.
-SHEET = {"gloo": ("sgd", "lsq", {"dim": 10}, {}, 4000), "mpi": ("sgd", "lsq", {"dim": 10}, {}, 80000),
+SHEET = {"gloo": ("sgd", "lsq", {"dim": 10}, {}, 20000), "mpi": ("sgd", "lsq", {"dim": 10}, {}, 80000),
          "deepspeed": ("onebit-adam", "digits-mlp", {"hidden": 16},
                        {"lr": 0.001, "freeze_step": 5, "deepspeed_compat": True}, 300)}
 
@@ -188,7 +188,7 @@ def test_ctrl_c_of_the_workflow_ends_real_runs_within_seconds_and_a_rerun_comple
     log = tmp_path / "snakemake.log"
     marker = f"cc{backend}-real-"
     with open(log, "w") as sink:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(at_a_terminal(cmd), cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # its own process group, as a terminal's job
     try:
         assert wait_for(lambda: len(ranks(marker)) == 2, 240), log.read_text()[-3000:]

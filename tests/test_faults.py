@@ -165,7 +165,6 @@ def test_nan_at_step_k_is_recorded_as_diverged_on_every_rank(tmp_path, backend):
 
 # Steps for a run of several seconds on an idle machine (gloo 4,000 steps took 11 s once, 2-3 s on an idle machine
 # on 2026-12-05, so 20,000; MPI 40,000 steps 4.5 s), so the interrupt lands mid-run, and the rerun stays short.
-# the interrupt lands mid-run however fast the ranks are, and the rerun stays short under load.
 SHEET = {"gloo": ("sgd", "lsq", {"dim": 10}, {}, 20000), "mpi": ("sgd", "lsq", {"dim": 10}, {}, 80000),
          "deepspeed": ("onebit-adam", "digits-mlp", {"hidden": 16},
                        {"lr": 0.001, "freeze_step": 5, "deepspeed_compat": True}, 300)}

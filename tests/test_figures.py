@@ -10,7 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from test_report import _model_rows, _training_rows
+from report_fixture import model_rows as _model_rows
+from report_fixture import training_rows as _training_rows
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.analysis.claims import load_claims, verdicts
 from thinwire.analysis.evidence import draw_evidence, figure_name, groups, resolve_figures, verdict_panel
@@ -104,7 +105,7 @@ def test_groups_keep_the_claims_order():
 
 
 def _run_rows(experiment: str, label: str, method: str, seeds=(0, 1), steps=4, **cols) -> list[dict]:
-    from test_report import _row
+    from report_fixture import row as _row
 
     return [_row(f"{experiment}-{label}-s{s}", method, "sim", t, experiment=experiment, label=label, seed=s,
                  **{k: (v(s, t) if callable(v) else v) for k, v in cols.items()})

@@ -89,6 +89,25 @@ def _stand_ins(tmp_path: Path) -> Path:
     return fake
 
 
+def _job_port(run_id: str, job_id: int) -> int:
+    """What a Slurm job's rendezvous port must be: the run's port shifted by the job id, in [10000, 30000)."""
+    return 10000 + (port(run_id) - 10000 + job_id) % 20000
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+def test_a_rerun_of_a_slurm_run_rendezvous_on_another_port(tmp_path):
+    """A rerun is a new job: its port differs from the failed attempt's, whose leftover processes on a node
+    that came back may still hold that port (cluster test: EADDRINUSE)."""
+    fake = _stand_ins(tmp_path)
+    cmd = launch_command("job", "gloo", ARGS, fake, nodes=2, ranks_per_node=2, launcher="slurm")
+    ports = []
+    for job in ("4242", "4243", "19999"):
+        env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "SLURM_JOB_ID": job, "TMPDIR": str(tmp_path)}
+        out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, env=env, timeout=30).stdout.split("\n")
+        ports.append(int(out[out.index("--master_port") + 1]))
+    assert len(set(ports)) == 3 and all(10000 <= p < 30000 for p in ports), ports
+
+
 def _execute(command: str, fake: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "TMPDIR": str(tmp_path)}
     return subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env, timeout=30, check=False)
@@ -103,7 +122,7 @@ def test_slurm_commands_run_one_launcher_per_node_with_the_first_node_as_master(
     assert proc.returncode == 0, proc.stderr
     assert "srun --kill-on-bad-exit=1 --nodes 2 --ntasks-per-node 1 --cpus-per-task 32 --gres=gpu:8 sh -c" in proc.stderr
     assert proc.stdout.split("\n")[:14] == ["-m", "thinwire.torchrun", "--nnodes", "2", "--nproc_per_node", "8", "--node_rank", "1",
-                                            "--master_addr", "gpu07", "--master_port", str(port("job")), "-m",
+                                            "--master_addr", "gpu07", "--master_port", str(_job_port("job", 4242)), "-m",
                                             "thinwire"]
     assert proc.stdout.split("\n")[14:-1] == ["run", *ARGS, "--backend", "torch", "--device", "cuda", "--world-size",
                                               "16"]
@@ -113,6 +132,7 @@ def test_slurm_commands_run_one_launcher_per_node_with_the_first_node_as_master(
     assert ds.returncode == 0, ds.stderr
     out = ds.stdout.split("\n")
     assert out[out.index("--node_rank") + 1] == "1" and out[out.index("--master_addr") + 1] == "gpu07"
+    assert out[out.index("--master_port") + 1] == str(_job_port("job", 4242))
     assert "--no_ssh" in out and out[out.index("--num_gpus") + 1] == "4"
     assert out[out.index("--module") + 1:out.index("--module") + 3] == ["thinwire", "run"]
     assert ds.stdout.endswith("gpu07 slots=4\ngpu08 slots=4\n")  # the hostfile of the allocation

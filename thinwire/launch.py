@@ -58,6 +58,14 @@ def port(run_id: str) -> int:
     return 10000 + zlib.crc32(run_id.encode()) % 20000
 
 
+def job_port(run_id: str) -> str:
+    """The rendezvous port of a run's Slurm job, as a shell expression evaluated inside the job: the run's
+    port shifted by the job id, so a rerun of the run (a new job) does not meet the port still held by
+    what is left of its failed attempt on the same node (a node that died and came back: the cluster
+    test's rerun got EADDRINUSE on the run-only port). Still in [10000, 30000)."""
+    return f'"$(( ({port(run_id) - 10000} + SLURM_JOB_ID) % 20000 + 10000 ))"'
+
+
 def launch_command(run_id: str, backend: str, run_args: list[str], bin_dir: Path, *, nodes: int = 1,
                    ranks_per_node: int = 2, gpus_per_node: int = 0, cpus_per_rank: int = 1,
                    run_timeout: float = 900.0, launcher: str = "local", mpi_launcher: str = "srun-pmi2") -> str:
@@ -106,12 +114,12 @@ def launch_command(run_id: str, backend: str, run_args: list[str], bin_dir: Path
         hosts = '"${TMPDIR:-/tmp}/thinwire-$SLURM_JOB_ID-$SLURM_STEP_ID-$SLURM_NODEID.hosts"'  # one per node
         node = (f'scontrol show hostnames "$SLURM_STEP_NODELIST" | sed "s/$/ slots={ranks_per_node}/" > {hosts} && '
                 f'{shlex.quote(str(bin_dir / "deepspeed"))} --hostfile {hosts} --no_ssh '
-                f'--node_rank "$SLURM_NODEID" --master_addr "{FIRST_NODE}" --master_port {p} '
+                f'--node_rank "$SLURM_NODEID" --master_addr "{FIRST_NODE}" --master_port {job_port(run_id)} '
                 f"--num_nodes {nodes} --num_gpus {ranks_per_node} --no_local_rank --module thinwire "
                 f"{shlex.join(args)}; status=$?; rm -f {hosts}; exit $status")
     else:
         node = (f"exec {shlex.join(torchrun)} --nnodes {nodes} --nproc_per_node {ranks_per_node} "
-                f'--node_rank "$SLURM_NODEID" --master_addr "{FIRST_NODE}" --master_port {p} -m thinwire '
+                f'--node_rank "$SLURM_NODEID" --master_addr "{FIRST_NODE}" --master_port {job_port(run_id)} -m thinwire '
                 f"{shlex.join(args)}")
     return f"{timeout} {shlex.join([*step, 'sh', '-c', node])}"
 

@@ -160,6 +160,8 @@ class DeepGradientCompression(MethodBase):
                 v = v + u
         else:
             v = v + g
+        if not self.dense:
+            del g  # its last use: the step's peak need not hold it next to the new model
 
         update = None  # the sum of the workers' sparse tensors / N, one row when every worker has it; None: 0
         message_bits = state["message_bits"]
@@ -189,6 +191,7 @@ class DeepGradientCompression(MethodBase):
             didx = xp.broadcast_to(state["dense_idx"], x.shape[:-1] + state["dense_idx"].shape)
             reduced = comm.all_reduce(wire.take_last(g, didx), op="avg")
             dense_grad = inplace.shared_row(wire.scatter_sum(didx[..., None, :], reduced[..., None, :], d))
+            del g
         if c.momentum_correction:
             # M = m M + dense gradient. Without dense tensors M stays +0 from init_state on (m * 0 + 0),
             # and adding it to the update is adding 0.0.
@@ -196,13 +199,14 @@ class DeepGradientCompression(MethodBase):
                 momentum = c.momentum * momentum
                 momentum += dense_grad
             update = (update if update is not None else xp.zeros_like(x)) + (momentum if self.dense else 0.0)
+            update *= c.lr  # this step's own array: lr * update in place
         else:  # M = m M + sparse update + dense gradient
             momentum = c.momentum * momentum
             momentum += update if update is not None else 0.0
             momentum += dense_grad if dense_grad is not None else 0.0
-            update = momentum
+            update = c.lr * momentum
         new = {**state, "u": u, "v": v, "global_momentum": momentum, "step": t + 1, "message_bits": message_bits}
-        return inplace.minus_update(x, c.lr * update), new, loss
+        return inplace.minus_update(x, update, scratch=True), new, loss
 
     def _message_bits(self, selected: Any) -> np.ndarray:
         """Each worker's message bits; exact top-k with an index format sends the same size from every worker."""

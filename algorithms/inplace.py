@@ -20,7 +20,7 @@ from typing import Any
 from array_api_compat import is_torch_array
 from thinwire.algorithms import wire
 
-BLOCK_ELEMENTS = 1 << 22  # 16 MB of float32 per block: top-k's temporaries then stay under ~64 MB
+BLOCK_ELEMENTS = 1 << 20  # 4 MB of float32 per block: top-k's temporaries then stay under ~16 MB
 
 
 def shared_row(a: Any) -> Any:
@@ -31,14 +31,19 @@ def shared_row(a: Any) -> Any:
     return a[tuple(slice(0, 1) if i in axes else slice(None) for i in range(a.ndim))]
 
 
-def minus_update(x: Any, update: Any) -> Any:
-    """x - update for a model x and an update that may be one shared row: a new array laid out as
-    `x - (a full update)` lays it out (numpy: row-major; torch: like x), so what reads the model next
-    (the oracle's reductions, the workers' mean) adds in the same order as before."""
+def minus_update(x: Any, update: Any, scratch: bool = False) -> Any:
+    """x - update for a model x and an update that may be one shared row: laid out as `x - (a full
+    update)` lays it out (numpy: row-major; torch: like x), so what reads the model next (the oracle's
+    reductions, the workers' mean) adds in the same order as before. `scratch`: update is the step's
+    own full array, which may hold the result when it has that layout."""
     if is_torch_array(x):
+        if scratch and update.shape == x.shape and update.stride() == x.stride():
+            return subtract_from(x, update)
         return x - update
     import numpy as np
 
+    if scratch and update.shape == x.shape and update.flags.c_contiguous:
+        return subtract_from(x, update)
     return np.subtract(x, update, out=np.empty(np.broadcast_shapes(x.shape, update.shape), dtype=x.dtype))
 
 

@@ -57,6 +57,8 @@ class TopKErrorFeedback(MethodBase):
         # (ErrorFeedback's p - C^-1(C(p)) is p with the sent entries v replaced by v - v).
         p = c.lr * m
         p += state["error"]  # p = e + lr m
+        del grad  # its last use: the step's peak need not hold it next to the new model
+        m = m if c.momentum else state["momentum"]
         idx = inplace.by_row_blocks(self.compressor.select, p)
         vals = wire.take_last(p, idx)
         payload = wire.pack([idx, vals])
@@ -65,7 +67,7 @@ class TopKErrorFeedback(MethodBase):
         gathered = comm.all_gather(payload)
         # Every worker decodes the same gathered payloads: the sum is one row, divided once.
         update = inplace.shared_row(self.compressor.decompress_sum(gathered, d, x.dtype)) / gathered.shape[-2]
-        return inplace.minus_update(x, update), {"error": error, "momentum": m if c.momentum else state["momentum"]}, loss
+        return inplace.minus_update(x, update), {"error": error, "momentum": m}, loss
 
     def bits_per_parameter(self, value_bits: int, step: int) -> float:
         return self.compressor.payload_bytes(self.n_params, value_bits // 8) * 8 / self.n_params

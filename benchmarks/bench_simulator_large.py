@@ -1,7 +1,7 @@
 """Time and peak memory of one simulator step at large (W, d), against the floor of the method's own arithmetic.
 
-    .venv/bin/python benchmarks/bench_simulator_large.py                       # W = 64, d = 1e5 and 1e6
-    .venv/bin/python benchmarks/bench_simulator_large.py --workers 256 --dim 1000000 --methods topk-ef  # GBs
+    .venv/bin/python benchmarks/bench_simulator_large.py    # W = 64 (d = 1e5, 1e6, text-gpt), W = 256 d = 1e6
+    .venv/bin/python benchmarks/bench_simulator_large.py --workers 128 --dim 1000000 --methods topk-ef  # one size
     .venv/bin/python benchmarks/bench_simulator_large.py --quick               # W = 16, d = 1e5: seconds
     .venv/bin/python benchmarks/bench_simulator_large.py --layout text-gpt --methods sgd topk-ef dgc  # its tensors
     python benchmarks/bench_simulator_large.py --device cuda                   # torch arrays on a GPU
@@ -10,7 +10,9 @@ For "dgc" (exact top-k, density 0.001), "topk-ef" (density 0.01) and "sgd" (mome
 parameters one (1000, d / 1000) matrix (with --layout text-gpt: that workload's 52 tensors, d = 218,496,
 so DGC sends its biases and norms dense): one `method.step` over SimComm(W) with a synthetic oracle
 (gradient x - b for a fixed b: no data set, so the step's own cost is what is measured). Each case runs
-in its own process (so its maxrss is its own). Printed per case:
+in its own process (so its maxrss is its own). By default: W = 64 at d = 1e5 and 1e6 and on text-gpt's
+tensors, and W = 256 at d = 1e6 (issue 15's size; about 9 GB, skipped with a note when the machine has
+less available). Printed per case:
 
   step s        median wall time of a step (after one warm-up step)
   floor s       the method's arithmetic done once in numpy over the same (W, d) state. Top-k methods: per
@@ -160,30 +162,58 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def one_case(args: argparse.Namespace, name: str, workers: int, dim: int) -> tuple:
+def one_case(args: argparse.Namespace, name: str, layout: str, workers: int, dim: int) -> tuple:
     """The case in a fresh process, so that its maxrss and page-fault costs are its own."""
     import json
     import subprocess
     import sys
 
     cmd = [sys.executable, __file__, "--one", name, str(workers), str(dim), "--repeats", str(args.repeats),
-           "--layout", args.layout] + (["--device", args.device] if args.device else [])
+           "--layout", layout] + (["--device", args.device] if args.device else [])
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"{name} W={workers} d={dim} failed:\n{done.stderr[-3000:]}")
     return tuple(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def available_bytes() -> float:
+    """MemAvailable of /proc/meminfo (Linux), else infinity."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return math.inf
+
+
+def needed_bytes(workers: int, dim: int) -> float:
+    """What a case needs at most, from the W = 256, d = 1e6 runs: about 8 (W, d) float32 arrays (dgc's step:
+    4 held and 4 made; the floor: x, b, e, g, p, |p| and int64 indices), and the interpreter."""
+    return 8 * workers * dim * 4 + 0.5e9
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, int, int]]:
+    """(layout, W, d) groups to run: the ones asked for, or by default W = 64 at d = 1e5 and 1e6, text-gpt's
+    tensors at W = 64, and W = 256 at d = 1e6 (issue 15's size, when this machine has the memory)."""
+    if args.quick:
+        args.repeats = 1
+        return [("matrix", 16, 100_000)]
+    if args.workers or args.dim or args.layout:
+        layout = args.layout or "matrix"
+        dims = (args.dim or [100_000, 1_000_000]) if layout == "matrix" else [0]  # 0: the workload's own size
+        return [(layout, w, d) for w in args.workers or [64] for d in dims]
+    return [("matrix", 64, 100_000), ("matrix", 64, 1_000_000), ("text-gpt", 64, 0), ("matrix", 256, 1_000_000)]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("--workers", type=int, nargs="+", default=[64])
-    parser.add_argument("--dim", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--workers", type=int, nargs="+")
+    parser.add_argument("--dim", type=int, nargs="+")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--methods", nargs="+", default=["dgc", "topk-ef"], choices=list(CASES))
-    parser.add_argument("--layout", default="matrix",
-                        help="matrix (one (1000, d / 1000) tensor) or a workload whose tensors to use (text-gpt)")
+    parser.add_argument("--methods", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--layout", help="matrix (one (1000, d / 1000) tensor, the default) or a workload whose "
+                                         "tensors to use (text-gpt)")
     parser.add_argument("--quick", action="store_true", help="W = 16, d = 1e5, 1 repeat (checks the script runs)")
     parser.add_argument("--device", help="torch arrays on this device (cpu, cuda), against a copy on it")
     parser.add_argument("--one", nargs=3, metavar=("METHOD", "W", "D"), help=argparse.SUPPRESS)
@@ -192,27 +222,29 @@ def main(argv: list[str] | None = None) -> None:
         import json
 
         name, workers, dim = args.one[0], int(args.one[1]), int(args.one[2])
-        result = (measure_device(name, workers, dim, args.repeats, args.device, args.layout) if args.device
-                  else measure(name, workers, dim, args.repeats, args.layout))
+        layout = args.layout or "matrix"
+        result = (measure_device(name, workers, dim, args.repeats, args.device, layout) if args.device
+                  else measure(name, workers, dim, args.repeats, layout))
         print(json.dumps(result))
         return
-    if args.quick:
-        args.workers, args.dim, args.repeats = [16], [100_000], 1
-    if args.layout != "matrix":
-        args.dim = [0]  # the workload's own size
+    groups = plan(args)
     print(f"numpy {np.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; float32"
-          + (f"; torch on {args.device}" if args.device else "") + f"; layout {args.layout}")
+          + (f"; torch on {args.device}" if args.device else ""))
     floor_name = "copy s" if args.device else "floor s"
     ratio_name = "step/copy" if args.device else "step/floor"
-    print(f"\n{'method':8} {'W':>4} {'d':>9} {'step s':>8} {floor_name:>8} {ratio_name:>10} {'held GB':>8} "
-          f"{'peak GB':>8} {'peak/held':>9} {'maxrss GB':>9}")
-    for workers in args.workers:
-        for dim in args.dim:
-            for name in args.methods:
-                t, floor, peak, held, maxrss = one_case(args, name, workers, dim)
-                d = dim or _layout_size(args.layout)
-                print(f"{name:8} {workers:4d} {d:9d} {t:8.3f} {floor:8.3f} {t / floor:10.1f} {held:8.2f} "
-                      f"{peak:8.2f} {peak / held:9.1f} {maxrss:9.2f}", flush=True)
+    print(f"\n{'method':8} {'layout':8} {'W':>4} {'d':>9} {'step s':>8} {floor_name:>8} {ratio_name:>10} "
+          f"{'held GB':>8} {'peak GB':>8} {'peak/held':>9} {'maxrss GB':>9}")
+    for layout, workers, dim in groups:
+        d = dim or _layout_size(layout)
+        need, have = needed_bytes(workers, d), available_bytes()
+        if not args.device and need > have:
+            print(f"(skipped {layout} W={workers} d={d}: needs about {need / 1e9:.1f} GB, "
+                  f"{have / 1e9:.1f} GB available)", flush=True)
+            continue
+        for name in args.methods:
+            t, floor, peak, held, maxrss = one_case(args, name, layout, workers, dim)
+            print(f"{name:8} {layout:8} {workers:4d} {d:9d} {t:8.3f} {floor:8.3f} {t / floor:10.1f} {held:8.2f} "
+                  f"{peak:8.2f} {peak / held:9.1f} {maxrss:9.2f}", flush=True)
 
 
 def _layout_size(layout: str) -> int:

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from array_api_compat import device as device_of
-from thinwire.algorithms import sparse_codec, wire
+from thinwire.algorithms import inplace, sparse_codec, wire
 from thinwire.algorithms.comm import Communicator
 from thinwire.algorithms.compress import TopK
 from thinwire.algorithms.registry import MethodBase, Oracle, check_density, check_step, register, segments
@@ -136,6 +136,8 @@ class DeepGradientCompression(MethodBase):
                 "message_bits": np.zeros(len(comm.workers), dtype=np.int64)}
 
     def step(self, x: Any, state: dict[str, Any], oracle: Oracle, comm: Communicator):
+        # Every (W, d) array below is written once, into a fresh array (algorithms/inplace.py): the same
+        # operations in the same order as the formulas in the module docstring, without temporaries.
         c, xp = self.config, comm.xp
         t, d = state["step"], x.shape[-1]
         loss, g = oracle(x)
@@ -147,57 +149,96 @@ class DeepGradientCompression(MethodBase):
             g = g * xp.minimum(xp.ones_like(norm), limit / (norm + 1e-12))
         u, v, momentum = state["u"], state["v"], state["global_momentum"]
         if c.momentum_correction:
-            u = c.momentum * (u + g) if c.nesterov else c.momentum * u + g
-            v = v + u + g if c.nesterov else v + u
+            if c.nesterov:  # u = m (u + g); v = v + u + g
+                u = u + g
+                u *= c.momentum
+                v = v + u
+                v += g
+            else:  # u = m u + g; v = v + u
+                u = c.momentum * u
+                u += g
+                v = v + u
         else:
             v = v + g
+        if not self.dense:
+            del g  # its last use: the step's peak need not hold it next to the new model
 
-        update = xp.zeros_like(x)
+        update = None  # the sum of the workers' sparse tensors / N, one row when every worker has it; None: 0
         message_bits = state["message_bits"]
         if self.sparse:
-            rows = self._select(v, t, state["rngs"])
+            selected = self._select(v, t, state["rngs"])
             exchange = self._exchange_variable if self.variable else self._exchange_fixed
-            update = exchange(v, rows, comm) / comm.world_size
-            message_bits = np.array([sparse_codec.message_bits(r, c.wire) for r in rows], dtype=np.int64)
-            sent = xp.zeros((len(rows), d), dtype=xp.bool, device=device_of(v))
-            for r, idx in enumerate(rows):
-                sent[r, idx] = True
-            sent = xp.reshape(sent, x.shape)
-            v = xp.where(sent, xp.zeros_like(v), v)
+            update = inplace.shared_row(exchange(v, selected, comm)) / comm.world_size
+            message_bits = self._message_bits(selected)
+            # Momentum factor masking: v and u are this step's own arrays, cleared where sent.
+            flat_v = xp.reshape(v, (-1, d))
             if c.track_staleness and t >= c.warmup_steps:
-                state["send_counts"] += np.asarray(sent.cpu() if hasattr(sent, "cpu") else sent).reshape(
-                    state["send_counts"].shape)
-            if c.momentum_masking:
-                u = xp.where(sent, xp.zeros_like(u), u)
-        dense_grad = xp.zeros_like(x)
+                self._count_sends(state["send_counts"], selected, d)
+            if c.momentum_masking and u is state["u"]:  # without momentum correction u is the old state
+                u = xp.asarray(u, copy=True)
+            flat_u = xp.reshape(u, (-1, d)) if c.momentum_masking else None
+            if isinstance(selected, list):
+                for r, idx in enumerate(selected):
+                    inplace.zero_at(flat_v[r], idx)
+                    if flat_u is not None:
+                        inplace.zero_at(flat_u[r], idx)
+            else:
+                inplace.zero_at(flat_v, selected)
+                if flat_u is not None:
+                    inplace.zero_at(flat_u, selected)
+        dense_grad = None  # None: 0
         if self.dense:
             didx = xp.broadcast_to(state["dense_idx"], x.shape[:-1] + state["dense_idx"].shape)
             reduced = comm.all_reduce(wire.take_last(g, didx), op="avg")
-            dense_grad = wire.scatter_sum(didx[..., None, :], reduced[..., None, :], d)
+            dense_grad = inplace.shared_row(wire.scatter_sum(didx[..., None, :], reduced[..., None, :], d))
+            del g
         if c.momentum_correction:
-            momentum = c.momentum * momentum + dense_grad
-            update = update + momentum
-        else:
-            momentum = c.momentum * momentum + update + dense_grad
-            update = momentum
+            # M = m M + dense gradient. Without dense tensors M stays +0 from init_state on (m * 0 + 0),
+            # and adding it to the update is adding 0.0.
+            if self.dense:
+                momentum = c.momentum * momentum
+                momentum += dense_grad
+            update = (update if update is not None else xp.zeros_like(x)) + (momentum if self.dense else 0.0)
+            update *= c.lr  # this step's own array: lr * update in place
+        else:  # M = m M + sparse update + dense gradient
+            momentum = c.momentum * momentum
+            momentum += update if update is not None else 0.0
+            momentum += dense_grad if dense_grad is not None else 0.0
+            update = c.lr * momentum
         new = {**state, "u": u, "v": v, "global_momentum": momentum, "step": t + 1, "message_bits": message_bits}
-        return x - c.lr * update, new, loss
+        return inplace.minus_update(x, update, scratch=True), new, loss
 
-    def _exchange_fixed(self, v: Any, rows: list, comm: Communicator) -> Any:
+    def _message_bits(self, selected: Any) -> np.ndarray:
+        """Each worker's message bits; exact top-k with an index format sends the same size from every worker."""
+        fmt = self.config.wire
+        if not isinstance(selected, list) and sparse_codec.FORMATS[fmt][1] != "rl16":
+            return np.full(selected.shape[0], sparse_codec.message_bits(selected[0], fmt), dtype=np.int64)
+        return np.array([sparse_codec.message_bits(r, fmt) for r in selected], dtype=np.int64)
+
+    @staticmethod
+    def _count_sends(counts: np.ndarray, selected: Any, d: int) -> None:
+        """counts[r, i] += 1 for every entry i worker r sent (claim D7's staleness), in place."""
+        rows = selected if isinstance(selected, list) else list(selected)
+        flat = counts.reshape(-1, d)
+        for r, idx in enumerate(rows):
+            flat[r, np.asarray(idx.cpu() if hasattr(idx, "cpu") else idx)] += 1
+
+    def _exchange_fixed(self, v: Any, idx: Any, comm: Communicator) -> Any:
         """Exactly k entries per tensor on every rank: one equal-size all-gather of indices and values.
         Returns the sum over workers of their sparse tensors."""
         xp = comm.xp
         vdt, idt = (wire.dtype_like(v, name) for name in sparse_codec.FORMATS[self.config.wire])
-        idx = xp.reshape(xp.stack(rows), v.shape[:-1] + (-1,))
+        idx = xp.reshape(idx, v.shape[:-1] + (-1,))
         k = idx.shape[-1]
         gathered = comm.all_gather(wire.pack([wire.astype(idx, idt), wire.astype(wire.take_last(v, idx), vdt)]))
         all_idx, all_vals = wire.unpack(gathered, [(idt, k), (vdt, k)])
         return wire.scatter_sum(all_idx, wire.astype(all_vals, v.dtype), v.shape[-1])
 
-    def _exchange_variable(self, v: Any, rows: list, comm: Communicator) -> Any:
+    def _exchange_variable(self, v: Any, selected: Any, comm: Communicator) -> Any:
         """Each rank's own message (its selected entries, in the wire format) through the variable-size
         all-gather; decoded on receipt, added in source order. Returns the sum over workers."""
         xp, fmt, d = comm.xp, self.config.wire, v.shape[-1]
+        rows = selected if isinstance(selected, list) else [selected[r] for r in range(selected.shape[0])]
         flat = xp.reshape(v, (-1, d))
         messages = [sparse_codec.encode(idx, xp.take(flat[r], idx), fmt) for r, idx in enumerate(rows)]
         buf = wire.pad_rows(messages)
@@ -205,12 +246,16 @@ class DeepGradientCompression(MethodBase):
         gathered, got = comm.all_gather_v(xp.reshape(buf, v.shape[:-1] + buf.shape[-1:]), lengths)
         p = got.shape[-1]
         gathered, got = xp.reshape(gathered, (-1, p, gathered.shape[-1])), got.reshape(-1, p)
+        # Workers that received the same bytes (in the simulator, every worker of the group) decode them once.
+        same = 0 in wire.broadcast_axes(gathered) and bool((got == got[:1]).all())
         sums = []
-        for r in range(gathered.shape[0]):
+        for r in range(1 if same else gathered.shape[0]):
             parts = [sparse_codec.decode(gathered[r, j, :got[r, j]], fmt) for j in range(p)]
             idx = xp.concat([i for i, _ in parts])
             vals = wire.astype(xp.concat([val for _, val in parts]), v.dtype)
             sums.append(wire.scatter_sum(idx[None, :], vals[None, :], d))
+        if same:
+            return xp.reshape(xp.broadcast_to(sums[0], (gathered.shape[0], d)), v.shape)
         return xp.reshape(xp.stack(sums), v.shape)
 
     def diagnostics(self, state: dict[str, Any]) -> dict[str, float]:
@@ -232,14 +277,17 @@ class DeepGradientCompression(MethodBase):
         return {"median_update_interval": float(np.median(interval)),
                 "never_updated_fraction": float(np.mean(counts == 0)), "staleness_steps": float(steps), **histogram}
 
-    def _select(self, v: Any, step: int, rngs: list) -> list:
-        """Per worker this process holds (the rows of v): the ascending int64 indices of the entries to send."""
+    def _select(self, v: Any, step: int, rngs: list) -> Any:
+        """Per worker this process holds (the rows of v), the ascending int64 indices of the entries to
+        send: exact top-k, one (rows, K) array (K the sum of the tensors' k); the sampled threshold, a
+        list of each row's indices."""
         xp = wire.namespace(v)
         rows = xp.reshape(v, (-1, v.shape[-1]))
         if self.config.threshold == "exact":
             top_k = self.top_k(step)
-            idx = xp.concat([top_k.select(rows[:, s.start:s.stop]) + s.start for s in self.sparse], axis=-1)
-            return [xp.astype(idx[r], xp.int64) for r in range(rows.shape[0])]
+            idx = xp.concat([inplace.by_row_blocks(top_k.select, rows[:, s.start:s.stop]) + s.start
+                             for s in self.sparse], axis=-1)
+            return xp.astype(idx, xp.int64)
         return [xp.concat([sampled_threshold_indices(xp.abs(rows[r, s.start:s.stop]), self.k(s.stop - s.start, step),
                                                      self.density(step), self.config.sample_ratio, rngs[r]) + s.start
                            for s in self.sparse])

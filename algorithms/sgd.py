@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+from thinwire.algorithms import inplace
 from thinwire.algorithms.comm import Communicator
 from thinwire.algorithms.registry import MethodBase, Oracle, check_step, register
 
@@ -41,10 +42,13 @@ class DenseSGD(MethodBase):
         loss, grad = oracle(x)
         grad = comm.all_reduce(grad, op="avg")
         if c.weight_decay:
-            grad = grad + c.weight_decay * x
-        m = c.momentum * state["momentum"] + grad
+            decayed = c.weight_decay * x
+            decayed += grad
+            grad = decayed
+        m = c.momentum * state["momentum"]
+        m += grad  # m = beta m + g, written into the new momentum: no (W, d) temporary
         lr = c.lr * warmup_factor(state["step"], c.warmup_steps)
-        return x - lr * m, {"momentum": m, "step": state["step"] + 1}, loss
+        return inplace.subtract_from(x, lr * m), {"momentum": m, "step": state["step"] + 1}, loss
 
     def bits_per_parameter(self, value_bits: int, step: int) -> float:
         return float(value_bits)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+from thinwire.algorithms import inplace, wire
 from thinwire.algorithms.comm import Communicator
-from thinwire.algorithms.compress import ErrorFeedback, TopK, compress_with_memory
+from thinwire.algorithms.compress import ErrorFeedback, TopK
 from thinwire.algorithms.registry import MethodBase, Oracle, check_density, check_step, register
 
 
@@ -47,11 +48,26 @@ class TopKErrorFeedback(MethodBase):
         c = self.config
         d = x.shape[-1]
         loss, grad = oracle(x)
-        m = c.momentum * state["momentum"] + grad if c.momentum else grad
-        payload, error = compress_with_memory(self.compressor, self.memory, state["error"], c.lr * m)
+        if c.momentum:
+            m = c.momentum * state["momentum"]
+            m += grad
+        else:
+            m = grad
+        # compress_with_memory(TopK, ErrorFeedback) step by step, the same operations into fresh arrays
+        # (ErrorFeedback's p - C^-1(C(p)) is p with the sent entries v replaced by v - v).
+        p = c.lr * m
+        p += state["error"]  # p = e + lr m
+        del grad  # its last use: the step's peak need not hold it next to the new model
+        m = m if c.momentum else state["momentum"]
+        idx = inplace.by_row_blocks(self.compressor.select, p)
+        vals = wire.take_last(p, idx)
+        payload = wire.pack([idx, vals])
+        error = p
+        inplace.put_last(error, idx, vals - vals)
         gathered = comm.all_gather(payload)
-        update = self.compressor.decompress_sum(gathered, d, x.dtype) / gathered.shape[-2]
-        return x - update, {"error": error, "momentum": m if c.momentum else state["momentum"]}, loss
+        # Every worker decodes the same gathered payloads: the sum is one row, divided once.
+        update = inplace.shared_row(self.compressor.decompress_sum(gathered, d, x.dtype)) / gathered.shape[-2]
+        return inplace.minus_update(x, update), {"error": error, "momentum": m}, loss
 
     def bits_per_parameter(self, value_bits: int, step: int) -> float:
         return self.compressor.payload_bytes(self.n_params, value_bits // 8) * 8 / self.n_params

@@ -3,11 +3,18 @@
     .venv/bin/python benchmarks/bench_simulator.py            # W = 8, 64, 256 (about 20 s on 2 cores)
     .venv/bin/python benchmarks/bench_simulator.py --quick    # W = 8, 64, fewer repeats
 
-For each method ("sgd", "topk-ef") and worker count W, on logistic regression (d = 1000, batch 32,
-float32), three ways to advance the same (W, d) state by one step are timed:
+For each method ("sgd", "topk-ef") and worker count W, at d = 1000 in float32, with two oracles:
 
-  vectorised   one `method.step` over SimComm(W): every array is (W, d), the oracle is rank=None.
-  loop         W single-worker steps on (d,) arrays, each worker with its own rank=r oracle.
+  logreg     logistic regression's minibatch gradient (batch 32): every step gathers W x 32 x d features
+             and multiplies by them twice, 64x the model's size of arithmetic that both ways below do alike;
+  synthetic  the gradient x - b of |x - b|^2 / 2 for a fixed b (one elementwise pass), so what is timed
+             is the method's own step, where the per-worker overhead of a loop shows,
+
+three ways to advance the same (W, d) state by one step are timed:
+
+  vectorised   one `method.step` over SimComm(W): every array is (W, d), the oracle serves all workers.
+  loop         W single-worker steps on (d,) arrays, each worker with its own oracle (logreg: rank=r;
+               synthetic: its row of b), doing the method's arithmetic with no more than it needs.
                Isolated workers do not communicate (SimComm(1, xp) would also refuse (d,) arrays:
                it wants the worker axis first), so the loop does the collective's work in Python:
                  sgd      per worker: oracle -> gradient; then the W gradients are summed in a Python
@@ -119,6 +126,7 @@ LOOP_STEPS: dict[str, Callable] = {"sgd": loop_step_sgd, "topk-ef": loop_step_to
 @dataclasses.dataclass(frozen=True)
 class Row:
     method: str
+    oracle: str
     workers: int
     dim: int
     vectorised_ms: float
@@ -145,12 +153,26 @@ def median_ms(timed: dict[str, tuple[Callable[[], None], int]], warmup: int, rep
     return {key: 1e3 * statistics.median(t) for key, t in times.items()}
 
 
-def setup(name: str, workers: int, cfg: BenchConfig) -> tuple[Any, Any, Any, Any, list]:
+ORACLES = ("logreg", "synthetic")
+
+
+def synthetic_oracle(b: np.ndarray) -> Callable:
+    """The gradient of |x - b|^2 / 2 (and its value) for b of x's shape: one pass, no data."""
+    def oracle(x):
+        r = x - b
+        return 0.5 * xp.sum(r * r, axis=-1), r
+    return oracle
+
+
+def setup(name: str, workers: int, cfg: BenchConfig, oracle: str = "logreg") -> tuple[Any, Any, Any, Any, list]:
     """A fresh method, problem, (W, d) start point, vectorised oracle and per-rank oracles."""
     problem = PROBLEMS["logreg"](workers, cfg.seed, ProblemConfig(
         samples_per_worker=cfg.samples_per_worker, dim=cfg.dim, batch_size=cfg.batch_size))
     method = get_method(name)(get_method(name).Config(), problem.layout)
     x = xp.asarray(np.broadcast_to(problem.x0(), (workers, problem.n_params)).astype(DTYPE))
+    if oracle == "synthetic":
+        b = np.random.default_rng([cfg.seed, 2]).standard_normal((workers, cfg.dim)).astype(DTYPE)
+        return method, problem, x, synthetic_oracle(b), [synthetic_oracle(row) for row in b]
     oracles = [problem.oracle(xp, r, DTYPE) for r in range(workers)]
     return method, problem, x, problem.oracle(xp, None, DTYPE), oracles
 
@@ -160,9 +182,9 @@ def per_worker(state: dict) -> dict:
     return {key: list(v) if isinstance(v, np.ndarray) else v for key, v in state.items()}
 
 
-def check_loop_matches(name: str, workers: int, cfg: BenchConfig) -> None:
+def check_loop_matches(name: str, workers: int, cfg: BenchConfig, kind: str) -> None:
     """One step both ways from the same state: the per-rank oracles draw the same minibatches."""
-    method, _, x, oracle, oracles = setup(name, workers, cfg)
+    method, _, x, oracle, oracles = setup(name, workers, cfg, kind)
     comm = SimComm(workers, xp)
     x_vec, _, _ = method.step(x, method.init_state(x, comm), oracle, comm)
     rows = list(x)
@@ -174,9 +196,9 @@ def check_loop_matches(name: str, workers: int, cfg: BenchConfig) -> None:
                          f"(max |difference| {np.max(np.abs(x_vec - x_loop)):.3g}); fix LOOP_STEPS first")
 
 
-def bench(name: str, workers: int, cfg: BenchConfig) -> Row:
-    check_loop_matches(name, workers, cfg)
-    method, _, x, oracle, oracles = setup(name, workers, cfg)
+def bench(name: str, workers: int, cfg: BenchConfig, kind: str) -> Row:
+    check_loop_matches(name, workers, cfg, kind)
+    method, _, x, oracle, oracles = setup(name, workers, cfg, kind)
 
     comm = SimComm(workers, xp)
     vec = [x, method.init_state(x, comm)]
@@ -197,7 +219,7 @@ def bench(name: str, workers: int, cfg: BenchConfig) -> Row:
 
     ms = median_ms({"vectorised": (vectorised, 1), "loop": (looped, 1), "numpy": (numpy_pass, cfg.inner)},
                    cfg.warmup, cfg.repeats)
-    return Row(name, workers, cfg.dim, ms["vectorised"], ms["loop"], ms["numpy"])
+    return Row(name, kind, workers, cfg.dim, ms["vectorised"], ms["loop"], ms["numpy"])
 
 
 def environment() -> list[str]:
@@ -218,18 +240,18 @@ def environment() -> list[str]:
     ]
 
 
-COLUMNS = ("method", "W", "d", "vectorised ms/step", "loop ms/step", "numpy-pass ms/step",
+COLUMNS = ("method", "oracle", "W", "d", "vectorised ms/step", "loop ms/step", "numpy-pass ms/step",
            "loop/vectorised", "vectorised/numpy-pass")
 
 
 def table(rows: list[Row]) -> str:
     cells = [COLUMNS] + [
-        (r.method, str(r.workers), str(r.dim), f"{r.vectorised_ms:.3f}", f"{r.loop_ms:.3f}",
+        (r.method, r.oracle, str(r.workers), str(r.dim), f"{r.vectorised_ms:.3f}", f"{r.loop_ms:.3f}",
          f"{r.numpy_pass_ms:.4f}", f"{r.loop_ms / r.vectorised_ms:.1f}x",
          f"{r.vectorised_ms / r.numpy_pass_ms:.0f}x")
         for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) if i < 1 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in cells]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
@@ -244,16 +266,17 @@ def main(argv: list[str] | None = None) -> None:
     cfg = QUICK if args.quick else BenchConfig()
 
     print("\n".join(environment()))
-    print(f"logreg, d={cfg.dim}, batch={cfg.batch_size}, {DTYPE}, default method configs; "
+    print(f"d={cfg.dim}, logreg batch={cfg.batch_size}, {DTYPE}, default method configs; "
           f"median of {cfg.repeats} steps after {cfg.warmup} warm-up "
           f"(numpy pass: {cfg.repeats} blocks of {cfg.inner} calls)\n")
     start = time.perf_counter()
     rows = []
     for workers in cfg.workers:
         for name in cfg.methods:
-            rows.append(bench(name, workers, cfg))
-            print(f"  done {name} W={workers}", file=sys.stderr, flush=True)
-    rows.sort(key=lambda r: (cfg.methods.index(r.method), r.workers))
+            for kind in ORACLES:
+                rows.append(bench(name, workers, cfg, kind))
+                print(f"  done {name} {kind} W={workers}", file=sys.stderr, flush=True)
+    rows.sort(key=lambda r: (cfg.methods.index(r.method), ORACLES.index(r.oracle), r.workers))
     print(table(rows))
     print(f"\n(total {time.perf_counter() - start:.1f} s)")
 

@@ -42,13 +42,11 @@ class SimComm:
         group = group or self._world
         if len(group.blocks) == 1:
             return fn(x)
-        xp = self.xp
-        out: list[Any] = [None] * self.world_size
-        for block in group.blocks:
-            rows = fn(xp.take(x, xp.asarray(block), axis=0))
-            for i, r in enumerate(block):
-                out[r] = rows[i]
-        return xp.stack(out)
+        xp, dev = self.xp, device_of(x)
+        # Each block's rows, joined in block order, then put back in rank order with one gather.
+        order = np.concatenate([np.asarray(b) for b in group.blocks])
+        joined = xp.concat([fn(xp.take(x, xp.asarray(block, device=dev), axis=0)) for block in group.blocks], axis=0)
+        return xp.take(joined, xp.asarray(np.argsort(order), device=dev), axis=0)
 
     def _check(self, x: Any) -> None:
         if x.shape[0] != self.world_size:

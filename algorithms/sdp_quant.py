@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from array_api_compat import is_torch_array
-from thinwire.algorithms import bits, quantizers, wire
+from thinwire.algorithms import bits, hostkernels, quantizers, wire
 from thinwire.algorithms.quantizers import Quantizer, max_abs, safe_divisor, stochastic_codes, to_float32
 
 
@@ -34,6 +34,7 @@ class SymmetricQuantizer(Quantizer):
     """Q_{k,G}: `levels` = L = 2^(k-1) - 1 per sign, `bucket_size` = G. Build it with `symmetric(k, G)`."""
 
     name, unbiased, stochastic = "symmetric", True, True
+    host_mode = hostkernels.SYMMETRIC
 
     @property
     def bits(self) -> int:

@@ -199,9 +199,11 @@ class Quantizer:
         nb, size = self._shape(rows.shape[1])
         out, floats, packed = _host_payload(rows.shape, nb, 1, self.payload_bytes(rows.shape[1]))
         low, width = (self._tables(rows) if self.host_mode == hostkernels.NUQSGD else (_NO_TABLE, _NO_TABLE))
-        ok = hostkernels.one_scale_encode(rows, rows if u is None else u, u is not None, size, self.host_mode,
-                                          self.levels, self.bits, low, width, floats[..., 0], packed,
-                                          np.empty(size, np.float32))
+        cell = np.zeros(1, dtype=np.float32)
+        ok = hostkernels.one_scale_encode(rows, rows.view(np.uint32), rows if u is None else u, u is not None, size,
+                                          self.host_mode, self.levels, self.bits, low, width, floats[..., 0],
+                                          packed, np.empty(size, np.float32), hostkernels.pairwise_stack(),
+                                          hostkernels.chunk_codes(size), (cell, cell.view(np.uint32)))
         return _host_finish(out, floats) if ok else None
 
     def _host_decompress(self, payload: np.ndarray, n: int, dtype: np.dtype) -> np.ndarray:
@@ -214,8 +216,9 @@ class Quantizer:
         floats = floats.astype(dtype, copy=False)
         out = np.empty((flat.shape[0], n), dtype=dtype)
         if type(self)._decode is Quantizer._decode:  # one scale per bucket times a per-code unit value
-            hostkernels.scale_decode(flat[:, head:], floats[..., 0], self._unit_values(floats), size, self.bits, out)
-        elif not hostkernels.table_decode(flat[:, head:], floats, size, self.bits, out):
+            hostkernels.scale_decode(flat[:, head:], floats[..., 0], self._unit_values(floats), size, self.bits, out,
+                                     hostkernels.chunk_codes(size))
+        elif not hostkernels.table_decode(flat[:, head:], floats, size, self.bits, out, hostkernels.chunk_codes(size)):
             raise IndexError(f"a {self.name} code beyond its bucket's {self.floats} levels")
         return out.reshape(tuple(payload.shape[:-1]) + (n,))
 
@@ -461,7 +464,8 @@ class BinGrad(Quantizer):
         nb, size = self._shape(rows.shape[1])
         out, floats, packed = _host_payload(rows.shape, nb, 2, self.payload_bytes(rows.shape[1]))
         scratch = np.empty((2, size), dtype=np.float32)
-        ok = hostkernels.bingrad_encode(rows, size, MAX_SWEEPS, floats, packed, scratch[0], scratch[1])
+        ok = hostkernels.bingrad_encode(rows, size, MAX_SWEEPS, floats, packed, scratch[0], scratch[1],
+                                         hostkernels.pairwise_stack())
         return _host_finish(out, floats) if ok else None
 
 
@@ -546,7 +550,7 @@ class ORQ(Quantizer):
         s = self.levels
         out, table, packed = _host_payload(rows.shape, nb, s + 1, self.payload_bytes(n))
         per = -(-max(1, BLOCK_VALUES // (rows.shape[0] * size)) // 8) * 8  # buckets per run: whole bytes of codes
-        above = np.empty(size, dtype=np.float32)
+        above, stack = np.empty(size, dtype=np.float32), hostkernels.pairwise_stack()
         for b0 in range(0, nb, per):
             b1 = min(nb, b0 + per)
             start, stop = b0 * size, min(n, b1 * size)
@@ -557,7 +561,7 @@ class ORQ(Quantizer):
             counts[:, -1] = stop - (b1 - 1) * size
             counts = counts.reshape(-1)
             levels = np.empty((g.shape[0], s + 1), dtype=np.float32)
-            flags = hostkernels.orq_levels(g, counts, s, MAX_SWEEPS, levels, above)
+            flags = hostkernels.orq_levels(g, counts, s, MAX_SWEEPS, levels, above, stack)
             if flags.any():
                 redo = np.nonzero(flags)[0]
                 xb = run.reshape(-1, size)[redo]

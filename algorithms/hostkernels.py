@@ -49,30 +49,29 @@ HALF = np.float32(0.5)
 
 @_jit
 def _leaf(a, start, n):
-    """numpy's pairwise sum of at most 128 values: 8 accumulators, then the rest in order."""
+    """numpy's pairwise sum of at most 128 values a[start:start + n]: 8 accumulators over the whole
+    groups of 8, combined as ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)), then the rest in order."""
+    b = a[start:start + n]
     if n < 8:
         res = F0
-        for i in range(start, start + n):
-            res += a[i]
+        for i in range(n):
+            res += b[i]
         return res
-    r0, r1, r2, r3 = a[start], a[start + 1], a[start + 2], a[start + 3]
-    r4, r5, r6, r7 = a[start + 4], a[start + 5], a[start + 6], a[start + 7]
-    i = start + 8
-    stop = start + n - n % 8
-    while i < stop:
-        r0 += a[i]
-        r1 += a[i + 1]
-        r2 += a[i + 2]
-        r3 += a[i + 3]
-        r4 += a[i + 4]
-        r5 += a[i + 5]
-        r6 += a[i + 6]
-        r7 += a[i + 7]
-        i += 8
+    r0, r1, r2, r3, r4, r5, r6, r7 = b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]
+    full = n // 8
+    for g in range(1, full):
+        r0 += b[8 * g]
+        r1 += b[8 * g + 1]
+        r2 += b[8 * g + 2]
+        r3 += b[8 * g + 3]
+        r4 += b[8 * g + 4]
+        r5 += b[8 * g + 5]
+        r6 += b[8 * g + 6]
+        r7 += b[8 * g + 7]
     res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < start + n:
-        res += a[i]
-        i += 1
+    rest = b[8 * full:]
+    for i in range(rest.shape[0]):
+        res += rest[i]
     return res
 
 
@@ -83,11 +82,15 @@ def pairwise_stack():
 
 
 @_jit
-def pairwise(a, start, n, stack):
+def pairwise(a, start, n, stack, lo=0, hi=-1):
     """numpy's pairwise sum of a[start:start + n] (float32 accumulators), in numpy's order: halves split
     at a multiple of 8 until at most 128 values remain, each summed by `_leaf`. `stack` from
-    pairwise_stack() (float32 sums are stored exactly in its float64 slots)."""
+    pairwise_stack() (float32 sums are stored exactly in its float64 slots). With hi >= 0, a holds zeros
+    outside [lo, hi) at least up to 128 values either side: leaves wholly outside sum to +0.0 exactly and
+    are not read."""
     if n <= 128:
+        if hi >= 0 and (start >= hi or start + n <= lo):
+            return F0
         return _leaf(a, start, n)
     stack[0, 0], stack[0, 1], stack[0, 2] = start, n, 0
     top = 1
@@ -97,7 +100,7 @@ def pairwise(a, start, n, stack):
         s0, m, stage = int(stack[f, 0]), int(stack[f, 1]), int(stack[f, 2])
         if m <= 128 or stage == 2:
             if m <= 128:
-                v = _leaf(a, s0, m)
+                v = F0 if hi >= 0 and (s0 >= hi or s0 + m <= lo) else _leaf(a, s0, m)
             else:
                 v = np.float32(stack[f, 3]) + np.float32(stack[f, 4])
             top -= 1
@@ -136,82 +139,87 @@ def chunk_codes(size: int) -> np.ndarray:
 @_jit
 def pack_codes(codes, count, bits, out, byte0):
     """Pack codes[:count] (each < 2^bits) into out[byte0:], whole bytes; a last partial byte zero-filled."""
-    o = byte0
+    c = codes[:count]
+    o = out[byte0:byte0 + (count * bits + 7) // 8]
     if bits == 8:
         for i in range(count):
-            out[o + i] = codes[i]
+            o[i] = c[i]
         return
     if 8 % bits == 0:
         per = 8 // bits
         full = count // per
         for g in range(full):
-            w = 0
+            w = np.uint32(0)
             for j in range(per):
-                w |= np.int64(codes[g * per + j]) << (j * bits)
-            out[o + g] = w
+                w |= np.uint32(c[g * per + j]) << np.uint32(j * bits)
+            o[g] = w
         rest = count - full * per
         if rest:
-            w = 0
+            w = np.uint32(0)
             for j in range(rest):
-                w |= np.int64(codes[full * per + j]) << (j * bits)
-            out[o + full] = w
+                w |= np.uint32(c[full * per + j]) << np.uint32(j * bits)
+            o[full] = w
         return
     full = count // 8
     for g in range(full):
-        w = 0
+        w = np.uint64(0)
         for j in range(8):
-            w |= np.int64(codes[8 * g + j]) << (j * bits)
+            w |= np.uint64(c[8 * g + j]) << np.uint64(j * bits)
         for j in range(bits):
-            out[o + j] = (w >> (8 * j)) & 0xFF
-        o += bits
+            o[g * bits + j] = (w >> np.uint64(8 * j)) & np.uint64(0xFF)
     rest = count - full * 8
     if rest:
-        w = 0
+        w = np.uint64(0)
         for j in range(rest):
-            w |= np.int64(codes[8 * full + j]) << (j * bits)
+            w |= np.uint64(c[8 * full + j]) << np.uint64(j * bits)
         for j in range((rest * bits + 7) // 8):
-            out[o + j] = (w >> (8 * j)) & 0xFF
+            o[full * bits + j] = (w >> np.uint64(8 * j)) & np.uint64(0xFF)
 
 
 @_jit
 def unpack_codes(buf, byte0, count, bits, codes):
     """Inverse of pack_codes: codes[:count] from buf[byte0:]."""
-    o = byte0
-    mask = (1 << bits) - 1
+    c = codes[:count]
+    o = buf[byte0:byte0 + (count * bits + 7) // 8]
     if bits == 8:
         for i in range(count):
-            codes[i] = buf[o + i]
+            c[i] = o[i]
         return
     if 8 % bits == 0:
         per = 8 // bits
-        for i in range(count):
-            codes[i] = (np.int64(buf[o + i // per]) >> ((i % per) * bits)) & mask
+        mask = np.uint8((1 << bits) - 1)
+        full = count // per
+        for g in range(full):
+            byte = o[g]
+            for j in range(per):
+                c[g * per + j] = (byte >> np.uint8(j * bits)) & mask
+        for j in range(count - full * per):
+            c[full * per + j] = (o[full] >> np.uint8(j * bits)) & mask
         return
+    mask64 = np.uint64((1 << bits) - 1)
     full = count // 8
     for g in range(full):
-        w = 0
+        w = np.uint64(0)
         for j in range(bits):
-            w |= np.int64(buf[o + j]) << (8 * j)
+            w |= np.uint64(o[g * bits + j]) << np.uint64(8 * j)
         for j in range(8):
-            codes[8 * g + j] = (w >> (j * bits)) & mask
-        o += bits
+            c[8 * g + j] = (w >> np.uint64(j * bits)) & mask64
     rest = count - full * 8
     if rest:
-        w = 0
+        w = np.uint64(0)
         for j in range((rest * bits + 7) // 8):
-            w |= np.int64(buf[o + j]) << (8 * j)
+            w |= np.uint64(o[full * bits + j]) << np.uint64(8 * j)
         for j in range(rest):
-            codes[8 * full + j] = (w >> (j * bits)) & mask
+            c[8 * full + j] = (w >> np.uint64(j * bits)) & mask64
 
 
 @_jit
-def abs_max_bits(xi, start, m):
-    """The largest |x| of x[start:start + m] as float32 bits (x viewed as uint32): integer order is |x|'s
-    order, and bits >= INF_BITS mean a value that is not finite."""
+def abs_max_bits(xi):
+    """The largest |x| of x as float32 bits (x viewed as uint32): integer order is |x|'s order, and
+    bits >= INF_BITS mean a value that is not finite."""
     mx = np.uint32(0)
-    for i in range(start, start + m):
-        v = xi[i] & ABS
-        mx = v if v > mx else mx
+    for i in range(xi.shape[0]):
+        mx = max(mx, xi[i] & ABS)
     return mx
 
 
@@ -222,13 +230,58 @@ QSGD, NUQSGD, TERNGRAD, SYMMETRIC = 0, 1, 2, 3
 
 
 @_jit
+def _one_scale_codes(mode, xs, us, use_u, ds, flev, top, levels, signpos, tab_low, tab_width, cv):
+    """The codes cv of one bucket xs against its scale's divisor ds (uniforms us, or 1/2 each)."""
+    if mode == QSGD:
+        for i in range(xs.shape[0]):
+            v = xs[i]
+            p = abs(v) / ds * flev
+            ip = int(p)
+            f = p - np.float32(ip)
+            uu = us[i] if use_u else HALF
+            c = ip + (1 if uu < f else 0)
+            c = c if c < top else top
+            cv[i] = c | ((1 if v < F0 else 0) << signpos)
+    elif mode == NUQSGD:
+        for i in range(xs.shape[0]):
+            v = xs[i]
+            p = abs(v) / ds
+            j = 0
+            for k in range(1, levels + 1):
+                j += 1 if p >= tab_low[k] else 0
+            w = tab_width[j]
+            f = (p - tab_low[j]) / (w if w > F0 else F1)
+            f = f if w > F0 else F0
+            uu = us[i] if use_u else HALF
+            c = j + (1 if uu < f else 0)
+            cv[i] = c | ((1 if v < F0 else 0) << signpos)
+    elif mode == TERNGRAD:
+        for i in range(xs.shape[0]):
+            v = xs[i]
+            p = abs(v) / ds
+            ip = int(p)
+            f = p - np.float32(ip)
+            uu = us[i] if use_u else HALF
+            c = ip + (1 if uu < f else 0)
+            c = c if c < 1 else 1
+            cv[i] = c << (1 if v < F0 else 0)
+    else:
+        for i in range(xs.shape[0]):
+            p = xs[i] / ds * flev + flev
+            ip = int(p)
+            f = p - np.float32(ip)
+            uu = us[i] if use_u else HALF
+            c = ip + (1 if uu < f else 0)
+            cv[i] = c if c < top else top
+
+
+@_jit
 def one_scale_encode(x, xi, u, use_u, size, mode, levels, bits, tab_low, tab_width, floats, packed, buf, stack,
                      codes, cell):
     """Encode rows x (rows, n) float32 (xi: the same bits as uint32) in buckets of `size`: scales into
     floats (rows, nb), codes packed `bits` wide into packed (rows, ceil(n bits / 8)). buf: float32 scratch
-    of `size` (its uint32 view not needed), codes: chunk_codes(size), cell: a float32 (1,) array and its
-    uint32 view. Returns False when a bucket holds a value that is not finite (the caller then takes the
-    array-API path)."""
+    of `size`, codes: chunk_codes(size), cell: a float32 (1,) array and its uint32 view. Returns False
+    when a bucket holds a value that is not finite (the caller then takes the array-API path)."""
     rows, n = x.shape
     nb = floats.shape[1]
     flev = np.float32(levels)
@@ -237,15 +290,13 @@ def one_scale_encode(x, xi, u, use_u, size, mode, levels, bits, tab_low, tab_wid
     per = codes.shape[0] // size
     cf, ci = cell
     for r in range(rows):
-        xs, xis = x[r], xi[r]
-        us = u[r] if use_u else u[0]
         for c0 in range(0, nb, per):
             c1 = min(nb, c0 + per)
             for b in range(c0, c1):
                 start = b * size
                 m = min(size, n - start)
-                off = (b - c0) * size
-                mx = abs_max_bits(xis, start, m)
+                xs = x[r, start:start + m]
+                mx = abs_max_bits(xi[r, start:start + m])
                 if mx >= INF_BITS:
                     return False
                 ci[0] = mx
@@ -253,7 +304,7 @@ def one_scale_encode(x, xi, u, use_u, size, mode, levels, bits, tab_low, tab_wid
                 if mode == QSGD or mode == NUQSGD:
                     d = big if big > F0 else F1
                     for i in range(m):
-                        t = abs(xs[start + i]) / d
+                        t = abs(xs[i]) / d
                         buf[i] = t * t
                     for i in range(m, size):
                         buf[i] = F0
@@ -262,47 +313,10 @@ def one_scale_encode(x, xi, u, use_u, size, mode, levels, bits, tab_low, tab_wid
                     scale = big
                 floats[r, b] = scale
                 ds = scale if scale > F0 else F1
-                if mode == QSGD:
-                    for i in range(m):
-                        v = xs[start + i]
-                        p = abs(v) / ds * flev
-                        ip = int(p)
-                        f = p - np.float32(ip)
-                        uu = us[start + i] if use_u else HALF
-                        c = ip + (1 if uu < f else 0)
-                        c = c if c < top else top
-                        codes[off + i] = c | ((1 if v < F0 else 0) << signpos)
-                elif mode == NUQSGD:
-                    for i in range(m):
-                        v = xs[start + i]
-                        p = abs(v) / ds
-                        j = 0
-                        for k in range(1, levels + 1):
-                            j += 1 if p >= tab_low[k] else 0
-                        w = tab_width[j]
-                        f = (p - tab_low[j]) / (w if w > F0 else F1)
-                        f = f if w > F0 else F0
-                        uu = us[start + i] if use_u else HALF
-                        c = j + (1 if uu < f else 0)
-                        codes[off + i] = c | ((1 if v < F0 else 0) << signpos)
-                elif mode == TERNGRAD:
-                    for i in range(m):
-                        v = xs[start + i]
-                        p = abs(v) / ds
-                        ip = int(p)
-                        f = p - np.float32(ip)
-                        uu = us[start + i] if use_u else HALF
-                        c = ip + (1 if uu < f else 0)
-                        c = c if c < 1 else 1
-                        codes[off + i] = c << (1 if v < F0 else 0)
-                else:
-                    for i in range(m):
-                        p = xs[start + i] / ds * flev + flev
-                        ip = int(p)
-                        f = p - np.float32(ip)
-                        uu = us[start + i] if use_u else HALF
-                        c = ip + (1 if uu < f else 0)
-                        codes[off + i] = c if c < top else top
+                off = (b - c0) * size
+                us = u[r, start:start + m] if use_u else u[0, :0]
+                _one_scale_codes(mode, xs, us, use_u, ds, flev, top, levels, signpos, tab_low, tab_width,
+                                 codes[off:off + m])
             count = min(n, c1 * size) - c0 * size
             pack_codes(codes, count, bits, packed[r], c0 * size * bits // 8)
     return True
@@ -316,7 +330,6 @@ def scale_decode(packed, scales, unit, size, bits, out, codes):
     nb = scales.shape[1]
     per = codes.shape[0] // size
     for r in range(rows):
-        o = out[r]
         for c0 in range(0, nb, per):
             c1 = min(nb, c0 + per)
             count = min(n, c1 * size) - c0 * size
@@ -324,10 +337,11 @@ def scale_decode(packed, scales, unit, size, bits, out, codes):
             for b in range(c0, c1):
                 start = b * size
                 m = min(size, n - start)
-                off = (b - c0) * size
+                o = out[r, start:start + m]
+                cv = codes[(b - c0) * size:(b - c0) * size + m]
                 scale = scales[r, b]
                 for i in range(m):
-                    o[start + i] = scale * unit[codes[off + i]]
+                    o[i] = scale * unit[cv[i]]
 
 
 @_jit
@@ -337,21 +351,23 @@ def table_decode(packed, tables, size, bits, out, codes):
     nb, width = tables.shape[1], tables.shape[2]
     per = codes.shape[0] // size
     for r in range(rows):
-        o = out[r]
         for c0 in range(0, nb, per):
             c1 = min(nb, c0 + per)
             count = min(n, c1 * size) - c0 * size
             unpack_codes(packed[r], c0 * size * bits // 8, count, bits, codes)
+            top = np.uint8(0)
             for i in range(count):
-                if codes[i] >= width:
-                    return False
+                top = max(top, codes[i])
+            if top >= width:
+                return False
             for b in range(c0, c1):
                 start = b * size
                 m = min(size, n - start)
-                off = (b - c0) * size
+                o = out[r, start:start + m]
+                cv = codes[(b - c0) * size:(b - c0) * size + m]
                 tb = tables[r, b]
                 for i in range(m):
-                    o[start + i] = tb[codes[off + i]]
+                    o[i] = tb[cv[i]]
     return True
 
 
@@ -360,66 +376,57 @@ def table_decode(packed, tables, size, bits, out, codes):
 
 
 @_jit
-def bingrad_encode(x, size, max_sweeps, floats, packed, lower, upper, stack):
+def bingrad_encode(x, xi, size, max_sweeps, floats, packed, lower, upper, stack, codes):
     """Levels b1, b2 into floats (rows, nb, 2), 1-bit codes [x > (b1 + b2) / 2] into packed. Lloyd's
     iteration from tau = 0 as quantizers.BinGrad does it, sums pairwise over the zero-padded bucket.
     Returns False when a value is not finite."""
     rows, n = x.shape
     nb = floats.shape[1]
     two = np.float32(2.0)
+    per = codes.shape[0] // size
     for r in range(rows):
-        acc = 0
-        nbits = 0
-        o = 0
-        for b in range(nb):
-            start = b * size
-            m = min(size, n - start)
-            for i in range(m):
-                if not abs(x[r, start + i]) < np.inf:
+        for c0 in range(0, nb, per):
+            c1 = min(nb, c0 + per)
+            for b in range(c0, c1):
+                start = b * size
+                m = min(size, n - start)
+                xs = x[r, start:start + m]
+                if abs_max_bits(xi[r, start:start + m]) >= INF_BITS:
                     return False
-            for i in range(m, size):
-                lower[i] = F0
-                upper[i] = F0
-            t = F0
-            b1 = F0
-            b2 = F0
-            for _ in range(max_sweeps):
-                n1 = 0
-                n2 = 0
+                for i in range(m, size):
+                    lower[i] = F0
+                    upper[i] = F0
+                lo, up = lower[:m], upper[:m]
+                t = F0
+                b1 = F0
+                b2 = F0
+                for _ in range(max_sweeps):
+                    n2 = 0
+                    for i in range(m):
+                        v = xs[i]
+                        above = v > t
+                        up[i] = v if above else F0
+                        lo[i] = F0 if above else v
+                        n2 += 1 if above else 0
+                    n1 = m - n2
+                    f2 = np.float32(n2)
+                    f1 = np.float32(n1)
+                    m2 = pairwise(upper, 0, size, stack) / (f2 if n2 > 0 else F1)
+                    m1 = pairwise(lower, 0, size, stack) / (f1 if n1 > 0 else F1)
+                    b1 = m1 if n1 > 0 else m2
+                    b2 = m2 if n2 > 0 else m1
+                    new_t = (b1 + b2) / two
+                    if new_t == t:
+                        break
+                    t = new_t
+                floats[r, b, 0] = b1
+                floats[r, b, 1] = b2
+                tau = (b1 + b2) / two
+                cv = codes[(b - c0) * size:(b - c0) * size + m]
                 for i in range(m):
-                    v = x[r, start + i]
-                    if v > t:
-                        upper[i] = v
-                        lower[i] = F0
-                        n2 += 1
-                    else:
-                        upper[i] = F0
-                        lower[i] = v
-                        n1 += 1
-                f2 = np.float32(n2)
-                f1 = np.float32(n1)
-                m2 = pairwise(upper, 0, size, stack) / (f2 if f2 > F0 else F1)
-                m1 = pairwise(lower, 0, size, stack) / (f1 if f1 > F0 else F1)
-                b1 = m1 if n1 > 0 else m2
-                b2 = m2 if n2 > 0 else m1
-                new_t = (b1 + b2) / two
-                if new_t == t:
-                    break
-                t = new_t
-            floats[r, b, 0] = b1
-            floats[r, b, 1] = b2
-            tau = (b1 + b2) / two
-            for i in range(m):
-                if x[r, start + i] > tau:
-                    acc |= 1 << nbits
-                nbits += 1
-                if nbits == 8:
-                    packed[r, o] = acc
-                    o += 1
-                    acc = 0
-                    nbits = 0
-        if nbits > 0:
-            packed[r, o] = acc
+                    cv[i] = 1 if xs[i] > tau else 0
+            count = min(n, c1 * size) - c0 * size
+            pack_codes(codes, count, 1, packed[r], c0 * size // 8)
     return True
 
 
@@ -428,32 +435,59 @@ def bingrad_encode(x, size, max_sweeps, floats, packed, lower, upper, stack):
 
 
 @_jit
+def _first_at_least(g, m, v):
+    """The first index j < m with g[j] >= v (g ascending), else m."""
+    lo, hi = 0, m
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if g[mid] >= v:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@_jit
+def _first_above(g, lo, m, v):
+    """The first index j in [lo, m) with g[j] > v (g ascending), else m."""
+    hi = m
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if g[mid] > v:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@_jit
 def _best_interior_level(g, m, left, right, current, above, stack):
     """quantizers._best_interior_level for one sorted bucket g (size values, the first m real, the rest
-    +inf): the smallest g_j in [left, right] whose slope is >= 0, else current. The sum of the
-    `above` side is pairwise over the whole bucket (zeros outside [left, right]), as numpy's."""
+    +inf): the smallest g_j in [left, right] whose slope is >= 0, else current. The sum of the `above`
+    side is pairwise over the whole bucket with zeros outside [left, right], as numpy's; `above` is
+    all zeros on entry and on return."""
     size = g.shape[0]
-    lo = 0
-    while lo < m and not g[lo] >= left:
-        lo += 1
-    hi = lo
-    while hi < m and g[hi] <= right:
-        hi += 1
+    lo = _first_at_least(g, m, left)
+    hi = _first_above(g, lo, m, right)
     if lo == hi:
         return current
-    for i in range(size):
-        above[i] = F0
-    for i in range(lo, hi):
-        above[i] = right - g[i]
-    total = pairwise(above, 0, size, stack)
+    a = above[lo:hi]
+    gs = g[lo:hi]
+    for i in range(hi - lo):
+        a[i] = right - gs[i]
+    total = pairwise(above, 0, size, stack, lo, hi)
     cb = F0
     ca = F0
-    for j in range(lo, hi):
-        cb += g[j] - left
-        ca += above[j]
+    best = current
+    for j in range(hi - lo):
+        cb += gs[j] - left
+        ca += a[j]
         if cb - (total - ca) >= F0:
-            return g[j]
-    return current
+            best = gs[j]
+            break
+    for i in range(hi - lo):
+        a[i] = F0
+    return best
 
 
 @_jit
@@ -473,60 +507,54 @@ def orq_levels(g, counts, s, max_sweeps, levels, above, stack):
             flags[b] = True
             continue
         span = hi - lo
-        for k in range(s + 1):
-            if k == 0:
-                levels[b, k] = lo
-            elif k == s:
-                levels[b, k] = hi
-            else:
-                levels[b, k] = lo + span * np.float32(k / s)
+        lv = levels[b]
+        lv[0] = lo
+        lv[s] = hi
+        for k in range(1, s):
+            lv[k] = lo + span * np.float32(k / s)
         if s > 1:
             for _ in range(max_sweeps):
                 moved = False
                 for k in range(1, s):
-                    new = _best_interior_level(row, m, levels[b, k - 1], levels[b, k + 1], levels[b, k], above, stack)
-                    if new != levels[b, k]:
+                    new = _best_interior_level(row, m, lv[k - 1], lv[k + 1], lv[k], above, stack)
+                    if new != lv[k]:
                         moved = True
-                    levels[b, k] = new
+                    lv[k] = new
                 if not moved:
                     break
         for k in range(s + 1):
-            if levels[b, k] == F0:
+            if lv[k] == F0:
                 flags[b] = True
     return flags
 
 
 @_jit
-def orq_codes(x, u, use_u, size, table, packed, byte0):
+def orq_codes(x, u, use_u, size, table, packed, byte0, bits, codes):
     """ORQ's codes of rows x (rows, n) against the float32 level tables (rows, nb, s + 1), packed from
-    byte `byte0` of each row of packed (n * bits a multiple of 8 unless this is the row's end)."""
+    byte `byte0` of each row of packed (whole bytes unless this run ends the row)."""
     rows, n = x.shape
-    width = table.shape[2]
-    bits = 1
-    while (1 << bits) < width:
-        bits += 1
+    nb, width = table.shape[1], table.shape[2]
+    per = codes.shape[0] // size
     for r in range(rows):
-        acc = 0
-        nbits = 0
-        o = byte0
-        for i in range(n):
-            v = x[r, i]
-            tb = table[r, i // size]
-            k = 0
-            for j in range(1, width - 1):
-                if v >= tb[j]:
-                    k += 1
-            low = tb[k]
-            w = tb[k + 1] - low
-            f = (v - low) / w if w > F0 else F0
-            uu = u[r, i] if use_u else HALF
-            c = k + (1 if uu < f else 0)
-            acc |= c << nbits
-            nbits += bits
-            while nbits >= 8:
-                packed[r, o] = acc & 0xFF
-                o += 1
-                acc >>= 8
-                nbits -= 8
-        if nbits > 0:
-            packed[r, o] = acc & 0xFF
+        for c0 in range(0, nb, per):
+            c1 = min(nb, c0 + per)
+            for b in range(c0, c1):
+                start = b * size
+                m = min(size, n - start)
+                xs = x[r, start:start + m]
+                us = u[r, start:start + m] if use_u else u[0, :0]
+                tb = table[r, b]
+                cv = codes[(b - c0) * size:(b - c0) * size + m]
+                for i in range(m):
+                    v = xs[i]
+                    k = 0
+                    for j in range(1, width - 1):
+                        k += 1 if v >= tb[j] else 0
+                    low = tb[k]
+                    w = tb[k + 1] - low
+                    f = (v - low) / (w if w > F0 else F1)
+                    f = f if w > F0 else F0
+                    uu = us[i] if use_u else HALF
+                    cv[i] = k + (1 if uu < f else 0)
+            count = min(n, c1 * size) - c0 * size
+            pack_codes(codes, count, bits, packed[r], byte0 + c0 * size * bits // 8)

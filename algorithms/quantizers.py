@@ -464,8 +464,8 @@ class BinGrad(Quantizer):
         nb, size = self._shape(rows.shape[1])
         out, floats, packed = _host_payload(rows.shape, nb, 2, self.payload_bytes(rows.shape[1]))
         scratch = np.empty((2, size), dtype=np.float32)
-        ok = hostkernels.bingrad_encode(rows, size, MAX_SWEEPS, floats, packed, scratch[0], scratch[1],
-                                         hostkernels.pairwise_stack())
+        ok = hostkernels.bingrad_encode(rows, rows.view(np.uint32), size, MAX_SWEEPS, floats, packed, scratch[0],
+                                        scratch[1], hostkernels.pairwise_stack(), hostkernels.chunk_codes(size))
         return _host_finish(out, floats) if ok else None
 
 
@@ -550,7 +550,8 @@ class ORQ(Quantizer):
         s = self.levels
         out, table, packed = _host_payload(rows.shape, nb, s + 1, self.payload_bytes(n))
         per = -(-max(1, BLOCK_VALUES // (rows.shape[0] * size)) // 8) * 8  # buckets per run: whole bytes of codes
-        above, stack = np.empty(size, dtype=np.float32), hostkernels.pairwise_stack()
+        above, stack = np.zeros(size, dtype=np.float32), hostkernels.pairwise_stack()
+        codes = hostkernels.chunk_codes(size)
         for b0 in range(0, nb, per):
             b1 = min(nb, b0 + per)
             start, stop = b0 * size, min(n, b1 * size)
@@ -571,7 +572,7 @@ class ORQ(Quantizer):
                     return None
             table[:, b0:b1] = levels.reshape(rows.shape[0], b1 - b0, s + 1)
             hostkernels.orq_codes(rows[:, start:stop], rows if u is None else u[:, start:stop], u is not None, size,
-                                  table[:, b0:b1], packed, start * self.bits // 8)
+                                  table[:, b0:b1], packed, start * self.bits // 8, self.bits, codes)
         return _host_finish(out, table)
 
 

@@ -29,7 +29,7 @@ try:
     if os.environ.get("THINWIRE_NUMBA", "1") == "0":
         raise ImportError("THINWIRE_NUMBA=0")
     import numba
-except ImportError:  # optional dependency: the array-API path serves
+except Exception:  # not installed, or not importable beside this numpy: the array-API path serves
     numba = None
 
 ENABLED = numba is not None

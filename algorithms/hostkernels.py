@@ -230,7 +230,7 @@ QSGD, NUQSGD, TERNGRAD, SYMMETRIC = 0, 1, 2, 3
 
 
 @_jit
-def _one_scale_codes(mode, xs, us, use_u, ds, flev, top, levels, signpos, tab_low, tab_width, cv):
+def _one_scale_codes(mode, xs, us, use_u, ds, flev, top, levels, signpos, tab_low, tab_width, cv, buf):
     """The codes cv of one bucket xs against its scale's divisor ds (uniforms us, or 1/2 each)."""
     if mode == QSGD:
         for i in range(xs.shape[0]):
@@ -243,12 +243,16 @@ def _one_scale_codes(mode, xs, us, use_u, ds, flev, top, levels, signpos, tab_lo
             c = c if c < top else top
             cv[i] = c | ((1 if v < F0 else 0) << signpos)
     elif mode == NUQSGD:
+        # j = #{k in 1..s: p >= 2^(k - s)} = clip(e + s, 0, s) with e = floor(log2 p), p's exponent field
+        # less 127 (a zero or subnormal p: field 0, so j = 0 as its comparisons give for s <= 127).
+        ps, pi = buf
+        for i in range(xs.shape[0]):
+            ps[i] = abs(xs[i]) / ds
         for i in range(xs.shape[0]):
             v = xs[i]
-            p = abs(v) / ds
-            j = 0
-            for k in range(1, levels + 1):
-                j += 1 if p >= tab_low[k] else 0
+            p = ps[i]
+            j = np.int32(pi[i] >> np.uint32(23)) - np.int32(127 - levels)
+            j = min(max(j, np.int32(0)), np.int32(levels))
             w = tab_width[j]
             f = (p - tab_low[j]) / (w if w > F0 else F1)
             f = f if w > F0 else F0
@@ -277,10 +281,11 @@ def _one_scale_codes(mode, xs, us, use_u, ds, flev, top, levels, signpos, tab_lo
 
 @_jit
 def one_scale_encode(x, xi, u, use_u, size, mode, levels, bits, tab_low, tab_width, floats, packed, buf, stack,
-                     codes, cell):
+                     codes, cell, bufi):
     """Encode rows x (rows, n) float32 (xi: the same bits as uint32) in buckets of `size`: scales into
     floats (rows, nb), codes packed `bits` wide into packed (rows, ceil(n bits / 8)). buf: float32 scratch
-    of `size`, codes: chunk_codes(size), cell: a float32 (1,) array and its uint32 view. Returns False
+    of `size` and bufi its uint32 view, codes: chunk_codes(size), cell: a float32 (1,) array and its uint32
+view. Returns False
     when a bucket holds a value that is not finite (the caller then takes the array-API path)."""
     rows, n = x.shape
     nb = floats.shape[1]
@@ -316,7 +321,7 @@ def one_scale_encode(x, xi, u, use_u, size, mode, levels, bits, tab_low, tab_wid
                 off = (b - c0) * size
                 us = u[r, start:start + m] if use_u else u[0, :0]
                 _one_scale_codes(mode, xs, us, use_u, ds, flev, top, levels, signpos, tab_low, tab_width,
-                                 codes[off:off + m])
+                                 codes[off:off + m], (buf[:m], bufi[:m]))
             count = min(n, c1 * size) - c0 * size
             pack_codes(codes, count, bits, packed[r], c0 * size * bits // 8)
     return True
@@ -461,37 +466,109 @@ def _first_above(g, lo, m, v):
 
 
 @_jit
-def _best_interior_level(g, m, left, right, current, above, stack):
+def _above_leaf(g, start, n, lo, hi, right):
+    """`_leaf` of the values right - g[i] for i in [lo, hi), 0.0 elsewhere, over g[start:start + n]:
+    the same additions in the same order as _leaf over that zero-filled buffer."""
+    if start >= hi or start + n <= lo:
+        return F0
+    b = g[start:start + n]
+    a0, a1 = lo - start, hi - start  # the nonzero part within this leaf
+    if n < 8:
+        res = F0
+        for i in range(n):
+            res += (right - b[i]) if a0 <= i < a1 else F0
+        return res
+    full = n // 8
+    if a0 <= 0 and a1 >= n:  # wholly inside: no zeros
+        r0, r1, r2, r3 = right - b[0], right - b[1], right - b[2], right - b[3]
+        r4, r5, r6, r7 = right - b[4], right - b[5], right - b[6], right - b[7]
+        for k in range(1, full):
+            r0 += right - b[8 * k]
+            r1 += right - b[8 * k + 1]
+            r2 += right - b[8 * k + 2]
+            r3 += right - b[8 * k + 3]
+            r4 += right - b[8 * k + 4]
+            r5 += right - b[8 * k + 5]
+            r6 += right - b[8 * k + 6]
+            r7 += right - b[8 * k + 7]
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        for i in range(8 * full, n):
+            res += right - b[i]
+        return res
+    r = np.zeros(8, dtype=np.float32)
+    for j in range(8):
+        r[j] = (right - b[j]) if a0 <= j < a1 else F0
+    for k in range(1, full):
+        for j in range(8):
+            i = 8 * k + j
+            r[j] += (right - b[i]) if a0 <= i < a1 else F0
+    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    for i in range(8 * full, n):
+        res += (right - b[i]) if a0 <= i < a1 else F0
+    return res
+
+
+@_jit
+def _above_sum(g, lo, hi, right, stack):
+    """numpy's pairwise sum over the whole bucket g of where(lo <= i < hi, right - g[i], 0.0): the
+    recursion of `pairwise`, leaves by `_above_leaf` (leaves wholly outside [lo, hi) are +0.0 exactly)."""
+    n = g.shape[0]
+    if n <= 128:
+        return _above_leaf(g, 0, n, lo, hi, right)
+    stack[0, 0], stack[0, 1], stack[0, 2] = 0, n, 0
+    top = 1
+    result = F0
+    while top > 0:
+        f = top - 1
+        s0, m, stage = int(stack[f, 0]), int(stack[f, 1]), int(stack[f, 2])
+        if m <= 128 or stage == 2:
+            if m <= 128:
+                v = _above_leaf(g, s0, m, lo, hi, right)
+            else:
+                v = np.float32(stack[f, 3]) + np.float32(stack[f, 4])
+            top -= 1
+            if top == 0:
+                result = v
+            else:
+                p = top - 1
+                stack[p, 3 if stack[p, 2] == 1 else 4] = v
+            continue
+        half = m // 2
+        half -= half % 8
+        if stage == 0:
+            stack[f, 2] = 1
+            stack[top, 0], stack[top, 1], stack[top, 2] = s0, half, 0
+        else:
+            stack[f, 2] = 2
+            stack[top, 0], stack[top, 1], stack[top, 2] = s0 + half, m - half, 0
+        top += 1
+    return result
+
+
+@_jit
+def _best_interior_level(g, m, left, right, current, stack):
     """quantizers._best_interior_level for one sorted bucket g (size values, the first m real, the rest
     +inf): the smallest g_j in [left, right] whose slope is >= 0, else current. The sum of the `above`
-    side is pairwise over the whole bucket with zeros outside [left, right], as numpy's; `above` is
-    all zeros on entry and on return."""
-    size = g.shape[0]
+    side is pairwise over the whole bucket with zeros outside [left, right], as numpy's; the running
+    sums are sequential, as numpy's cumulative_sum (its leading zeros add nothing: +0.0 + v is v)."""
     lo = _first_at_least(g, m, left)
     hi = _first_above(g, lo, m, right)
     if lo == hi:
         return current
-    a = above[lo:hi]
+    total = _above_sum(g, lo, hi, right, stack)
     gs = g[lo:hi]
-    for i in range(hi - lo):
-        a[i] = right - gs[i]
-    total = pairwise(above, 0, size, stack, lo, hi)
     cb = F0
     ca = F0
-    best = current
     for j in range(hi - lo):
         cb += gs[j] - left
-        ca += a[j]
+        ca += right - gs[j]
         if cb - (total - ca) >= F0:
-            best = gs[j]
-            break
-    for i in range(hi - lo):
-        a[i] = F0
-    return best
+            return gs[j]
+    return current
 
 
 @_jit
-def orq_levels(g, counts, s, max_sweeps, levels, above, stack):
+def orq_levels(g, counts, s, max_sweeps, levels, stack):
     """Levels (buckets, s + 1) of sorted buckets g (buckets, size), each with counts[b] real values
     first (the rest +inf): ORQ.solve_levels bucket by bucket. Returns a flag per bucket, True where a
     level came out zero (-0.0 or +0.0: np.min's choice between them is not the kernel's to make) or a
@@ -516,7 +593,7 @@ def orq_levels(g, counts, s, max_sweeps, levels, above, stack):
             for _ in range(max_sweeps):
                 moved = False
                 for k in range(1, s):
-                    new = _best_interior_level(row, m, lv[k - 1], lv[k + 1], lv[k], above, stack)
+                    new = _best_interior_level(row, m, lv[k - 1], lv[k + 1], lv[k], stack)
                     if new != lv[k]:
                         moved = True
                     lv[k] = new
@@ -535,6 +612,7 @@ def orq_codes(x, u, use_u, size, table, packed, byte0, bits, codes):
     rows, n = x.shape
     nb, width = table.shape[1], table.shape[2]
     per = codes.shape[0] // size
+    t8 = np.empty(8, dtype=np.float32)
     for r in range(rows):
         for c0 in range(0, nb, per):
             c1 = min(nb, c0 + per)
@@ -545,6 +623,20 @@ def orq_codes(x, u, use_u, size, table, packed, byte0, bits, codes):
                 us = u[r, start:start + m] if use_u else u[0, :0]
                 tb = table[r, b]
                 cv = codes[(b - c0) * size:(b - c0) * size + m]
+                if width <= 8:  # s <= 7: six interior slots, those past s - 1 at +inf (never reached)
+                    for j in range(8):
+                        t8[j] = tb[j] if j < width - 1 else np.inf
+                    for i in range(m):
+                        v = xs[i]
+                        k = ((1 if v >= t8[1] else 0) + (1 if v >= t8[2] else 0) + (1 if v >= t8[3] else 0)
+                             + (1 if v >= t8[4] else 0) + (1 if v >= t8[5] else 0) + (1 if v >= t8[6] else 0))
+                        low = tb[k]
+                        w = tb[k + 1] - low
+                        f = (v - low) / (w if w > F0 else F1)
+                        f = f if w > F0 else F0
+                        uu = us[i] if use_u else HALF
+                        cv[i] = k + (1 if uu < f else 0)
+                    continue
                 for i in range(m):
                     v = xs[i]
                     k = 0

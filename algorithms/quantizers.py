@@ -199,11 +199,11 @@ class Quantizer:
         nb, size = self._shape(rows.shape[1])
         out, floats, packed = _host_payload(rows.shape, nb, 1, self.payload_bytes(rows.shape[1]))
         low, width = (self._tables(rows) if self.host_mode == hostkernels.NUQSGD else (_NO_TABLE, _NO_TABLE))
-        cell = np.zeros(1, dtype=np.float32)
+        cell, buf = np.zeros(1, dtype=np.float32), np.empty(size, dtype=np.float32)
         ok = hostkernels.one_scale_encode(rows, rows.view(np.uint32), rows if u is None else u, u is not None, size,
                                           self.host_mode, self.levels, self.bits, low, width, floats[..., 0],
-                                          packed, np.empty(size, np.float32), hostkernels.pairwise_stack(),
-                                          hostkernels.chunk_codes(size), (cell, cell.view(np.uint32)))
+                                          packed, buf, hostkernels.pairwise_stack(), hostkernels.chunk_codes(size),
+                                          (cell, cell.view(np.uint32)), buf.view(np.uint32))
         return _host_finish(out, floats) if ok else None
 
     def _host_decompress(self, payload: np.ndarray, n: int, dtype: np.dtype) -> np.ndarray:
@@ -550,7 +550,7 @@ class ORQ(Quantizer):
         s = self.levels
         out, table, packed = _host_payload(rows.shape, nb, s + 1, self.payload_bytes(n))
         per = -(-max(1, BLOCK_VALUES // (rows.shape[0] * size)) // 8) * 8  # buckets per run: whole bytes of codes
-        above, stack = np.zeros(size, dtype=np.float32), hostkernels.pairwise_stack()
+        stack = hostkernels.pairwise_stack()
         codes = hostkernels.chunk_codes(size)
         for b0 in range(0, nb, per):
             b1 = min(nb, b0 + per)
@@ -562,7 +562,7 @@ class ORQ(Quantizer):
             counts[:, -1] = stop - (b1 - 1) * size
             counts = counts.reshape(-1)
             levels = np.empty((g.shape[0], s + 1), dtype=np.float32)
-            flags = hostkernels.orq_levels(g, counts, s, MAX_SWEEPS, levels, above, stack)
+            flags = hostkernels.orq_levels(g, counts, s, MAX_SWEEPS, levels, stack)
             if flags.any():
                 redo = np.nonzero(flags)[0]
                 xb = run.reshape(-1, size)[redo]

@@ -441,28 +441,29 @@ def bingrad_encode(x, xi, size, max_sweeps, floats, packed, lower, upper, stack,
 
 @_jit
 def _first_at_least(g, m, v):
-    """The first index j < m with g[j] >= v (g ascending), else m."""
-    lo, hi = 0, m
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if g[mid] >= v:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+    """The first index j < m with g[j] >= v (g ascending), else m: a binary search whose steps select
+    rather than branch (fixed step count, no mispredicted jumps)."""
+    if m == 0:
+        return 0
+    base, n = 0, m
+    while n > 1:
+        half = n // 2
+        base = base + half if g[base + half - 1] < v else base
+        n -= half
+    return base + (1 if g[base] < v else 0)
 
 
 @_jit
 def _first_above(g, lo, m, v):
     """The first index j in [lo, m) with g[j] > v (g ascending), else m."""
-    hi = m
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if g[mid] > v:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+    if m <= lo:
+        return lo
+    base, n = lo, m - lo
+    while n > 1:
+        half = n // 2
+        base = base + half if g[base + half - 1] <= v else base
+        n -= half
+    return base + (1 if g[base] <= v else 0)
 
 
 @_jit
@@ -495,14 +496,25 @@ def _above_leaf(g, start, n, lo, hi, right):
         for i in range(8 * full, n):
             res += right - b[i]
         return res
-    r = np.zeros(8, dtype=np.float32)
-    for j in range(8):
-        r[j] = (right - b[j]) if a0 <= j < a1 else F0
+    r0 = (right - b[0]) if a0 <= 0 < a1 else F0
+    r1 = (right - b[1]) if a0 <= 1 < a1 else F0
+    r2 = (right - b[2]) if a0 <= 2 < a1 else F0
+    r3 = (right - b[3]) if a0 <= 3 < a1 else F0
+    r4 = (right - b[4]) if a0 <= 4 < a1 else F0
+    r5 = (right - b[5]) if a0 <= 5 < a1 else F0
+    r6 = (right - b[6]) if a0 <= 6 < a1 else F0
+    r7 = (right - b[7]) if a0 <= 7 < a1 else F0
     for k in range(1, full):
-        for j in range(8):
-            i = 8 * k + j
-            r[j] += (right - b[i]) if a0 <= i < a1 else F0
-    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        i = 8 * k
+        r0 += (right - b[i]) if a0 <= i < a1 else F0
+        r1 += (right - b[i + 1]) if a0 <= i + 1 < a1 else F0
+        r2 += (right - b[i + 2]) if a0 <= i + 2 < a1 else F0
+        r3 += (right - b[i + 3]) if a0 <= i + 3 < a1 else F0
+        r4 += (right - b[i + 4]) if a0 <= i + 4 < a1 else F0
+        r5 += (right - b[i + 5]) if a0 <= i + 5 < a1 else F0
+        r6 += (right - b[i + 6]) if a0 <= i + 6 < a1 else F0
+        r7 += (right - b[i + 7]) if a0 <= i + 7 < a1 else F0
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
     for i in range(8 * full, n):
         res += (right - b[i]) if a0 <= i < a1 else F0
     return res
@@ -575,6 +587,7 @@ def orq_levels(g, counts, s, max_sweeps, levels, stack):
     value is not finite; the caller recomputes those buckets on the array-API path."""
     nbk, size = g.shape
     flags = np.zeros(nbk, dtype=np.bool_)
+    stale = np.empty(s + 1, dtype=np.bool_)
     for b in range(nbk):
         row = g[b]
         m = counts[b]
@@ -590,12 +603,22 @@ def orq_levels(g, counts, s, max_sweeps, levels, stack):
         for k in range(1, s):
             lv[k] = lo + span * np.float32(k / s)
         if s > 1:
+            # A level is a function of its two neighbours alone (and of itself only where no data lies
+            # between them, when it stays): one whose neighbours did not move since it was last placed
+            # would be placed where it is, so it is not searched again.
+            for k in range(s + 1):
+                stale[k] = True
             for _ in range(max_sweeps):
                 moved = False
                 for k in range(1, s):
+                    if not stale[k]:
+                        continue
                     new = _best_interior_level(row, m, lv[k - 1], lv[k + 1], lv[k], stack)
+                    stale[k] = False
                     if new != lv[k]:
                         moved = True
+                        stale[k - 1] = True
+                        stale[k + 1] = True
                     lv[k] = new
                 if not moved:
                     break
@@ -612,7 +635,7 @@ def orq_codes(x, u, use_u, size, table, packed, byte0, bits, codes):
     rows, n = x.shape
     nb, width = table.shape[1], table.shape[2]
     per = codes.shape[0] // size
-    t8 = np.empty(8, dtype=np.float32)
+    t8, l8 = np.empty(8, dtype=np.float32), np.empty(8, dtype=np.float32)
     for r in range(rows):
         for c0 in range(0, nb, per):
             c1 = min(nb, c0 + per)
@@ -626,12 +649,14 @@ def orq_codes(x, u, use_u, size, table, packed, byte0, bits, codes):
                 if width <= 8:  # s <= 7: six interior slots, those past s - 1 at +inf (never reached)
                     for j in range(8):
                         t8[j] = tb[j] if j < width - 1 else np.inf
+                        l8[j] = tb[j] if j < width else F0
+                    i1, i2, i3, i4, i5, i6 = t8[1], t8[2], t8[3], t8[4], t8[5], t8[6]
                     for i in range(m):
                         v = xs[i]
-                        k = ((1 if v >= t8[1] else 0) + (1 if v >= t8[2] else 0) + (1 if v >= t8[3] else 0)
-                             + (1 if v >= t8[4] else 0) + (1 if v >= t8[5] else 0) + (1 if v >= t8[6] else 0))
-                        low = tb[k]
-                        w = tb[k + 1] - low
+                        k = ((1 if v >= i1 else 0) + (1 if v >= i2 else 0) + (1 if v >= i3 else 0)
+                             + (1 if v >= i4 else 0) + (1 if v >= i5 else 0) + (1 if v >= i6 else 0))
+                        low = l8[k]
+                        w = l8[k + 1] - low
                         f = (v - low) / (w if w > F0 else F1)
                         f = f if w > F0 else F0
                         uu = us[i] if use_u else HALF

@@ -675,3 +675,33 @@ def orq_codes(x, u, use_u, size, table, packed, byte0, bits, codes):
                     cv[i] = k + (1 if uu < f else 0)
             count = min(n, c1 * size) - c0 * size
             pack_codes(codes, count, bits, packed[r], byte0 + c0 * size * bits // 8)
+
+
+# ---------------------------------------------------------------------------------------------------
+# SDP4Bit's block Hadamard transform
+
+
+@_jit
+def hadamard_blocks(x, block, scale, out):
+    """sdp_quant.hadamard's butterfly on every `block` consecutive values of the flat x into out: passes
+    h = 1, 2, 4, .. of (a + b, a - b) on the pairs h apart, then times `scale` (1 / sqrt(block) in x's
+    dtype): the same operations on each value as the numpy path, so the same values."""
+    y = np.empty(block, dtype=x.dtype)
+    for b in range(x.shape[0] // block):
+        xs = x[b * block:(b + 1) * block]
+        for i in range(block):
+            y[i] = xs[i]
+        h = 1
+        while h < block:
+            for i in range(0, block, 2 * h):
+                lo = y[i:i + h]
+                hi = y[i + h:i + 2 * h]
+                for j in range(h):
+                    a = lo[j]
+                    c = hi[j]
+                    lo[j] = a + c
+                    hi[j] = a - c
+            h *= 2
+        os = out[b * block:(b + 1) * block]
+        for i in range(block):
+            os[i] = y[i] * scale

@@ -143,18 +143,21 @@ def test_numpy_float32_takes_the_compiled_kernels(name, monkeypatch):
     assert q.decompress(payload, 2000, np.float32).shape == x.shape
 
 
-@pytest.mark.parametrize("lib", ["numpy", "torch"])
+@pytest.mark.parametrize(("lib", "path"), LIB_PATHS + [pytest.param("torch", "compiled", marks=[COMPILED])])
 @SETTINGS
 @given(seed=st.integers(0, 2**32 - 1), blocks=st.integers(1, 40), block=st.sampled_from([1, 2, 32, 64]),
-       values=BLOCKS)
-def test_hadamard_matches_the_old_kernel(lib, seed, blocks, block, values):
-    x = np.random.default_rng(seed).standard_normal((2, blocks * block)).astype(np.float32)
+       values=BLOCKS, dtype=st.sampled_from([np.float32, np.float64]))
+def test_hadamard_matches_the_old_kernel(lib, path, seed, blocks, block, values, dtype):
+    """numpy arrays and CPU tensors both take the host kernel (compiled, or numpy's)."""
+    x = np.random.default_rng(seed).standard_normal((2, blocks * block)).astype(dtype)
     kept = x.copy()
     if lib == "torch":
         x = torch.from_numpy(x)
     saved, new.BLOCK_VALUES = new.BLOCK_VALUES, values
+    enabled, hostkernels.ENABLED = hostkernels.ENABLED, path == "compiled"
     try:
         same(sdp_quant.hadamard(x, block), old.hadamard(x, block))
     finally:
         new.BLOCK_VALUES = saved
+        hostkernels.ENABLED = enabled
     same(x, kept)  # the input is left alone

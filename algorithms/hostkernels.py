@@ -705,3 +705,24 @@ def hadamard_blocks(x, block, scale, out):
         os = out[b * block:(b + 1) * block]
         for i in range(block):
             os[i] = y[i] * scale
+
+
+# ---------------------------------------------------------------------------------------------------
+# top-k selection: the k largest |x|
+
+
+@_jit
+def candidates_at_least(xi, bound, idx, vals):
+    """Indices (ascending) and |x| bits of the values of x (viewed as uint32 xi) with |x| bits >= bound,
+    into idx and vals; returns their count, or -1 when more than idx holds."""
+    c = 0
+    cap = idx.shape[0]
+    for i in range(xi.shape[0]):
+        v = xi[i] & ABS
+        if v >= bound:
+            if c == cap:
+                return -1
+            idx[c] = i
+            vals[c] = v
+            c += 1
+    return c

@@ -13,7 +13,7 @@ import reference_codecs as old
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from thinwire.algorithms import bits, hostkernels, sdp_quant
+from thinwire.algorithms import bits, hostkernels, sdp_quant, wire
 from thinwire.algorithms import quantizers as new
 
 BLOCKS = st.sampled_from([1, 40, 300, new.BLOCK_VALUES])  # host block sizes: one bucket each .. the default
@@ -161,3 +161,34 @@ def test_hadamard_matches_the_old_kernel(lib, path, seed, blocks, block, values,
         new.BLOCK_VALUES = saved
         hostkernels.ENABLED = enabled
     same(x, kept)  # the input is left alone
+
+
+@COMPILED
+@SETTINGS
+@given(data=inputs(), density=st.sampled_from([0.001, 0.01, 0.1, 0.5, 0.99]), big=st.booleans())
+def test_top_k_selection_matches_argpartition(data, density, big):
+    """wire.top_k_indices' compiled pass (sample, candidates, partition) gives argpartition's indices;
+    where the k-th largest |x| ties it leaves the choice to argpartition, as before."""
+    x = data[0].reshape(-1)
+    if big:  # long enough for a strided sample of the vector
+        x = np.concatenate([x, np.random.default_rng(x.shape[0]).standard_normal(50_000).astype(np.float32)])
+    k = max(1, min(x.shape[0] - 1, round(density * x.shape[0])))
+    if x.shape[0] < 2:
+        return
+    got = wire.top_k_indices(x, k)
+    saved, hostkernels.ENABLED = hostkernels.ENABLED, False
+    try:
+        same(got, wire.top_k_indices(x, k))
+    finally:
+        hostkernels.ENABLED = saved
+
+
+@COMPILED
+@pytest.mark.parametrize("n", [1000, 300_000])
+def test_top_k_selection_takes_the_compiled_pass(n):
+    """On Gaussian values (no ties) the compiled pass answers, itself: the test above compares something."""
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    k = max(1, n // 1000)
+    idx = wire._top_k_host(x, k)
+    assert idx is not None and idx.dtype == np.int32 and idx.shape == (k,)
+    assert np.all(np.diff(idx) > 0) and np.abs(x[idx]).min() > np.delete(np.abs(x), idx).max()

@@ -685,13 +685,26 @@ def orq_codes(x, u, use_u, size, table, packed, byte0, bits, codes):
 def hadamard_blocks(x, block, scale, out):
     """sdp_quant.hadamard's butterfly on every `block` consecutive values of the flat x into out: passes
     h = 1, 2, 4, .. of (a + b, a - b) on the pairs h apart, then times `scale` (1 / sqrt(block) in x's
-    dtype): the same operations on each value as the numpy path, so the same values."""
+    dtype): the same operations on each value as the numpy path, so the same values. The passes
+    h = 1, 2, 4 run in registers, 8 values at a time; the later ones over contiguous runs of h values."""
     y = np.empty(block, dtype=x.dtype)
     for b in range(x.shape[0] // block):
         xs = x[b * block:(b + 1) * block]
-        for i in range(block):
-            y[i] = xs[i]
-        h = 1
+        if block >= 8:
+            for g in range(0, block, 8):
+                a0, a1, a2, a3 = xs[g], xs[g + 1], xs[g + 2], xs[g + 3]
+                a4, a5, a6, a7 = xs[g + 4], xs[g + 5], xs[g + 6], xs[g + 7]
+                b0, b1, b2, b3 = a0 + a1, a0 - a1, a2 + a3, a2 - a3
+                b4, b5, b6, b7 = a4 + a5, a4 - a5, a6 + a7, a6 - a7
+                c0, c1, c2, c3 = b0 + b2, b1 + b3, b0 - b2, b1 - b3
+                c4, c5, c6, c7 = b4 + b6, b5 + b7, b4 - b6, b5 - b7
+                y[g], y[g + 1], y[g + 2], y[g + 3] = c0 + c4, c1 + c5, c2 + c6, c3 + c7
+                y[g + 4], y[g + 5], y[g + 6], y[g + 7] = c0 - c4, c1 - c5, c2 - c6, c3 - c7
+            h = 8
+        else:
+            for i in range(block):
+                y[i] = xs[i]
+            h = 1
         while h < block:
             for i in range(0, block, 2 * h):
                 lo = y[i:i + h]

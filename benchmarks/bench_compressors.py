@@ -10,9 +10,10 @@ compressor of algorithms/compress.py's vocabulary (top-k and the quantizers of q
 compress + pack into bytes and unpack + decompress, with the default levels (4) and bucket (512).
 The cases take turns repeat by repeat (timing.interleaved_medians), so load on the machine hits them
 alike. Goals of issue 15 (x copy): selection and sign <= 3; QSGD, TernGrad, NUQSGD <= 5; BinGrad,
-ORQ <= 8. With numba installed the numpy quantizers run the compiled host kernels
-(algorithms/hostkernels.py); the library "numpy array-API" times the same calls on the array-API path
-they replace (numba switched off for the call), so one run shows both (--no-array-api leaves it out).
+ORQ <= 8. With numba installed the numpy quantizers, top-k selection and the Hadamard transform run
+the compiled host kernels (algorithms/hostkernels.py); the library "numpy array-API" times the same
+calls on the path they replace (numba switched off for the call: array-API operations, argpartition),
+so one run shows both (--no-array-api leaves it out).
 Nothing here passes or fails: it prints what it measured. With --device, only the torch cases
 run, on that device (each call synchronised with it), as ratios to a copy of the tensor on the same device
 (thinwire/gpucheck.py runs it so on the GPU).
@@ -105,13 +106,11 @@ def _cases(libs: dict, n: int, k: int, copy_name: str | None, repeats: int, wrap
         rng = np.random.default_rng(0)
         array_api = lib.endswith("array-API")
         each = _without_numba if array_api else (lambda fn: fn)
-        if not array_api:  # selection does not use the host kernels
-            cases[f"top-k exact select, {lib}"] = (lambda v=v: wire.top_k_indices(v, k), 3)
+        cases[f"top-k exact select, {lib}"] = (each(lambda v=v: wire.top_k_indices(v, k)), 3)
+        if not array_api:  # DGC's sampled threshold does not use the compiled kernels
             cases[f"DGC sampled threshold, {lib}"] = (
                 lambda v=v, rng=rng: sampled_threshold_indices(abs(v), k, 0.001, 0.01, rng), 3)
         for name in COMPRESSORS:
-            if array_api and name == "topk":
-                continue
             c = make_compressor(name, density=0.001)
             uniforms = uv if c.stochastic else None
             payload = each(lambda c=c, v=v, w=uniforms: c.compress(v, w))()

@@ -29,7 +29,7 @@ try:
     if os.environ.get("THINWIRE_NUMBA", "1") == "0":
         raise ImportError("THINWIRE_NUMBA=0")
     import numba
-except Exception:  # not installed, or not importable beside this numpy: the array-API path serves
+except ImportError:  # not installed, or not for this numpy (numba says so by ImportError): the array-API path
     numba = None
 
 ENABLED = numba is not None
@@ -126,6 +126,8 @@ def pairwise(a, start, n, stack, lo=0, hi=-1):
 # packing (bits.pack's layout: code i at bits i*b .. i*b + b - 1 of the little-endian bit stream)
 
 ABS = np.uint32(0x7FFFFFFF)
+MANTISSA = np.uint32(0x7FFFFF)
+MANTISSA_UNIT = np.float32(2.0 ** -23)
 INF_BITS = np.uint32(0x7F800000)
 
 
@@ -230,7 +232,7 @@ QSGD, NUQSGD, TERNGRAD, SYMMETRIC = 0, 1, 2, 3
 
 
 @_jit
-def _one_scale_codes(mode, xs, us, use_u, ds, flev, top, levels, signpos, tab_low, tab_width, cv, buf):
+def _one_scale_codes(mode, xs, us, use_u, ds, flev, top, levels, signpos, cv, buf):
     """The codes cv of one bucket xs against its scale's divisor ds (uniforms us, or 1/2 each)."""
     if mode == QSGD:
         for i in range(xs.shape[0]):
@@ -240,22 +242,24 @@ def _one_scale_codes(mode, xs, us, use_u, ds, flev, top, levels, signpos, tab_lo
             f = p - np.float32(ip)
             uu = us[i] if use_u else HALF
             c = ip + (1 if uu < f else 0)
-            c = c if c < top else top
+            c = min(top, c)
             cv[i] = c | ((1 if v < F0 else 0) << signpos)
     elif mode == NUQSGD:
-        # j = #{k in 1..s: p >= 2^(k - s)} = clip(e + s, 0, s) with e = floor(log2 p), p's exponent field
-        # less 127 (a zero or subnormal p: field 0, so j = 0 as its comparisons give for s <= 127).
+        # p = |x| / norm <= 1. j = #{k in 1..s: p >= 2^(k - s)} = clip(e + s, 0, s), e = floor(log2 p) =
+        # p's exponent field less 127 (a zero or subnormal p: field 0, so j = 0, as the comparisons give
+        # for s <= 127). frac = (p - l_j) / (l_{j+1} - l_j), each step exact: for 0 < j < s it is p's
+        # mantissa (p / 2^(j - s) is 1.mantissa), for j = 0 it is p * 2^(s - 1), and for j = s (p = 1)
+        # the mantissa is 0 as the width-0 rule gives. So the same frac as the table path, without tables.
         ps, pi = buf
+        up = np.float32(2.0 ** (levels - 1))
         for i in range(xs.shape[0]):
             ps[i] = abs(xs[i]) / ds
         for i in range(xs.shape[0]):
             v = xs[i]
-            p = ps[i]
-            j = np.int32(pi[i] >> np.uint32(23)) - np.int32(127 - levels)
+            bits_p = pi[i]
+            j = np.int32(bits_p >> np.uint32(23)) - np.int32(127 - levels)
             j = min(max(j, np.int32(0)), np.int32(levels))
-            w = tab_width[j]
-            f = (p - tab_low[j]) / (w if w > F0 else F1)
-            f = f if w > F0 else F0
+            f = np.float32(bits_p & MANTISSA) * MANTISSA_UNIT if j > 0 else ps[i] * up
             uu = us[i] if use_u else HALF
             c = j + (1 if uu < f else 0)
             cv[i] = c | ((1 if v < F0 else 0) << signpos)
@@ -267,7 +271,7 @@ def _one_scale_codes(mode, xs, us, use_u, ds, flev, top, levels, signpos, tab_lo
             f = p - np.float32(ip)
             uu = us[i] if use_u else HALF
             c = ip + (1 if uu < f else 0)
-            c = c if c < 1 else 1
+            c = min(1, c)
             cv[i] = c << (1 if v < F0 else 0)
     else:
         for i in range(xs.shape[0]):
@@ -276,17 +280,17 @@ def _one_scale_codes(mode, xs, us, use_u, ds, flev, top, levels, signpos, tab_lo
             f = p - np.float32(ip)
             uu = us[i] if use_u else HALF
             c = ip + (1 if uu < f else 0)
-            cv[i] = c if c < top else top
+            cv[i] = min(top, c)
 
 
 @_jit
-def one_scale_encode(x, xi, u, use_u, size, mode, levels, bits, tab_low, tab_width, floats, packed, buf, stack,
+def one_scale_encode(x, xi, u, use_u, size, mode, levels, bits, floats, packed, buf, stack,
                      codes, cell, bufi):
     """Encode rows x (rows, n) float32 (xi: the same bits as uint32) in buckets of `size`: scales into
     floats (rows, nb), codes packed `bits` wide into packed (rows, ceil(n bits / 8)). buf: float32 scratch
-    of `size` and bufi its uint32 view, codes: chunk_codes(size), cell: a float32 (1,) array and its uint32
-view. Returns False
-    when a bucket holds a value that is not finite (the caller then takes the array-API path)."""
+    of `size` and bufi its uint32 view, codes: chunk_codes(size), cell: a float32 (1,) array and its
+    uint32 view. Returns False when a bucket holds a value that is not finite (the caller then takes the
+    array-API path)."""
     rows, n = x.shape
     nb = floats.shape[1]
     flev = np.float32(levels)
@@ -320,8 +324,8 @@ view. Returns False
                 ds = scale if scale > F0 else F1
                 off = (b - c0) * size
                 us = u[r, start:start + m] if use_u else u[0, :0]
-                _one_scale_codes(mode, xs, us, use_u, ds, flev, top, levels, signpos, tab_low, tab_width,
-                                 codes[off:off + m], (buf[:m], bufi[:m]))
+                _one_scale_codes(mode, xs, us, use_u, ds, flev, top, levels, signpos, codes[off:off + m],
+                                 (buf[:m], bufi[:m]))
             count = min(n, c1 * size) - c0 * size
             pack_codes(codes, count, bits, packed[r], c0 * size * bits // 8)
     return True
@@ -585,7 +589,7 @@ def orq_levels(g, counts, s, max_sweeps, levels, stack):
     first (the rest +inf): ORQ.solve_levels bucket by bucket. Returns a flag per bucket, True where a
     level came out zero (-0.0 or +0.0: np.min's choice between them is not the kernel's to make) or a
     value is not finite; the caller recomputes those buckets on the array-API path."""
-    nbk, size = g.shape
+    nbk = g.shape[0]
     flags = np.zeros(nbk, dtype=np.bool_)
     stale = np.empty(s + 1, dtype=np.bool_)
     for b in range(nbk):
@@ -705,19 +709,31 @@ def hadamard_blocks(x, block, scale, out):
             for i in range(block):
                 y[i] = xs[i]
             h = 1
-        while h < block:
+        if h >= block:
+            os = out[b * block:(b + 1) * block]
+            for i in range(block):
+                os[i] = y[i] * scale
+            continue
+        while 2 * h < block:  # the passes before the last, 8 pairs at a time once h >= 8
             for i in range(0, block, 2 * h):
-                lo = y[i:i + h]
-                hi = y[i + h:i + 2 * h]
-                for j in range(h):
-                    a = lo[j]
-                    c = hi[j]
-                    lo[j] = a + c
-                    hi[j] = a - c
+                for jj in range(0, h, min(8, h)):
+                    lo = y[i + jj:i + jj + 8]
+                    hi = y[i + jj + h:i + jj + h + 8]
+                    for j in range(min(8, h)):
+                        a = lo[j]
+                        c = hi[j]
+                        lo[j] = a + c
+                        hi[j] = a - c
             h *= 2
+        # the last pass (h = block / 2) writes its sums and differences times scale straight out
         os = out[b * block:(b + 1) * block]
-        for i in range(block):
-            os[i] = y[i] * scale
+        lo, hi = y[:h], y[h:]
+        olo, ohi = os[:h], os[h:]
+        for j in range(h):
+            a = lo[j]
+            c = hi[j]
+            olo[j] = (a + c) * scale
+            ohi[j] = (a - c) * scale
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -198,11 +198,10 @@ class Quantizer:
             return None
         nb, size = self._shape(rows.shape[1])
         out, floats, packed = _host_payload(rows.shape, nb, 1, self.payload_bytes(rows.shape[1]))
-        low, width = (self._tables(rows) if self.host_mode == hostkernels.NUQSGD else (_NO_TABLE, _NO_TABLE))
         cell, buf = np.zeros(1, dtype=np.float32), np.empty(size, dtype=np.float32)
         ok = hostkernels.one_scale_encode(rows, rows.view(np.uint32), rows if u is None else u, u is not None, size,
-                                          self.host_mode, self.levels, self.bits, low, width, floats[..., 0],
-                                          packed, buf, hostkernels.pairwise_stack(), hostkernels.chunk_codes(size),
+                                          self.host_mode, self.levels, self.bits, floats[..., 0], packed, buf,
+                                          hostkernels.pairwise_stack(), hostkernels.chunk_codes(size),
                                           (cell, cell.view(np.uint32)), buf.view(np.uint32))
         return _host_finish(out, floats) if ok else None
 
@@ -240,9 +239,6 @@ class Quantizer:
         """Every code 0 .. 2^b - 1 (uint8), on like's device: what `_unit_values` evaluates."""
         xp = wire.namespace(like)
         return xp.arange(2 ** self.bits, dtype=xp.uint8, device=device_of(like))
-
-
-_NO_TABLE = np.zeros(1, dtype=np.float32)
 
 
 def _host_kernel_applies(x: Any, uniforms: Any) -> bool:

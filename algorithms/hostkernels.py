@@ -686,54 +686,79 @@ def orq_codes(x, u, use_u, size, table, packed, byte0, bits, codes):
 
 
 @_jit
+def _hadamard8(xs, y):
+    """The passes h = 1, 2, 4 of the butterfly on every 8 consecutive values of xs, into y."""
+    for g in range(xs.shape[0] // 8):
+        a0, a1, a2, a3 = xs[8 * g], xs[8 * g + 1], xs[8 * g + 2], xs[8 * g + 3]
+        a4, a5, a6, a7 = xs[8 * g + 4], xs[8 * g + 5], xs[8 * g + 6], xs[8 * g + 7]
+        b0, b1, b2, b3 = a0 + a1, a0 - a1, a2 + a3, a2 - a3
+        b4, b5, b6, b7 = a4 + a5, a4 - a5, a6 + a7, a6 - a7
+        c0, c1, c2, c3 = b0 + b2, b1 + b3, b0 - b2, b1 - b3
+        c4, c5, c6, c7 = b4 + b6, b5 + b7, b4 - b6, b5 - b7
+        y[8 * g], y[8 * g + 1], y[8 * g + 2], y[8 * g + 3] = c0 + c4, c1 + c5, c2 + c6, c3 + c7
+        y[8 * g + 4], y[8 * g + 5], y[8 * g + 6], y[8 * g + 7] = c0 - c4, c1 - c5, c2 - c6, c3 - c7
+
+
+@_jit
 def hadamard_blocks(x, block, scale, out):
     """sdp_quant.hadamard's butterfly on every `block` consecutive values of the flat x into out: passes
     h = 1, 2, 4, .. of (a + b, a - b) on the pairs h apart, then times `scale` (1 / sqrt(block) in x's
-    dtype): the same operations on each value as the numpy path, so the same values. The passes
-    h = 1, 2, 4 run in registers, 8 values at a time; the later ones over contiguous runs of h values."""
-    y = np.empty(block, dtype=x.dtype)
-    for b in range(x.shape[0] // block):
-        xs = x[b * block:(b + 1) * block]
-        if block >= 8:
-            for g in range(0, block, 8):
-                a0, a1, a2, a3 = xs[g], xs[g + 1], xs[g + 2], xs[g + 3]
-                a4, a5, a6, a7 = xs[g + 4], xs[g + 5], xs[g + 6], xs[g + 7]
-                b0, b1, b2, b3 = a0 + a1, a0 - a1, a2 + a3, a2 - a3
-                b4, b5, b6, b7 = a4 + a5, a4 - a5, a6 + a7, a6 - a7
-                c0, c1, c2, c3 = b0 + b2, b1 + b3, b0 - b2, b1 - b3
-                c4, c5, c6, c7 = b4 + b6, b5 + b7, b4 - b6, b5 - b7
-                y[g], y[g + 1], y[g + 2], y[g + 3] = c0 + c4, c1 + c5, c2 + c6, c3 + c7
-                y[g + 4], y[g + 5], y[g + 6], y[g + 7] = c0 - c4, c1 - c5, c2 - c6, c3 - c7
-            h = 8
-        else:
+    dtype): the same operations on each value as the numpy path, so the same values. A run of about
+    4096 values at a time: the passes h = 1, 2, 4 on every 8 values into a scratch, the later passes
+    8 pairs at a time, the last one written out times scale."""
+    n = x.shape[0]
+    if block < 8:
+        y = np.empty(block, dtype=x.dtype)
+        for b in range(n // block):
+            xs = x[b * block:(b + 1) * block]
+            os = out[b * block:(b + 1) * block]
             for i in range(block):
                 y[i] = xs[i]
             h = 1
-        if h >= block:
-            os = out[b * block:(b + 1) * block]
+            while h < block:
+                for i in range(0, block, 2 * h):
+                    for j in range(h):
+                        a = y[i + j]
+                        c = y[i + h + j]
+                        y[i + j] = a + c
+                        y[i + h + j] = a - c
+                h *= 2
             for i in range(block):
                 os[i] = y[i] * scale
+        return
+    run = max(1, 4096 // block) * block
+    y = np.empty(run, dtype=x.dtype)
+    for r0 in range(0, n, run):
+        r1 = min(n, r0 + run)
+        ys = y[:r1 - r0]
+        _hadamard8(x[r0:r1], ys)
+        if block == 8:
+            os = out[r0:r1]
+            for i in range(r1 - r0):
+                os[i] = ys[i] * scale
             continue
-        while 2 * h < block:  # the passes before the last, 8 pairs at a time once h >= 8
-            for i in range(0, block, 2 * h):
-                for jj in range(0, h, min(8, h)):
-                    lo = y[i + jj:i + jj + 8]
-                    hi = y[i + jj + h:i + jj + h + 8]
-                    for j in range(min(8, h)):
-                        a = lo[j]
-                        c = hi[j]
-                        lo[j] = a + c
-                        hi[j] = a - c
-            h *= 2
-        # the last pass (h = block / 2) writes its sums and differences times scale straight out
-        os = out[b * block:(b + 1) * block]
-        lo, hi = y[:h], y[h:]
-        olo, ohi = os[:h], os[h:]
-        for j in range(h):
-            a = lo[j]
-            c = hi[j]
-            olo[j] = (a + c) * scale
-            ohi[j] = (a - c) * scale
+        for b0 in range(0, r1 - r0, block):
+            v = ys[b0:b0 + block]
+            h = 8
+            while 2 * h < block:
+                for i in range(0, block, 2 * h):
+                    for jj in range(0, h, 8):
+                        lo = v[i + jj:i + jj + 8]
+                        hi = v[i + jj + h:i + jj + h + 8]
+                        for j in range(8):
+                            a = lo[j]
+                            c = hi[j]
+                            lo[j] = a + c
+                            hi[j] = a - c
+                h *= 2
+            os = out[r0 + b0:r0 + b0 + block]
+            lo, hi = v[:h], v[h:]
+            olo, ohi = os[:h], os[h:]
+            for j in range(h):
+                a = lo[j]
+                c = hi[j]
+                olo[j] = (a + c) * scale
+                ohi[j] = (a - c) * scale
 
 
 # ---------------------------------------------------------------------------------------------------

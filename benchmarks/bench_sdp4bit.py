@@ -6,7 +6,7 @@ ingredients: what the Hadamard transform adds to quantization, here on a CPU).
 
 Cases (algorithms/sdp_quant.py): Q_{4,2048} (qWD's weights) and Q_{8,128} / Q_{4,128} (TLq's gradients),
 each compress + pack into bytes, rounding to nearest and stochastically (the uniforms drawn inside the
-timed call, as the method does); the block Hadamard transform (32) alone; Hadamard + Q_{8,128}. numpy
+timed call, as the method does; the draw alone is timed too, its own row); the block Hadamard transform (32) alone; Hadamard + Q_{8,128}. numpy
 and torch (CPU) for each; unpack + decompress of Q_{8,128}. All cases take turns repeat by repeat
 (timing.interleaved_medians). Issue 15's goal: each quantizer and Hadamard + Q_{8,128} <= 5x the copy. The last column, "Hadamard share", is the Hadamard transform's time over
 Hadamard + quantize: the fraction of compression time the transform costs when it is not fused (the
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         return torch.from_numpy(u) if isinstance(like, torch.Tensor) else u
 
     q4w, q8, q4 = symmetric(4, 2048), symmetric(8, 128), symmetric(4, 128)
-    cases = {"copy": lambda: x.copy()}
+    cases = {"copy": lambda: x.copy(), "uniforms": lambda: uniforms(x)}
     libs = [("numpy", x), ("torch", xt)]
     if hostkernels.ENABLED and not args.no_array_api:
         libs.append(("numpy-api", x))
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
             "Q8,128 unpack + decompress": lambda p=q8_payload, v=v: q8.decompress(p, n, v.dtype),
         }.items()}
     times = interleaved_medians(cases, repeats)
-    copy = times.pop("copy")
+    copy, draw = times.pop("copy"), times.pop("uniforms")
     rows = []
     for lib, _ in libs:
         for key, t in times.items():
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         share = times[f"{lib} Hadamard 32"] / times[f"{lib} Hadamard 32 + Q8,128 stochastic"]
         rows.append((lib, "Hadamard share of Hadamard + Q8,128", share, float("nan")))
     print(f"{'library':8} {'case':38} {'seconds':>9} {'x copy':>8}   (numpy copy: {copy:.4f} s)")
+    print(f"{'numpy':8} {'uniforms drawn (in each stochastic case)':38} {draw:9.4f} {draw / copy:8.1f}")
     for lib, name, t, ratio in rows:
         print(f"{lib:8} {name:38} {t:9.4f} {ratio:8.1f}" if not math.isnan(ratio) else f"{lib:8} {name:38} {t:9.2%}")
 

@@ -145,8 +145,8 @@ def test_numpy_float32_takes_the_compiled_kernels(name, monkeypatch):
 
 @pytest.mark.parametrize(("lib", "path"), LIB_PATHS + [pytest.param("torch", "compiled", marks=[COMPILED])])
 @SETTINGS
-@given(seed=st.integers(0, 2**32 - 1), blocks=st.integers(1, 300), block=st.sampled_from([1, 2, 4, 8, 16, 32, 64, 256]),
-       values=BLOCKS, dtype=st.sampled_from([np.float32, np.float64]))
+@given(seed=st.integers(0, 2**32 - 1), blocks=st.integers(1, 300),
+       block=st.sampled_from([1, 2, 4, 8, 16, 32, 64, 256]), values=BLOCKS, dtype=st.sampled_from([np.float32, np.float64]))
 def test_hadamard_matches_the_old_kernel(lib, path, seed, blocks, block, values, dtype):
     """numpy arrays and CPU tensors both take the host kernel (compiled, or numpy's)."""
     x = np.random.default_rng(seed).standard_normal((2, blocks * block)).astype(dtype)

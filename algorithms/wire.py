@@ -216,9 +216,25 @@ def scatter_sum(idx: Any, values: Any, d: int) -> Any:
         out = torch.zeros((rows, d), dtype=values.dtype, device=values.device)
         out.scatter_add_(1, idx.reshape(rows, -1).long(), values.reshape(rows, -1))
         return out.reshape(lead + (d,))
+    if idx.shape[-2] == 1 and values.dtype.kind == "f":
+        out = _scatter_once(idx.reshape(rows, -1), values.reshape(rows, -1), d)
+        if out is not None:
+            return out.reshape(lead + (d,))
     flat = (np.arange(rows)[:, None] * d + idx.reshape(rows, -1)).ravel()
     out = np.bincount(flat, weights=values.reshape(-1), minlength=rows * d)
     return out.astype(values.dtype, copy=False).reshape(lead + (d,))
+
+
+def _scatter_once(idx: np.ndarray, values: np.ndarray, d: int) -> np.ndarray | None:
+    """scatter_sum of one set per row (rows, k) whose indices rise strictly within [0, d): every
+    coordinate gets at most one value, which bincount would add to 0.0, so the values are written
+    (plus 0.0, which turns -0.0 into the +0.0 that sum gives) into zeros: no float64 array of d per row.
+    None for any other set (repeated, unordered or out-of-range indices): bincount then decides."""
+    if idx.shape[1] and not (idx[:, 0].min() >= 0 and idx[:, -1].max() < d and np.all(idx[:, 1:] > idx[:, :-1])):
+        return None
+    out = np.zeros((idx.shape[0], d), dtype=values.dtype)
+    np.put_along_axis(out, idx.astype(np.intp), values + values.dtype.type(0), axis=-1)
+    return out
 
 
 # bfloat16 as uint16 words (numpy has no bf16): the top half of a float32, rounded to nearest, ties to even,

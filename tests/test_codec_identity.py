@@ -192,3 +192,27 @@ def test_top_k_selection_takes_the_compiled_pass(n):
     idx = wire._top_k_host(x, k)
     assert idx is not None and idx.dtype == np.int32 and idx.shape == (k,)
     assert np.all(np.diff(idx) > 0) and np.abs(x[idx]).min() > np.delete(np.abs(x), idx).max()
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), d=st.integers(1, 3000), lead=st.sampled_from([(), (3,)]),
+       sets=st.sampled_from([1, 2]), order=st.sampled_from(["rising", "repeats", "unordered"]),
+       dtype=st.sampled_from([np.float32, np.float64, np.float16]))
+def test_scatter_sum_matches_bincount(seed, d, lead, sets, order, dtype):
+    """wire.scatter_sum (top-k's decompress): one rising set per row is written straight into zeros; the
+    same bytes as bincount's float64 sums, -0.0 and NaN included; other sets still go through bincount."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(1, min(d, 50) + 1))
+    shape = lead + (sets, k)
+    if order == "rising":
+        idx = np.stack([np.sort(rng.choice(d, k, replace=False)) for _ in range(int(np.prod(lead + (sets,))))])
+    else:
+        idx = rng.integers(0, d, (int(np.prod(lead + (sets,))), k))
+        if order == "repeats" and k > 1:
+            idx = np.sort(idx, axis=-1)
+            idx[:, 1] = idx[:, 0]
+    idx = idx.reshape(shape).astype(np.int32)
+    values = rng.standard_normal(shape).astype(dtype)
+    values[rng.random(shape) < 0.2] = -0.0
+    values[rng.random(shape) < 0.05] = np.nan
+    same(wire.scatter_sum(idx, values, d), old.scatter_sum_numpy(idx, values, d))

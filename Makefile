@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	echo 'torch==2.13.0' > $(VENV)/constraints.txt
 	DS_BUILD_OPS=0 PIP_CONSTRAINT=$(abspath $(VENV))/constraints.txt \
-		$(BIN)/pip install --quiet -e '.[dev,mpi,workflow,deepspeed,cluster]'
+		$(BIN)/pip install --quiet -e '.[dev,mpi,workflow,deepspeed,cluster,fast]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -68,7 +68,7 @@ gpu-check: setup
 # versions; and the commit, since the device's copy of the tree has no .git.
 # DeepSpeed (sdist only on PyPI) is built here into a wheel without its ops, with its own needs beside it.
 GPU_WHEELS := array-api-compat jsonschema jsonschema-specifications referencing rpds-py \
-	hjson pydantic pydantic-core annotated-types typing-inspection
+	hjson pydantic pydantic-core annotated-types typing-inspection numba llvmlite
 gpu-wheels: setup
 	rm -rf .gpu/wheels && mkdir -p .gpu/wheels
 	DS_BUILD_OPS=0 PIP_CONSTRAINT=$(abspath $(VENV))/constraints.txt \

@@ -40,9 +40,10 @@ import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import numpy as np
 from array_api_compat import device as device_of
 from array_api_compat import is_numpy_array
-from thinwire.algorithms import bits, wire
+from thinwire.algorithms import bits, hostkernels, wire
 
 BLOCK_VALUES = 1 << 16  # values a host codec works through at a time (a few of its temporaries fit in L2)
 MAX_SWEEPS = 100  # cap on BinGrad's Lloyd iterations and ORQ's coordinate-descent sweeps
@@ -99,6 +100,7 @@ class Quantizer:
     name: ClassVar[str]
     unbiased: ClassVar[bool]
     stochastic: ClassVar[bool]  # draws on the caller's uniforms
+    host_mode: ClassVar[int | None] = None  # hostkernels.one_scale_encode's mode, for one-scale quantizers
 
     def __post_init__(self) -> None:
         if self.levels < 1:
@@ -140,6 +142,12 @@ class Quantizer:
 
     def compress(self, x: Any, uniforms: Any = None) -> Any:
         """The uint8 payload of x (..., n); `uniforms` (same shape, in [0, 1)) drive stochastic rounding."""
+        if _host_kernel_applies(x, uniforms):
+            rows = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+            u = None if uniforms is None else np.ascontiguousarray(uniforms, dtype=np.float32).reshape(rows.shape)
+            payload = self._host_compress(rows, u)
+            if payload is not None:
+                return payload.reshape(tuple(x.shape[:-1]) + (payload.shape[-1],))
         xp = wire.namespace(x)
         lead, n = tuple(x.shape[:-1]), x.shape[-1]
         size = self._shape(n)[1]
@@ -161,6 +169,9 @@ class Quantizer:
 
     def decompress(self, payload: Any, n: int, dtype: Any) -> Any:
         """x_hat (..., n) in `dtype` from payloads (..., payload_bytes(n))."""
+        if (hostkernels.ENABLED and type(payload) is np.ndarray and n > 0 and isinstance(dtype, (np.dtype, type))
+                and np.dtype(dtype) in (np.float32, np.float64) and payload.shape[-1] == self.payload_bytes(n)):
+            return self._host_decompress(payload, n, np.dtype(dtype))
         xp = wire.namespace(payload)
         lead = tuple(payload.shape[:-1])
         nb, size = self._shape(n)
@@ -180,6 +191,36 @@ class Quantizer:
             out[..., start:stop] = x_hat[..., :stop - start]
         return out
 
+    def _host_compress(self, rows: np.ndarray, u: np.ndarray | None) -> np.ndarray | None:
+        """The payloads (R, payload_bytes(n)) of float32 rows (R, n) by the compiled host kernels, or None
+        where they do not apply (the array-API path then computes them). One-scale quantizers here."""
+        if self.host_mode is None:
+            return None
+        nb, size = self._shape(rows.shape[1])
+        out, floats, packed = _host_payload(rows.shape, nb, 1, self.payload_bytes(rows.shape[1]))
+        cell, buf = np.zeros(1, dtype=np.float32), np.empty(size, dtype=np.float32)
+        ok = hostkernels.one_scale_encode(rows, rows.view(np.uint32), rows if u is None else u, u is not None, size,
+                                          self.host_mode, self.levels, self.bits, floats[..., 0], packed, buf,
+                                          hostkernels.pairwise_stack(), hostkernels.chunk_codes(size),
+                                          (cell, cell.view(np.uint32)), buf.view(np.uint32))
+        return _host_finish(out, floats) if ok else None
+
+    def _host_decompress(self, payload: np.ndarray, n: int, dtype: np.dtype) -> np.ndarray:
+        """`decompress` of a numpy payload by the compiled host kernels: each value read from its
+        bucket's floats and its code in one pass."""
+        nb, size = self._shape(n)
+        flat = np.ascontiguousarray(payload).reshape(-1, payload.shape[-1])
+        head = 4 * nb * self.floats
+        floats = np.ascontiguousarray(flat[:, :head]).view(np.float32).reshape(-1, nb, self.floats)
+        floats = floats.astype(dtype, copy=False)
+        out = np.empty((flat.shape[0], n), dtype=dtype)
+        if type(self)._decode is Quantizer._decode:  # one scale per bucket times a per-code unit value
+            hostkernels.scale_decode(flat[:, head:], floats[..., 0], self._unit_values(floats), size, self.bits, out,
+                                     hostkernels.chunk_codes(size))
+        elif not hostkernels.table_decode(flat[:, head:], floats, size, self.bits, out, hostkernels.chunk_codes(size)):
+            raise IndexError(f"a {self.name} code beyond its bucket's {self.floats} levels")
+        return out.reshape(tuple(payload.shape[:-1]) + (n,))
+
     def _encode(self, xb: Any, mask: Any, u: Any) -> tuple[Any, Any]:
         """Buckets (..., nb, size), zero-padded, with their validity mask (nb, size) and uniforms ->
         (floats (..., nb, floats) already float32-representable, integer codes (..., nb, size))."""
@@ -198,6 +239,27 @@ class Quantizer:
         """Every code 0 .. 2^b - 1 (uint8), on like's device: what `_unit_values` evaluates."""
         xp = wire.namespace(like)
         return xp.arange(2 ** self.bits, dtype=xp.uint8, device=device_of(like))
+
+
+def _host_kernel_applies(x: Any, uniforms: Any) -> bool:
+    """Whether the compiled host kernels take this call: numba present, x a float32 numpy array with
+    values, uniforms (if any) numpy too. Everything else (torch tensors, CPU or CUDA, other dtypes)
+    takes the array-API path."""
+    return (hostkernels.ENABLED and type(x) is np.ndarray and x.dtype == np.float32 and x.ndim >= 1
+            and x.shape[-1] > 0 and x.size > 0 and (uniforms is None or type(uniforms) is np.ndarray))
+
+
+def _host_payload(shape: tuple[int, int], nb: int, floats: int, nbytes: int):
+    """(payload (R, nbytes) uint8, a float32 scratch (R, nb, floats) for its head, its packed codes (R, rest))
+    for the host kernels to write into; `_host_finish` copies the head in (a payload row need not start
+    4-aligned, so the kernels do not write floats into it)."""
+    out = np.empty((shape[0], nbytes), dtype=np.uint8)
+    return out, np.empty((shape[0], nb, floats), dtype=np.float32), out[:, 4 * nb * floats:]
+
+
+def _host_finish(out: np.ndarray, head: np.ndarray) -> np.ndarray:
+    out[:, :head[0].size * 4] = head.reshape(out.shape[0], -1).view(np.uint8)
+    return out
 
 
 def _valid(nb: int, size: int, n: int, like: Any) -> Any:
@@ -238,6 +300,7 @@ class QSGD(Quantizer):
     levels is not used: every code has the same width.)"""
 
     name, unbiased, stochastic = "qsgd", True, True
+    host_mode = hostkernels.QSGD
 
     @property
     def bits(self) -> int:
@@ -281,6 +344,7 @@ class NUQSGD(QSGD):
     levels are {0, 1}: NUQSGD and QSGD coincide at 2 code bits."""
 
     name, unbiased, stochastic = "nuqsgd", True, True
+    host_mode = hostkernels.NUQSGD
 
     def _level(self, j: Any, dtype: Any) -> Any:
         """l_j for integer level indices j (0 for j = 0): exact powers of two."""
@@ -323,6 +387,7 @@ class TernGrad(Quantizer):
     Codes 0, 1, 2 stand for 0, +max, -max."""
 
     name, unbiased, stochastic = "terngrad", True, True
+    host_mode = hostkernels.TERNGRAD
     bits = 2  # type: ignore[assignment]
     floats = 1  # type: ignore[assignment]
 
@@ -390,6 +455,14 @@ class BinGrad(Quantizer):
     def _decode(self, floats, codes):
         xp = wire.namespace(codes)
         return xp.where(codes == 1, floats[..., 1:2], floats[..., 0:1])
+
+    def _host_compress(self, rows, u):
+        nb, size = self._shape(rows.shape[1])
+        out, floats, packed = _host_payload(rows.shape, nb, 2, self.payload_bytes(rows.shape[1]))
+        scratch = np.empty((2, size), dtype=np.float32)
+        ok = hostkernels.bingrad_encode(rows, rows.view(np.uint32), size, MAX_SWEEPS, floats, packed, scratch[0],
+                                        scratch[1], hostkernels.pairwise_stack(), hostkernels.chunk_codes(size))
+        return _host_finish(out, floats) if ok else None
 
 
 class ORQ(Quantizer):
@@ -464,6 +537,39 @@ class ORQ(Quantizer):
 
     def _decode(self, floats, codes):
         return wire.take_last(floats, codes)
+
+    def _host_compress(self, rows, u):
+        """Bucket runs of about BLOCK_VALUES values: sorted by numpy (padding +inf), levels by the compiled
+        solver (buckets it flags re-solved by `solve_levels`), then codes packed while the run is in cache."""
+        n = rows.shape[1]
+        nb, size = self._shape(n)
+        s = self.levels
+        out, table, packed = _host_payload(rows.shape, nb, s + 1, self.payload_bytes(n))
+        per = -(-max(1, BLOCK_VALUES // (rows.shape[0] * size)) // 8) * 8  # buckets per run: whole bytes of codes
+        stack = hostkernels.pairwise_stack()
+        codes = hostkernels.chunk_codes(size)
+        for b0 in range(0, nb, per):
+            b1 = min(nb, b0 + per)
+            start, stop = b0 * size, min(n, b1 * size)
+            run = np.full((rows.shape[0], (b1 - b0) * size), np.inf, dtype=np.float32)
+            run[:, :stop - start] = rows[:, start:stop]
+            g = np.sort(run.reshape(-1, size), axis=-1)
+            counts = np.full((rows.shape[0], b1 - b0), size, dtype=np.int64)
+            counts[:, -1] = stop - (b1 - 1) * size
+            counts = counts.reshape(-1)
+            levels = np.empty((g.shape[0], s + 1), dtype=np.float32)
+            flags = hostkernels.orq_levels(g, counts, s, MAX_SWEEPS, levels, stack)
+            if flags.any():
+                redo = np.nonzero(flags)[0]
+                xb = run.reshape(-1, size)[redo]
+                mask = np.arange(size) < counts[redo][:, None]
+                levels[redo] = np.concatenate(self.solve_levels(np.where(mask, xb, 0), mask), axis=-1)
+                if not np.isfinite(levels[redo]).all():
+                    return None
+            table[:, b0:b1] = levels.reshape(rows.shape[0], b1 - b0, s + 1)
+            hostkernels.orq_codes(rows[:, start:stop], rows if u is None else u[:, start:stop], u is not None, size,
+                                  table[:, b0:b1], packed, start * self.bits // 8, self.bits, codes)
+        return _host_finish(out, table)
 
 
 def _best_interior_level(g: Any, left: Any, right: Any, current: Any) -> Any:

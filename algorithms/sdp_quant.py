@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from array_api_compat import is_torch_array
-from thinwire.algorithms import bits, quantizers, wire
+from thinwire.algorithms import bits, hostkernels, quantizers, wire
 from thinwire.algorithms.quantizers import Quantizer, max_abs, safe_divisor, stochastic_codes, to_float32
 
 
@@ -34,6 +34,7 @@ class SymmetricQuantizer(Quantizer):
     """Q_{k,G}: `levels` = L = 2^(k-1) - 1 per sign, `bucket_size` = G. Build it with `symmetric(k, G)`."""
 
     name, unbiased, stochastic = "symmetric", True, True
+    host_mode = hostkernels.SYMMETRIC
 
     @property
     def bits(self) -> int:
@@ -84,8 +85,12 @@ def hadamard(x: Any, block: int) -> Any:
 def _hadamard_host(x: np.ndarray, block: int) -> np.ndarray:
     """The same butterfly in numpy, a cache-sized run of blocks at a time, transposed so that each pass
     adds and subtracts whole contiguous rows (one per position in the block) straight into the other of
-    two buffers: the same additions in the same order, so the same values."""
+    two buffers: the same additions in the same order, so the same values. With numba, the compiled
+    hostkernels.hadamard_blocks does the same operations block by block."""
     out = np.empty_like(x)
+    if hostkernels.ENABLED and x.dtype in (np.float32, np.float64):
+        hostkernels.hadamard_blocks(x.reshape(-1), block, x.dtype.type(1 / math.sqrt(block)), out.reshape(-1))
+        return out
     rows, flat = x.reshape(-1, block), out.reshape(-1, block)
     per = max(1, quantizers.BLOCK_VALUES // block)
     for start in range(0, rows.shape[0], per):

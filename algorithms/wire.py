@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, is_torch_array
 from array_api_compat import device as device_of
+from thinwire.algorithms import hostkernels
 
 
 def _torch():
@@ -143,9 +144,43 @@ def top_k_indices(x: Any, k: int) -> Any:
         torch = _torch()
         idx = torch.topk(x.abs(), k, dim=-1, sorted=False).indices
         return torch.sort(idx, dim=-1).values.to(torch.int32)
+    if hostkernels.ENABLED and type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 1 and 0 < k < x.shape[0]:
+        idx = _top_k_host(x, k)
+        if idx is not None:
+            return idx
     a = np.abs(x)
     idx = np.argpartition(a, a.shape[-1] - k, axis=-1)[..., a.shape[-1] - k:]
     return np.sort(idx, axis=-1).astype(np.int32)
+
+
+TOPK_SAMPLE = 16384  # values sampled (strided) to bound the k-th largest |x| from below
+
+
+def _top_k_host(x: np.ndarray, k: int) -> np.ndarray | None:
+    """top_k_indices of a float32 vector in about one pass: a strided sample bounds the k-th largest |x|
+    from below, one compiled pass collects the (few) values at or above the bound with their indices,
+    in ascending order, and the k-th largest among them is found by np.partition. The k largest are a set
+    only when the k-th largest is above the (k+1)-th: where they tie, or the bound lets through fewer than
+    k or too many values, or the values are not all finite, None (argpartition then chooses, as before)."""
+    n = x.shape[0]
+    bits = x.view(np.uint32)
+    sample = np.abs(x[::max(1, n // TOPK_SAMPLE)])
+    # expected sample count above the k-th largest: k s / n; take the bound where ~3x that (and 8 more) lie
+    above = min(sample.shape[0], int(3 * k * sample.shape[0] / n) + 8)
+    bound = np.partition(sample, sample.shape[0] - above)[sample.shape[0] - above]
+    cap = min(n, 8 * k + 4096)
+    idx, vals = np.empty(cap, dtype=np.int32), np.empty(cap, dtype=np.uint32)
+    count = hostkernels.candidates_at_least(bits, np.float32(bound).view(np.uint32), idx, vals)
+    if count < k:
+        return None
+    vals = vals[:count]
+    kth = np.partition(vals, count - k)[count - k]
+    if kth >= hostkernels.INF_BITS:
+        return None
+    keep = vals >= kth
+    if np.count_nonzero(keep) != k:  # a tie at the k-th largest: the set is argpartition's to choose
+        return None
+    return idx[:count][keep]
 
 
 def take_last(x: Any, idx: Any) -> Any:
@@ -181,9 +216,25 @@ def scatter_sum(idx: Any, values: Any, d: int) -> Any:
         out = torch.zeros((rows, d), dtype=values.dtype, device=values.device)
         out.scatter_add_(1, idx.reshape(rows, -1).long(), values.reshape(rows, -1))
         return out.reshape(lead + (d,))
+    if idx.shape[-2] == 1 and values.dtype.kind == "f":
+        out = _scatter_once(idx.reshape(rows, -1), values.reshape(rows, -1), d)
+        if out is not None:
+            return out.reshape(lead + (d,))
     flat = (np.arange(rows)[:, None] * d + idx.reshape(rows, -1)).ravel()
     out = np.bincount(flat, weights=values.reshape(-1), minlength=rows * d)
     return out.astype(values.dtype, copy=False).reshape(lead + (d,))
+
+
+def _scatter_once(idx: np.ndarray, values: np.ndarray, d: int) -> np.ndarray | None:
+    """scatter_sum of one set per row (rows, k) whose indices rise strictly within [0, d): every
+    coordinate gets at most one value, which bincount would add to 0.0, so the values are written
+    (plus 0.0, which turns -0.0 into the +0.0 that sum gives) into zeros: no float64 array of d per row.
+    None for any other set (repeated, unordered or out-of-range indices): bincount then decides."""
+    if idx.shape[1] and not (idx[:, 0].min() >= 0 and idx[:, -1].max() < d and np.all(idx[:, 1:] > idx[:, :-1])):
+        return None
+    out = np.zeros((idx.shape[0], d), dtype=values.dtype)
+    np.put_along_axis(out, idx.astype(np.intp), values + values.dtype.type(0), axis=-1)
+    return out
 
 
 # bfloat16 as uint16 words (numpy has no bf16): the top half of a float32, rounded to nearest, ties to even,

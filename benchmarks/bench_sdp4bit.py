@@ -6,12 +6,14 @@ ingredients: what the Hadamard transform adds to quantization, here on a CPU).
 
 Cases (algorithms/sdp_quant.py): Q_{4,2048} (qWD's weights) and Q_{8,128} / Q_{4,128} (TLq's gradients),
 each compress + pack into bytes, rounding to nearest and stochastically (the uniforms drawn inside the
-timed call, as the method does); the block Hadamard transform (32) alone; Hadamard + Q_{8,128}. numpy
+timed call, as the method does; the draw alone is timed too, its own row); the block Hadamard transform (32) alone; Hadamard + Q_{8,128}. numpy
 and torch (CPU) for each; unpack + decompress of Q_{8,128}. All cases take turns repeat by repeat
 (timing.interleaved_medians). Issue 15's goal: each quantizer and Hadamard + Q_{8,128} <= 5x the copy. The last column, "Hadamard share", is the Hadamard transform's time over
 Hadamard + quantize: the fraction of compression time the transform costs when it is not fused (the
 paper fuses it into its CUDA quantization kernel; Table 4 prices the unfused version 29% slower).
-Nothing here passes or fails: it prints what it measured.
+With numba installed the numpy quantizers run the compiled host kernels
+(algorithms/hostkernels.py); "numpy-api" rows time the same calls on the array-API path they replace,
+in the same run (--no-array-api leaves them out). Nothing here passes or fails: it prints what it measured.
 """
 
 from __future__ import annotations
@@ -22,8 +24,20 @@ import os
 
 import numpy as np
 import torch
+from thinwire.algorithms import hostkernels
 from thinwire.algorithms.sdp_quant import hadamard, symmetric
 from timing import interleaved_medians  # benchmarks/timing.py, beside this script
+
+
+def _without_numba(fn):
+    """fn on the array-API host path: the compiled kernels switched off for the call."""
+    def call():
+        saved, hostkernels.ENABLED = hostkernels.ENABLED, False
+        try:
+            return fn()
+        finally:
+            hostkernels.ENABLED = saved
+    return call
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,12 +45,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=25_000_000, help="values (rounded down to a multiple of 2048)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="n = 204,800, 2 repeats (checks the script runs)")
+    parser.add_argument("--no-array-api", action="store_true",
+                        help="leave out the numpy quantizers on the array-API path (numba switched off)")
     args = parser.parse_args(argv)
     n, repeats = (100 * 2048, 2) if args.quick else (args.n // 2048 * 2048, args.repeats)
     x = np.random.default_rng(0).standard_normal(n, dtype=np.float32)
     xt = torch.from_numpy(x)
     print(f"numpy {np.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
-          f"torch threads {torch.get_num_threads()}; n = {n:,} float32")
+          f"torch threads {torch.get_num_threads()}; n = {n:,} float32; load average {os.getloadavg()[0]:.1f}; "
+          f"compiled host kernels: {'numba ' + hostkernels.numba.__version__ if hostkernels.ENABLED else 'no'}")
     rng = np.random.default_rng(1)
 
     def uniforms(like):
@@ -44,10 +61,14 @@ def main(argv: list[str] | None = None) -> None:
         return torch.from_numpy(u) if isinstance(like, torch.Tensor) else u
 
     q4w, q8, q4 = symmetric(4, 2048), symmetric(8, 128), symmetric(4, 128)
-    cases = {"copy": lambda: x.copy()}
-    for lib, v in (("numpy", x), ("torch", xt)):
+    cases = {"copy": lambda: x.copy(), "uniforms": lambda: uniforms(x)}
+    libs = [("numpy", x), ("torch", xt)]
+    if hostkernels.ENABLED and not args.no_array_api:
+        libs.append(("numpy-api", x))
+    for lib, v in libs:
+        each = _without_numba if lib == "numpy-api" else (lambda fn: fn)
         q8_payload = q8.compress(v, uniforms(v))
-        cases |= {f"{lib} {name}": fn for name, fn in {
+        cases |= {f"{lib} {name}": each(fn) for name, fn in {
             "Q4,2048 nearest": lambda v=v: q4w.compress(v),
             "Q4,2048 stochastic": lambda v=v: q4w.compress(v, uniforms(v)),
             "Q8,128 stochastic": lambda v=v: q8.compress(v, uniforms(v)),
@@ -57,15 +78,16 @@ def main(argv: list[str] | None = None) -> None:
             "Q8,128 unpack + decompress": lambda p=q8_payload, v=v: q8.decompress(p, n, v.dtype),
         }.items()}
     times = interleaved_medians(cases, repeats)
-    copy = times.pop("copy")
+    copy, draw = times.pop("copy"), times.pop("uniforms")
     rows = []
-    for lib in ("numpy", "torch"):
+    for lib, _ in libs:
         for key, t in times.items():
             if key.startswith(lib + " "):
                 rows.append((lib, key.removeprefix(lib + " "), t, t / copy))
         share = times[f"{lib} Hadamard 32"] / times[f"{lib} Hadamard 32 + Q8,128 stochastic"]
         rows.append((lib, "Hadamard share of Hadamard + Q8,128", share, float("nan")))
     print(f"{'library':8} {'case':38} {'seconds':>9} {'x copy':>8}   (numpy copy: {copy:.4f} s)")
+    print(f"{'numpy':8} {'uniforms drawn (in each stochastic case)':38} {draw:9.4f} {draw / copy:8.1f}")
     for lib, name, t, ratio in rows:
         print(f"{lib:8} {name:38} {t:9.4f} {ratio:8.1f}" if not math.isnan(ratio) else f"{lib:8} {name:38} {t:9.2%}")
 

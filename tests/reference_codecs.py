@@ -410,3 +410,15 @@ def hadamard(x: Any, block: int) -> Any:
         h *= 2
     return xp.reshape(y, lead + (n,)) * (1 / math.sqrt(block))
 
+
+
+# Added (not a frozen kernel of issue 15's quantizers): wire.scatter_sum's numpy path before single
+# sets were written directly, for tests/test_codec_identity.py.
+def scatter_sum_numpy(idx, values, d):
+    import numpy as np
+
+    lead = tuple(idx.shape[:-2])
+    rows = math.prod(lead)
+    flat = (np.arange(rows)[:, None] * d + idx.reshape(rows, -1)).ravel()
+    out = np.bincount(flat, weights=values.reshape(-1), minlength=rows * d)
+    return out.astype(values.dtype, copy=False).reshape(lead + (d,))

@@ -1,0 +1,782 @@
+"""Compiled host kernels (numba) for the quantizers of quantizers.py and sdp_quant.py: compress + pack
+and unpack + decompress of numpy float32 arrays in one pass over each bucket, with no temporaries the
+size of the input.
+
+Optional: when numba does not import (or THINWIRE_NUMBA=0), `ENABLED` is False and the codecs take
+their array-API path, which is also the path of every torch tensor (CPU or CUDA). The kernels give
+the bytes of that path bit for bit (tests/test_codec_identity.py compares both with the frozen old
+kernels), because they do the same float32 operations in the same order:
+
+- a sum over a bucket is numpy's pairwise summation (`pairwise`: 8 accumulators over blocks of at
+  most 128 values, halves split at multiples of 8) over the whole zero-padded bucket, as np.sum along
+  the last axis of a (buckets, size) array computes it;
+- max, counts, comparisons, floor and the per-value arithmetic do not depend on order;
+- numpy's running sums (cumulative_sum) are sequential, as here.
+
+Where numpy's result is not determined by values alone (np.min or np.sort choosing between -0.0 and
++0.0), or the input is not finite, a kernel reports the bucket (or call) and the caller recomputes it
+on the array-API path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+try:
+    if os.environ.get("THINWIRE_NUMBA", "1") == "0":
+        raise ImportError("THINWIRE_NUMBA=0")
+    import numba
+except ImportError:  # not installed, or not for this numpy (numba says so by ImportError): the array-API path
+    numba = None
+
+ENABLED = numba is not None
+
+
+def _jit(fn):
+    """njit with numpy's float semantics (division by zero gives inf/nan, never raises)."""
+    if numba is None:
+        return fn
+    return numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
+
+
+F0 = np.float32(0.0)
+F1 = np.float32(1.0)
+HALF = np.float32(0.5)
+
+
+@_jit
+def _leaf(a, start, n):
+    """numpy's pairwise sum of at most 128 values a[start:start + n]: 8 accumulators over the whole
+    groups of 8, combined as ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)), then the rest in order."""
+    b = a[start:start + n]
+    if n < 8:
+        res = F0
+        for i in range(n):
+            res += b[i]
+        return res
+    r0, r1, r2, r3, r4, r5, r6, r7 = b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]
+    full = n // 8
+    for g in range(1, full):
+        r0 += b[8 * g]
+        r1 += b[8 * g + 1]
+        r2 += b[8 * g + 2]
+        r3 += b[8 * g + 3]
+        r4 += b[8 * g + 4]
+        r5 += b[8 * g + 5]
+        r6 += b[8 * g + 6]
+        r7 += b[8 * g + 7]
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    rest = b[8 * full:]
+    for i in range(rest.shape[0]):
+        res += rest[i]
+    return res
+
+
+def pairwise_stack():
+    """Scratch for `pairwise`: its recursion, unrolled onto an explicit stack (numba's on-disk cache
+    mishandles recursive functions), one frame per level (start, n, stage, left sum, right sum)."""
+    return np.zeros((64, 5), dtype=np.float64)
+
+
+@_jit
+def pairwise(a, start, n, stack, lo=0, hi=-1):
+    """numpy's pairwise sum of a[start:start + n] (float32 accumulators), in numpy's order: halves split
+    at a multiple of 8 until at most 128 values remain, each summed by `_leaf`. `stack` from
+    pairwise_stack() (float32 sums are stored exactly in its float64 slots). With hi >= 0, a holds zeros
+    outside [lo, hi) at least up to 128 values either side: leaves wholly outside sum to +0.0 exactly and
+    are not read."""
+    if n <= 128:
+        if hi >= 0 and (start >= hi or start + n <= lo):
+            return F0
+        return _leaf(a, start, n)
+    stack[0, 0], stack[0, 1], stack[0, 2] = start, n, 0
+    top = 1
+    result = F0
+    while top > 0:
+        f = top - 1
+        s0, m, stage = int(stack[f, 0]), int(stack[f, 1]), int(stack[f, 2])
+        if m <= 128 or stage == 2:
+            if m <= 128:
+                v = F0 if hi >= 0 and (s0 >= hi or s0 + m <= lo) else _leaf(a, s0, m)
+            else:
+                v = np.float32(stack[f, 3]) + np.float32(stack[f, 4])
+            top -= 1
+            if top == 0:
+                result = v
+            else:
+                p = top - 1
+                stack[p, 3 if stack[p, 2] == 1 else 4] = v
+            continue
+        half = m // 2
+        half -= half % 8
+        if stage == 0:
+            stack[f, 2] = 1
+            stack[top, 0], stack[top, 1], stack[top, 2] = s0, half, 0
+        else:
+            stack[f, 2] = 2
+            stack[top, 0], stack[top, 1], stack[top, 2] = s0 + half, m - half, 0
+        top += 1
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# packing (bits.pack's layout: code i at bits i*b .. i*b + b - 1 of the little-endian bit stream)
+
+ABS = np.uint32(0x7FFFFFFF)
+MANTISSA = np.uint32(0x7FFFFF)
+MANTISSA_UNIT = np.float32(2.0 ** -23)
+INF_BITS = np.uint32(0x7F800000)
+
+
+def chunk_codes(size: int) -> np.ndarray:
+    """A uint8 buffer for the codes of a run of whole buckets, 8k of them (so a run's codes are whole
+    bytes) and about 4096 values: the kernels compute a run's codes, then pack them."""
+    per = -(-max(1, 4096 // size) // 8) * 8
+    return np.zeros(per * size, dtype=np.uint8)
+
+
+@_jit
+def pack_codes(codes, count, bits, out, byte0):
+    """Pack codes[:count] (each < 2^bits) into out[byte0:], whole bytes; a last partial byte zero-filled."""
+    c = codes[:count]
+    o = out[byte0:byte0 + (count * bits + 7) // 8]
+    if bits == 8:
+        for i in range(count):
+            o[i] = c[i]
+        return
+    if 8 % bits == 0:
+        per = 8 // bits
+        full = count // per
+        for g in range(full):
+            w = np.uint32(0)
+            for j in range(per):
+                w |= np.uint32(c[g * per + j]) << np.uint32(j * bits)
+            o[g] = w
+        rest = count - full * per
+        if rest:
+            w = np.uint32(0)
+            for j in range(rest):
+                w |= np.uint32(c[full * per + j]) << np.uint32(j * bits)
+            o[full] = w
+        return
+    full = count // 8
+    for g in range(full):
+        w = np.uint64(0)
+        for j in range(8):
+            w |= np.uint64(c[8 * g + j]) << np.uint64(j * bits)
+        for j in range(bits):
+            o[g * bits + j] = (w >> np.uint64(8 * j)) & np.uint64(0xFF)
+    rest = count - full * 8
+    if rest:
+        w = np.uint64(0)
+        for j in range(rest):
+            w |= np.uint64(c[8 * full + j]) << np.uint64(j * bits)
+        for j in range((rest * bits + 7) // 8):
+            o[full * bits + j] = (w >> np.uint64(8 * j)) & np.uint64(0xFF)
+
+
+@_jit
+def unpack_codes(buf, byte0, count, bits, codes):
+    """Inverse of pack_codes: codes[:count] from buf[byte0:]."""
+    c = codes[:count]
+    o = buf[byte0:byte0 + (count * bits + 7) // 8]
+    if bits == 8:
+        for i in range(count):
+            c[i] = o[i]
+        return
+    if 8 % bits == 0:
+        per = 8 // bits
+        mask = np.uint8((1 << bits) - 1)
+        full = count // per
+        for g in range(full):
+            byte = o[g]
+            for j in range(per):
+                c[g * per + j] = (byte >> np.uint8(j * bits)) & mask
+        for j in range(count - full * per):
+            c[full * per + j] = (o[full] >> np.uint8(j * bits)) & mask
+        return
+    mask64 = np.uint64((1 << bits) - 1)
+    full = count // 8
+    for g in range(full):
+        w = np.uint64(0)
+        for j in range(bits):
+            w |= np.uint64(o[g * bits + j]) << np.uint64(8 * j)
+        for j in range(8):
+            c[8 * g + j] = (w >> np.uint64(j * bits)) & mask64
+    rest = count - full * 8
+    if rest:
+        w = np.uint64(0)
+        for j in range((rest * bits + 7) // 8):
+            w |= np.uint64(o[full * bits + j]) << np.uint64(8 * j)
+        for j in range(rest):
+            c[8 * full + j] = (w >> np.uint64(j * bits)) & mask64
+
+
+@_jit
+def abs_max_bits(xi):
+    """The largest |x| of x as float32 bits (x viewed as uint32): integer order is |x|'s order, and
+    bits >= INF_BITS mean a value that is not finite."""
+    mx = np.uint32(0)
+    for i in range(xi.shape[0]):
+        mx = max(mx, xi[i] & ABS)
+    return mx
+
+
+# ---------------------------------------------------------------------------------------------------
+# one-scale quantizers: QSGD, NUQSGD, TernGrad, SDP4Bit's symmetric Q_{k,G}
+
+QSGD, NUQSGD, TERNGRAD, SYMMETRIC = 0, 1, 2, 3
+
+
+@_jit
+def _one_scale_codes(mode, xs, us, use_u, ds, flev, top, levels, signpos, cv, buf):
+    """The codes cv of one bucket xs against its scale's divisor ds (uniforms us, or 1/2 each)."""
+    if mode == QSGD:
+        for i in range(xs.shape[0]):
+            v = xs[i]
+            p = abs(v) / ds * flev
+            ip = int(p)
+            f = p - np.float32(ip)
+            uu = us[i] if use_u else HALF
+            c = ip + (1 if uu < f else 0)
+            c = min(top, c)
+            cv[i] = c | ((1 if v < F0 else 0) << signpos)
+    elif mode == NUQSGD:
+        # p = |x| / norm <= 1. j = #{k in 1..s: p >= 2^(k - s)} = clip(e + s, 0, s), e = floor(log2 p) =
+        # p's exponent field less 127 (a zero or subnormal p: field 0, so j = 0, as the comparisons give
+        # for s <= 127). frac = (p - l_j) / (l_{j+1} - l_j), each step exact: for 0 < j < s it is p's
+        # mantissa (p / 2^(j - s) is 1.mantissa), for j = 0 it is p * 2^(s - 1), and for j = s (p = 1)
+        # the mantissa is 0 as the width-0 rule gives. So the same frac as the table path, without tables.
+        ps, pi = buf
+        up = np.float32(2.0 ** (levels - 1))
+        for i in range(xs.shape[0]):
+            ps[i] = abs(xs[i]) / ds
+        for i in range(xs.shape[0]):
+            v = xs[i]
+            bits_p = pi[i]
+            j = np.int32(bits_p >> np.uint32(23)) - np.int32(127 - levels)
+            j = min(max(j, np.int32(0)), np.int32(levels))
+            f = np.float32(bits_p & MANTISSA) * MANTISSA_UNIT if j > 0 else ps[i] * up
+            uu = us[i] if use_u else HALF
+            c = j + (1 if uu < f else 0)
+            cv[i] = c | ((1 if v < F0 else 0) << signpos)
+    elif mode == TERNGRAD:
+        for i in range(xs.shape[0]):
+            v = xs[i]
+            p = abs(v) / ds
+            ip = int(p)
+            f = p - np.float32(ip)
+            uu = us[i] if use_u else HALF
+            c = ip + (1 if uu < f else 0)
+            c = min(1, c)
+            cv[i] = c << (1 if v < F0 else 0)
+    else:
+        for i in range(xs.shape[0]):
+            p = xs[i] / ds * flev + flev
+            ip = int(p)
+            f = p - np.float32(ip)
+            uu = us[i] if use_u else HALF
+            c = ip + (1 if uu < f else 0)
+            cv[i] = min(top, c)
+
+
+@_jit
+def one_scale_encode(x, xi, u, use_u, size, mode, levels, bits, floats, packed, buf, stack,
+                     codes, cell, bufi):
+    """Encode rows x (rows, n) float32 (xi: the same bits as uint32) in buckets of `size`: scales into
+    floats (rows, nb), codes packed `bits` wide into packed (rows, ceil(n bits / 8)). buf: float32 scratch
+    of `size` and bufi its uint32 view, codes: chunk_codes(size), cell: a float32 (1,) array and its
+    uint32 view. Returns False when a bucket holds a value that is not finite (the caller then takes the
+    array-API path)."""
+    rows, n = x.shape
+    nb = floats.shape[1]
+    flev = np.float32(levels)
+    top = 1 if mode == TERNGRAD else (2 * levels if mode == SYMMETRIC else levels)
+    signpos = bits - 1
+    per = codes.shape[0] // size
+    cf, ci = cell
+    for r in range(rows):
+        for c0 in range(0, nb, per):
+            c1 = min(nb, c0 + per)
+            for b in range(c0, c1):
+                start = b * size
+                m = min(size, n - start)
+                xs = x[r, start:start + m]
+                mx = abs_max_bits(xi[r, start:start + m])
+                if mx >= INF_BITS:
+                    return False
+                ci[0] = mx
+                big = cf[0]
+                if mode == QSGD or mode == NUQSGD:
+                    d = big if big > F0 else F1
+                    for i in range(m):
+                        t = abs(xs[i]) / d
+                        buf[i] = t * t
+                    for i in range(m, size):
+                        buf[i] = F0
+                    scale = big * np.float32(math.sqrt(pairwise(buf, 0, size, stack)))
+                else:
+                    scale = big
+                floats[r, b] = scale
+                ds = scale if scale > F0 else F1
+                off = (b - c0) * size
+                us = u[r, start:start + m] if use_u else u[0, :0]
+                _one_scale_codes(mode, xs, us, use_u, ds, flev, top, levels, signpos, codes[off:off + m],
+                                 (buf[:m], bufi[:m]))
+            count = min(n, c1 * size) - c0 * size
+            pack_codes(codes, count, bits, packed[r], c0 * size * bits // 8)
+    return True
+
+
+@_jit
+def scale_decode(packed, scales, unit, size, bits, out, codes):
+    """out (rows, n) = scale of the value's bucket * unit[code], codes unpacked from packed (rows, bytes)
+    a run of buckets at a time into codes (chunk_codes(size))."""
+    rows, n = out.shape
+    nb = scales.shape[1]
+    per = codes.shape[0] // size
+    for r in range(rows):
+        for c0 in range(0, nb, per):
+            c1 = min(nb, c0 + per)
+            count = min(n, c1 * size) - c0 * size
+            unpack_codes(packed[r], c0 * size * bits // 8, count, bits, codes)
+            for b in range(c0, c1):
+                start = b * size
+                m = min(size, n - start)
+                o = out[r, start:start + m]
+                cv = codes[(b - c0) * size:(b - c0) * size + m]
+                scale = scales[r, b]
+                for i in range(m):
+                    o[i] = scale * unit[cv[i]]
+
+
+@_jit
+def table_decode(packed, tables, size, bits, out, codes):
+    """out (rows, n) = tables[row, bucket, code]. Returns False for a code beyond the table."""
+    rows, n = out.shape
+    nb, width = tables.shape[1], tables.shape[2]
+    per = codes.shape[0] // size
+    for r in range(rows):
+        for c0 in range(0, nb, per):
+            c1 = min(nb, c0 + per)
+            count = min(n, c1 * size) - c0 * size
+            unpack_codes(packed[r], c0 * size * bits // 8, count, bits, codes)
+            top = np.uint8(0)
+            for i in range(count):
+                top = max(top, codes[i])
+            if top >= width:
+                return False
+            for b in range(c0, c1):
+                start = b * size
+                m = min(size, n - start)
+                o = out[r, start:start + m]
+                cv = codes[(b - c0) * size:(b - c0) * size + m]
+                tb = tables[r, b]
+                for i in range(m):
+                    o[i] = tb[cv[i]]
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------
+# BinGrad: 2-level Lloyd-Max per bucket
+
+
+@_jit
+def bingrad_encode(x, xi, size, max_sweeps, floats, packed, lower, upper, stack, codes):
+    """Levels b1, b2 into floats (rows, nb, 2), 1-bit codes [x > (b1 + b2) / 2] into packed. Lloyd's
+    iteration from tau = 0 as quantizers.BinGrad does it, sums pairwise over the zero-padded bucket.
+    Returns False when a value is not finite."""
+    rows, n = x.shape
+    nb = floats.shape[1]
+    two = np.float32(2.0)
+    per = codes.shape[0] // size
+    for r in range(rows):
+        for c0 in range(0, nb, per):
+            c1 = min(nb, c0 + per)
+            for b in range(c0, c1):
+                start = b * size
+                m = min(size, n - start)
+                xs = x[r, start:start + m]
+                if abs_max_bits(xi[r, start:start + m]) >= INF_BITS:
+                    return False
+                for i in range(m, size):
+                    lower[i] = F0
+                    upper[i] = F0
+                lo, up = lower[:m], upper[:m]
+                t = F0
+                b1 = F0
+                b2 = F0
+                for _ in range(max_sweeps):
+                    n2 = 0
+                    for i in range(m):
+                        v = xs[i]
+                        above = v > t
+                        up[i] = v if above else F0
+                        lo[i] = F0 if above else v
+                        n2 += 1 if above else 0
+                    n1 = m - n2
+                    f2 = np.float32(n2)
+                    f1 = np.float32(n1)
+                    m2 = pairwise(upper, 0, size, stack) / (f2 if n2 > 0 else F1)
+                    m1 = pairwise(lower, 0, size, stack) / (f1 if n1 > 0 else F1)
+                    b1 = m1 if n1 > 0 else m2
+                    b2 = m2 if n2 > 0 else m1
+                    new_t = (b1 + b2) / two
+                    if new_t == t:
+                        break
+                    t = new_t
+                floats[r, b, 0] = b1
+                floats[r, b, 1] = b2
+                tau = (b1 + b2) / two
+                cv = codes[(b - c0) * size:(b - c0) * size + m]
+                for i in range(m):
+                    cv[i] = 1 if xs[i] > tau else 0
+            count = min(n, c1 * size) - c0 * size
+            pack_codes(codes, count, 1, packed[r], c0 * size // 8)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------
+# ORQ: variance-optimal levels on the sorted bucket
+
+
+@_jit
+def _first_at_least(g, m, v):
+    """The first index j < m with g[j] >= v (g ascending), else m: a binary search whose steps select
+    rather than branch (fixed step count, no mispredicted jumps)."""
+    if m == 0:
+        return 0
+    base, n = 0, m
+    while n > 1:
+        half = n // 2
+        base = base + half if g[base + half - 1] < v else base
+        n -= half
+    return base + (1 if g[base] < v else 0)
+
+
+@_jit
+def _first_above(g, lo, m, v):
+    """The first index j in [lo, m) with g[j] > v (g ascending), else m."""
+    if m <= lo:
+        return lo
+    base, n = lo, m - lo
+    while n > 1:
+        half = n // 2
+        base = base + half if g[base + half - 1] <= v else base
+        n -= half
+    return base + (1 if g[base] <= v else 0)
+
+
+@_jit
+def _above_leaf(g, start, n, lo, hi, right):
+    """`_leaf` of the values right - g[i] for i in [lo, hi), 0.0 elsewhere, over g[start:start + n]:
+    the same additions in the same order as _leaf over that zero-filled buffer."""
+    if start >= hi or start + n <= lo:
+        return F0
+    b = g[start:start + n]
+    a0, a1 = lo - start, hi - start  # the nonzero part within this leaf
+    if n < 8:
+        res = F0
+        for i in range(n):
+            res += (right - b[i]) if a0 <= i < a1 else F0
+        return res
+    full = n // 8
+    if a0 <= 0 and a1 >= n:  # wholly inside: no zeros
+        r0, r1, r2, r3 = right - b[0], right - b[1], right - b[2], right - b[3]
+        r4, r5, r6, r7 = right - b[4], right - b[5], right - b[6], right - b[7]
+        for k in range(1, full):
+            r0 += right - b[8 * k]
+            r1 += right - b[8 * k + 1]
+            r2 += right - b[8 * k + 2]
+            r3 += right - b[8 * k + 3]
+            r4 += right - b[8 * k + 4]
+            r5 += right - b[8 * k + 5]
+            r6 += right - b[8 * k + 6]
+            r7 += right - b[8 * k + 7]
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        for i in range(8 * full, n):
+            res += right - b[i]
+        return res
+    r0 = (right - b[0]) if a0 <= 0 < a1 else F0
+    r1 = (right - b[1]) if a0 <= 1 < a1 else F0
+    r2 = (right - b[2]) if a0 <= 2 < a1 else F0
+    r3 = (right - b[3]) if a0 <= 3 < a1 else F0
+    r4 = (right - b[4]) if a0 <= 4 < a1 else F0
+    r5 = (right - b[5]) if a0 <= 5 < a1 else F0
+    r6 = (right - b[6]) if a0 <= 6 < a1 else F0
+    r7 = (right - b[7]) if a0 <= 7 < a1 else F0
+    for k in range(1, full):
+        i = 8 * k
+        r0 += (right - b[i]) if a0 <= i < a1 else F0
+        r1 += (right - b[i + 1]) if a0 <= i + 1 < a1 else F0
+        r2 += (right - b[i + 2]) if a0 <= i + 2 < a1 else F0
+        r3 += (right - b[i + 3]) if a0 <= i + 3 < a1 else F0
+        r4 += (right - b[i + 4]) if a0 <= i + 4 < a1 else F0
+        r5 += (right - b[i + 5]) if a0 <= i + 5 < a1 else F0
+        r6 += (right - b[i + 6]) if a0 <= i + 6 < a1 else F0
+        r7 += (right - b[i + 7]) if a0 <= i + 7 < a1 else F0
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for i in range(8 * full, n):
+        res += (right - b[i]) if a0 <= i < a1 else F0
+    return res
+
+
+@_jit
+def _above_sum(g, lo, hi, right, stack):
+    """numpy's pairwise sum over the whole bucket g of where(lo <= i < hi, right - g[i], 0.0): the
+    recursion of `pairwise`, leaves by `_above_leaf` (leaves wholly outside [lo, hi) are +0.0 exactly)."""
+    n = g.shape[0]
+    if n <= 128:
+        return _above_leaf(g, 0, n, lo, hi, right)
+    stack[0, 0], stack[0, 1], stack[0, 2] = 0, n, 0
+    top = 1
+    result = F0
+    while top > 0:
+        f = top - 1
+        s0, m, stage = int(stack[f, 0]), int(stack[f, 1]), int(stack[f, 2])
+        if m <= 128 or stage == 2:
+            if m <= 128:
+                v = _above_leaf(g, s0, m, lo, hi, right)
+            else:
+                v = np.float32(stack[f, 3]) + np.float32(stack[f, 4])
+            top -= 1
+            if top == 0:
+                result = v
+            else:
+                p = top - 1
+                stack[p, 3 if stack[p, 2] == 1 else 4] = v
+            continue
+        half = m // 2
+        half -= half % 8
+        if stage == 0:
+            stack[f, 2] = 1
+            stack[top, 0], stack[top, 1], stack[top, 2] = s0, half, 0
+        else:
+            stack[f, 2] = 2
+            stack[top, 0], stack[top, 1], stack[top, 2] = s0 + half, m - half, 0
+        top += 1
+    return result
+
+
+@_jit
+def _best_interior_level(g, m, left, right, current, stack):
+    """quantizers._best_interior_level for one sorted bucket g (size values, the first m real, the rest
+    +inf): the smallest g_j in [left, right] whose slope is >= 0, else current. The sum of the `above`
+    side is pairwise over the whole bucket with zeros outside [left, right], as numpy's; the running
+    sums are sequential, as numpy's cumulative_sum (its leading zeros add nothing: +0.0 + v is v)."""
+    lo = _first_at_least(g, m, left)
+    hi = _first_above(g, lo, m, right)
+    if lo == hi:
+        return current
+    total = _above_sum(g, lo, hi, right, stack)
+    gs = g[lo:hi]
+    cb = F0
+    ca = F0
+    for j in range(hi - lo):
+        cb += gs[j] - left
+        ca += right - gs[j]
+        if cb - (total - ca) >= F0:
+            return gs[j]
+    return current
+
+
+@_jit
+def orq_levels(g, counts, s, max_sweeps, levels, stack):
+    """Levels (buckets, s + 1) of sorted buckets g (buckets, size), each with counts[b] real values
+    first (the rest +inf): ORQ.solve_levels bucket by bucket. Returns a flag per bucket, True where a
+    level came out zero (-0.0 or +0.0: np.min's choice between them is not the kernel's to make) or a
+    value is not finite; the caller recomputes those buckets on the array-API path."""
+    nbk = g.shape[0]
+    flags = np.zeros(nbk, dtype=np.bool_)
+    stale = np.empty(s + 1, dtype=np.bool_)
+    for b in range(nbk):
+        row = g[b]
+        m = counts[b]
+        lo = row[0]
+        hi = row[m - 1]
+        if not (abs(lo) < np.inf and abs(hi) < np.inf):
+            flags[b] = True
+            continue
+        span = hi - lo
+        lv = levels[b]
+        lv[0] = lo
+        lv[s] = hi
+        for k in range(1, s):
+            lv[k] = lo + span * np.float32(k / s)
+        if s > 1:
+            # A level is a function of its two neighbours alone (and of itself only where no data lies
+            # between them, when it stays): one whose neighbours did not move since it was last placed
+            # would be placed where it is, so it is not searched again.
+            for k in range(s + 1):
+                stale[k] = True
+            for _ in range(max_sweeps):
+                moved = False
+                for k in range(1, s):
+                    if not stale[k]:
+                        continue
+                    new = _best_interior_level(row, m, lv[k - 1], lv[k + 1], lv[k], stack)
+                    stale[k] = False
+                    if new != lv[k]:
+                        moved = True
+                        stale[k - 1] = True
+                        stale[k + 1] = True
+                    lv[k] = new
+                if not moved:
+                    break
+        for k in range(s + 1):
+            if lv[k] == F0:
+                flags[b] = True
+    return flags
+
+
+@_jit
+def orq_codes(x, u, use_u, size, table, packed, byte0, bits, codes):
+    """ORQ's codes of rows x (rows, n) against the float32 level tables (rows, nb, s + 1), packed from
+    byte `byte0` of each row of packed (whole bytes unless this run ends the row)."""
+    rows, n = x.shape
+    nb, width = table.shape[1], table.shape[2]
+    per = codes.shape[0] // size
+    t8, l8 = np.empty(8, dtype=np.float32), np.empty(8, dtype=np.float32)
+    for r in range(rows):
+        for c0 in range(0, nb, per):
+            c1 = min(nb, c0 + per)
+            for b in range(c0, c1):
+                start = b * size
+                m = min(size, n - start)
+                xs = x[r, start:start + m]
+                us = u[r, start:start + m] if use_u else u[0, :0]
+                tb = table[r, b]
+                cv = codes[(b - c0) * size:(b - c0) * size + m]
+                if width <= 8:  # s <= 7: six interior slots, those past s - 1 at +inf (never reached)
+                    for j in range(8):
+                        t8[j] = tb[j] if j < width - 1 else np.inf
+                        l8[j] = tb[j] if j < width else F0
+                    i1, i2, i3, i4, i5, i6 = t8[1], t8[2], t8[3], t8[4], t8[5], t8[6]
+                    for i in range(m):
+                        v = xs[i]
+                        k = ((1 if v >= i1 else 0) + (1 if v >= i2 else 0) + (1 if v >= i3 else 0)
+                             + (1 if v >= i4 else 0) + (1 if v >= i5 else 0) + (1 if v >= i6 else 0))
+                        low = l8[k]
+                        w = l8[k + 1] - low
+                        f = (v - low) / (w if w > F0 else F1)
+                        f = f if w > F0 else F0
+                        uu = us[i] if use_u else HALF
+                        cv[i] = k + (1 if uu < f else 0)
+                    continue
+                for i in range(m):
+                    v = xs[i]
+                    k = 0
+                    for j in range(1, width - 1):
+                        k += 1 if v >= tb[j] else 0
+                    low = tb[k]
+                    w = tb[k + 1] - low
+                    f = (v - low) / (w if w > F0 else F1)
+                    f = f if w > F0 else F0
+                    uu = us[i] if use_u else HALF
+                    cv[i] = k + (1 if uu < f else 0)
+            count = min(n, c1 * size) - c0 * size
+            pack_codes(codes, count, bits, packed[r], byte0 + c0 * size * bits // 8)
+
+
+# ---------------------------------------------------------------------------------------------------
+# SDP4Bit's block Hadamard transform
+
+
+@_jit
+def _hadamard8(xs, y):
+    """The passes h = 1, 2, 4 of the butterfly on every 8 consecutive values of xs, into y."""
+    for g in range(xs.shape[0] // 8):
+        a0, a1, a2, a3 = xs[8 * g], xs[8 * g + 1], xs[8 * g + 2], xs[8 * g + 3]
+        a4, a5, a6, a7 = xs[8 * g + 4], xs[8 * g + 5], xs[8 * g + 6], xs[8 * g + 7]
+        b0, b1, b2, b3 = a0 + a1, a0 - a1, a2 + a3, a2 - a3
+        b4, b5, b6, b7 = a4 + a5, a4 - a5, a6 + a7, a6 - a7
+        c0, c1, c2, c3 = b0 + b2, b1 + b3, b0 - b2, b1 - b3
+        c4, c5, c6, c7 = b4 + b6, b5 + b7, b4 - b6, b5 - b7
+        y[8 * g], y[8 * g + 1], y[8 * g + 2], y[8 * g + 3] = c0 + c4, c1 + c5, c2 + c6, c3 + c7
+        y[8 * g + 4], y[8 * g + 5], y[8 * g + 6], y[8 * g + 7] = c0 - c4, c1 - c5, c2 - c6, c3 - c7
+
+
+@_jit
+def hadamard_blocks(x, block, scale, out):
+    """sdp_quant.hadamard's butterfly on every `block` consecutive values of the flat x into out: passes
+    h = 1, 2, 4, .. of (a + b, a - b) on the pairs h apart, then times `scale` (1 / sqrt(block) in x's
+    dtype): the same operations on each value as the numpy path, so the same values. A run of about
+    4096 values at a time: the passes h = 1, 2, 4 on every 8 values into a scratch, the later passes
+    8 pairs at a time, the last one written out times scale."""
+    n = x.shape[0]
+    if block < 8:
+        y = np.empty(block, dtype=x.dtype)
+        for b in range(n // block):
+            xs = x[b * block:(b + 1) * block]
+            os = out[b * block:(b + 1) * block]
+            for i in range(block):
+                y[i] = xs[i]
+            h = 1
+            while h < block:
+                for i in range(0, block, 2 * h):
+                    for j in range(h):
+                        a = y[i + j]
+                        c = y[i + h + j]
+                        y[i + j] = a + c
+                        y[i + h + j] = a - c
+                h *= 2
+            for i in range(block):
+                os[i] = y[i] * scale
+        return
+    run = max(1, 4096 // block) * block
+    y = np.empty(run, dtype=x.dtype)
+    for r0 in range(0, n, run):
+        r1 = min(n, r0 + run)
+        ys = y[:r1 - r0]
+        _hadamard8(x[r0:r1], ys)
+        if block == 8:
+            os = out[r0:r1]
+            for i in range(r1 - r0):
+                os[i] = ys[i] * scale
+            continue
+        for b0 in range(0, r1 - r0, block):
+            v = ys[b0:b0 + block]
+            h = 8
+            while 2 * h < block:
+                for i in range(0, block, 2 * h):
+                    for jj in range(0, h, 8):
+                        lo = v[i + jj:i + jj + 8]
+                        hi = v[i + jj + h:i + jj + h + 8]
+                        for j in range(8):
+                            a = lo[j]
+                            c = hi[j]
+                            lo[j] = a + c
+                            hi[j] = a - c
+                h *= 2
+            os = out[r0 + b0:r0 + b0 + block]
+            lo, hi = v[:h], v[h:]
+            olo, ohi = os[:h], os[h:]
+            for j in range(h):
+                a = lo[j]
+                c = hi[j]
+                olo[j] = (a + c) * scale
+                ohi[j] = (a - c) * scale
+
+
+# ---------------------------------------------------------------------------------------------------
+# top-k selection: the k largest |x|
+
+
+@_jit
+def candidates_at_least(xi, bound, idx, vals):
+    """Indices (ascending) and |x| bits of the values of x (viewed as uint32 xi) with |x| bits >= bound,
+    into idx and vals; returns their count, or -1 when more than idx holds."""
+    c = 0
+    cap = idx.shape[0]
+    for i in range(xi.shape[0]):
+        v = xi[i] & ABS
+        if v >= bound:
+            if c == cap:
+                return -1
+            idx[c] = i
+            vals[c] = v
+            c += 1
+    return c

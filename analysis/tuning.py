@@ -117,8 +117,9 @@ def select(runs: pd.DataFrame, rule: str = "min_validation_loss") -> pd.DataFram
 
 
 def _tuned_keys(params: list[dict]) -> list[str]:
-    """The parameters whose value differs between a grid's points (the tuned ones), in their order."""
-    keys = list(dict.fromkeys(k for p in params for k in p))
+    """The parameters whose value differs between a grid's points (the tuned ones), in their order; a
+    method's `seed` derives from the run's seed (never tuned), so it is not one."""
+    keys = [k for k in dict.fromkeys(k for p in params for k in p) if k != "seed"]
     return [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in params}) > 1]
 
 

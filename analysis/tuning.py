@@ -34,6 +34,12 @@ TUNING_MODE = "tuning"  # the mode of a grid point's rows that the rule did not 
 GRID_LABEL = re.compile(r"^(?P<arm>.+)\.t(?P<point>\d+)$")
 
 
+def arm_label(label: str) -> str:
+    """The arm a run's label belongs to: `dense` for the grid point `dense.t2`, else the label itself."""
+    point = GRID_LABEL.match(label)
+    return point["arm"] if point else label
+
+
 def grid_points(tune: Any, fields: list[str], method: str) -> list[dict[str, Any]]:
     """The points of a `tune` mapping, as parameter overrides in product order (the last key varies
     fastest); one-line errors for an unknown parameter, an empty or non-list value, a repeated value."""

@@ -194,6 +194,7 @@ def test_every_claim_in_scope_has_its_runs_in_the_quick_config():
     """A claim whose experiment, method or study the quick reproduction does not produce would be
     reported as inconclusive for a reason that has nothing to do with the paper."""
     from thinwire.analysis.tuning import arm_label
+
     from thinwire.config import load
 
     config, runs = load(ROOT / "config" / "quick.yaml")

@@ -14,9 +14,10 @@ from thinwire.algorithms.comm import ThinwireError
 from thinwire.analysis.claims import read_claims, verdicts
 from thinwire.analysis.table import aggregate
 from thinwire.analysis.tuning import TUNING_MODE, check_equal_budget, select
+from thinwire.workloads.registry import make_workload
+
 from thinwire.config import load, plan
 from thinwire.execute import RunSpec, run_sim
-from thinwire.workloads.registry import make_workload
 
 
 def _sheet(methods, workload="logreg", **entry):

@@ -16,7 +16,7 @@ def read_results(table_csv: Path, studies_dir: Path | None = None) -> tuple[pd.D
     """The results table and the study tables by name (results/studies/<name>.csv)."""
     try:
         # cluster is empty except on model rows: read it as text, not as a guessed mixed column.
-        table = pd.read_csv(table_csv, dtype={"cluster": str, "label": str, "experiment": str})
+        table = pd.read_csv(table_csv, dtype={"cluster": str, "label": str, "experiment": str, "tuning": str})
     except (OSError, ValueError) as e:
         raise ThinwireError(f"cannot read results table {table_csv}: {e}") from None
     table["cluster"] = table["cluster"].fillna("")

@@ -15,9 +15,10 @@ A claim file (analysis/papers/<paper>/claims.yaml, analysis/catalog.py) holds a 
       kind: paper claim      # paper claim | implementation check | predicted | exploratory (KINDS)
       paper_claim: D2        # the id in ../shared/papers it tests, or "none: why" (a paper claim stated there without an id)
       power: {seeds: 3, sends_per_coordinate: 5}   # optional: the regime in which it can be tested (POWER)
+      tuning: {rule: min_validation_loss, arms: [topk-ef, sgd]}  # optional: equal tuning (analysis/tuning.py)
 
 Verdicts: reproduced, not reproduced, inconclusive (no data; a run below the claim's declared power,
-check_power; or the bound lies within two standard errors of the seed-to-seed spread: with a single seed
+check_power; arms tuned on unequal grids, check_equal_budget; or the bound lies within two standard errors of the seed-to-seed spread: with a single seed
 the spread is unknown, see `standard_error`, unless the quantity is a byte count whose every step equals
 its method's formula, `bytes_fixed`), out of scope, reported (rule `reported`: a number computed and
 shown, such as a performance-model prediction for a setup the paper leaves unstated, where no fair
@@ -40,6 +41,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from thinwire.algorithms.comm import ThinwireError
+from thinwire.analysis import tuning as tuning_rules
 from thinwire.analysis.catalog import PAPERS_DIR
 
 RULES = ("within", "at_most", "at_least", "reported")
@@ -876,6 +878,13 @@ def _check(c: Any, path: Path) -> None:
                                           for k, v in power.items()):
         raise ThinwireError(f"{path}: claim {name}: power must map quantities among {sorted(POWER)} to numbers, "
                             f"got {power!r}")
+    if "tuning" in c:
+        tuning_rules.check_spec(c["tuning"], f"{path}: claim {name}")
+        compared = [q[k] for k in ("label", "baseline") if k in q] or [q[k] for k in ("method",) if k in q]
+        left_out = [a for a in compared if a not in c["tuning"]["arms"]]
+        if left_out:
+            raise ThinwireError(f"{path}: claim {name}: tuning.arms must include the arms its quantity compares; "
+                                f"missing {left_out}")
 
 
 def judge(rule: str, measured: float, expected: float, tolerance: float, sem: float) -> str:
@@ -905,11 +914,24 @@ def _ran_on(table: pd.DataFrame, claim: dict) -> str:
     return ", ".join(sorted(rows["ran_on"].dropna().astype(str).unique()))
 
 
+def check_tuning(table: pd.DataFrame, claim: dict) -> tuple[bool, str]:
+    """(equal, text): a claim with a `tuning` rule gets check_equal_budget over its runs (every arm the
+    same number of grid points, their grids and chosen values in the text); any other claim is equal,
+    with tuning()'s text."""
+    spec = claim.get("tuning")
+    if not spec:
+        return True, tuning(claim)
+    q = claim["quantity"]
+    by = "label" if "experiment" in q else "method"
+    if not {"mode", by} <= set(table.columns):  # no training runs (e.g. a study-only table)
+        return tuning_rules.check_equal_budget(pd.DataFrame(columns=[by]), spec, by)
+    rows = _select(table, mode=["sim", "real"], experiment=q.get("experiment"), workload=q.get("workload"))
+    return tuning_rules.check_equal_budget(rows[rows[by].isin(spec["arms"])], spec, by)
+
+
 def tuning(claim: dict) -> str:
-    """What tuning the claim's arms had: the claim's own `tuning` text, else by kind. Equal tuning of
-    every arm (issue 13, item 2) is later work, so a comparison says plainly that nothing was tuned."""
-    if claim.get("tuning"):
-        return str(claim["tuning"])
+    """What tuning a claim without a `tuning` rule had, by kind: none for checks, bytes and the model; a
+    comparison without a rule says plainly that nothing was tuned."""
     if claim.get("kind") == "implementation check":
         return "none: implementation check"
     if claim.get("kind") == "predicted":
@@ -952,8 +974,9 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
     for c in claims:
         row = {k: c.get(k, "") for k in ("id", "source", "statement", "setup", "figure", "kind", "paper_claim")}
         # sem: the measured value's standard error over seeds (inf: one seed; 0: exact by construction).
+        equal_tuning, tuned = check_tuning(table, c) if not c.get("out_of_scope") else (True, tuning(c))
         row.update(measured=np.nan, sem=np.nan, expected=np.nan, evidence="", reason="", ran_on=_ran_on(table, c),
-                   tuning=tuning(c), config=run_config(table, c), power="not declared")
+                   tuning=tuned, config=run_config(table, c), power="not declared")
         if c.get("out_of_scope"):
             row.update(verdict="out of scope", reason=c["out_of_scope"], power="", config="")
             rows.append(row)
@@ -982,6 +1005,8 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
         reason = ""
         if not powered:  # never decided below the claim's regime, whatever the numbers say
             verdict, reason = "inconclusive", row["power"]
+        elif not equal_tuning:  # an arm had a larger tuning budget than another: not a fair comparison
+            verdict, reason = "inconclusive", tuned
         elif m.invalid:  # not the comparison the claim states (e.g. unequal bits)
             verdict, reason = "inconclusive", m.invalid
         elif verdict == "inconclusive":

@@ -1,6 +1,9 @@
 """The long-format results table: one row per (run, step), every mode, with its provenance.
 
-Every figure and every verdict is computed from this table (results/table.csv).
+Every figure and every verdict is computed from this table (results/table.csv). `val_loss` is a
+run's final loss on its workload's validation split (on its last row); tuned arms are resolved here
+(analysis/tuning.py): the chosen grid point's rows take the arm's label and hold the grid in `tuning`,
+the other points' rows have mode "tuning".
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from thinwire.algorithms.comm import ThinwireError
+from thinwire.analysis.tuning import GRID_LABEL
+from thinwire.analysis.tuning import select as select_tuned
 
 COLUMNS = ["run", "method", "params", "mode", "backend", "workload", "experiment", "label", "world_size", "seed", "dtype", "step",
-           "loss", "eval_loss", "metric", "bytes_sent", "bytes_recv", "stated_bits", "cum_bytes_sent", "link_bytes", "wall_s", "status",
-           "n_params", "stated_bits_per_param", "ran_on", "cluster", "bandwidth_gbps", "speedup", "seconds_to_target", "env"]
+           "loss", "eval_loss", "metric", "val_loss", "bytes_sent", "bytes_recv", "stated_bits", "cum_bytes_sent", "link_bytes", "wall_s", "status",
+           "n_params", "stated_bits_per_param", "ran_on", "cluster", "bandwidth_gbps", "speedup", "seconds_to_target", "env", "tuning"]
 
 
 def read_run(run_dir: Path) -> pd.DataFrame:
@@ -31,6 +36,9 @@ def read_run(run_dir: Path) -> pd.DataFrame:
         trace = pd.read_csv(run_dir / "trace.csv").pivot(index="step", columns="name", values="value")
         t = t.merge(trace.add_prefix("trace_"), left_on="step", right_index=True, how="left")
     t["cum_bytes_sent"] = t["bytes_sent"].cumsum()
+    t["val_loss"] = np.nan  # the final model's, on the run's last row (None in meta: no split, or not finite)
+    if len(t) and meta.get("val_loss") is not None:
+        t.loc[t.index[-1], "val_loss"] = float(meta["val_loss"])
     t["link_bytes"] = t["step"].map(link_bytes(commlog, meta["world_size"])).fillna(0.0)
     for key in ("run", "method", "mode", "backend", "workload", "experiment", "label", "world_size", "seed", "dtype", "status",
                 "n_params", "stated_bits_per_param"):
@@ -90,7 +98,9 @@ def model_rows(model_csv: Path, runs: pd.DataFrame) -> pd.DataFrame:
 def aggregate(run_dirs: list[Path], model_csvs: list[Path], out: Path) -> pd.DataFrame:
     frames = [read_run(d) for d in run_dirs]
     runs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
-    models = [model_rows(p, runs) for p in model_csvs]
+    runs = select_tuned(runs)
+    # A model row priced from a grid point the rule did not choose keeps that point's label: left out.
+    models = [m[~m["label"].astype(str).str.match(GRID_LABEL)] for m in (model_rows(p, runs) for p in model_csvs)]
     diag = sorted(c for c in runs.columns if c.startswith(("diag_", "trace_")))
     table = pd.concat([runs] + models, ignore_index=True).reindex(columns=COLUMNS + diag)
     table = table.sort_values(["mode", "run", "step"], kind="stable").reset_index(drop=True)

@@ -8,6 +8,12 @@ All data is generated with numpy from the seed, for all W workers at once, so th
 workers) and a real rank (one worker's slice) see bit-identical data and minibatches. The
 `heterogeneity` knob moves each worker's local optimum (least squares) or feature mean (logistic
 regression) away from the others': 0 is i.i.d. data, 1 is strongly non-i.i.d.
+
+Validation split (for tuning, analysis/tuning.py): the synthetic problems draw a fresh set of as many
+samples per worker from the same distribution (the same optimum and worker shifts) with a separate
+stream, (seed, 0, 1), so the training data, its batches and the eval objective (the full training
+objective) are exactly those of a run without it; the breast cancer data holds back the samples the
+workers do not get. `validation_loss` is the objective over it at the average model.
 """
 
 from __future__ import annotations
@@ -47,7 +53,9 @@ class Problem:
         self.world_size, self.seed, self.config = world_size, seed, config
         rng = np.random.default_rng([seed, 0])
         c = config
-        self.features, self.targets = self._generate(rng, world_size, c)
+        self._truth = self._population(rng, world_size, c)
+        self.features, self.targets = self._samples(rng, self._truth, world_size, c)
+        self._validation: tuple[np.ndarray, np.ndarray] | None = None
         self.n_params = c.dim
         # A linear model with one output: its weight is a 1 x dim matrix.
         self.layout = (("weight", (1, c.dim)),)
@@ -66,7 +74,26 @@ class Problem:
         loss, _ = self.loss_grad(np, x_mean, a, y)
         return float(loss), self.metric(a @ x_mean, y)
 
-    def _generate(self, rng, w, c):
+    @property
+    def validation_split(self) -> str:
+        """What the validation loss is computed on ("" when the problem has no validation split)."""
+        return f"a fresh draw of {self.world_size * self.config.samples_per_worker} samples, stream (seed, 0, 1)"
+
+    def validation_loss(self, x_mean: np.ndarray) -> float:
+        """The objective over the validation split at the workers' average model (module docstring)."""
+        if self._validation is None:  # drawn on first use: a run computes it once, at its end
+            rng = np.random.default_rng([self.seed, 0, 1])
+            self._validation = self._samples(rng, self._truth, self.world_size, self.config)
+        a, y = self._validation
+        loss, _ = self.loss_grad(np, x_mean, a.reshape(-1, a.shape[-1]), y.reshape(-1))
+        return float(loss)
+
+    def _population(self, rng, w, c):
+        """What all samples share (the optimum, each worker's shift), drawn first from `rng`."""
+        raise NotImplementedError
+
+    def _samples(self, rng, truth, w, c):
+        """samples_per_worker samples of each of the w workers: (features, targets)."""
         raise NotImplementedError
 
     def loss_grad(self, xp, x, a, y):
@@ -91,9 +118,11 @@ class Problem:
 class LeastSquares(Problem):
     kind = "lsq"
 
-    def _generate(self, rng, w, c):
+    def _population(self, rng, w, c):
         x_star = rng.standard_normal(c.dim) / math.sqrt(c.dim)
-        local_star = x_star + c.heterogeneity * rng.standard_normal((w, c.dim)) / math.sqrt(c.dim)
+        return x_star + c.heterogeneity * rng.standard_normal((w, c.dim)) / math.sqrt(c.dim)
+
+    def _samples(self, rng, local_star, w, c):
         a = rng.standard_normal((w, c.samples_per_worker, c.dim))
         b = np.einsum("wnd,wd->wn", a, local_star) + c.noise * rng.standard_normal((w, c.samples_per_worker))
         return a, b
@@ -113,9 +142,12 @@ class LeastSquares(Problem):
 class LogisticRegression(Problem):
     kind = "logreg"
 
-    def _generate(self, rng, w, c):
+    def _population(self, rng, w, c):
         x_star = rng.standard_normal(c.dim)
-        shift = c.heterogeneity * rng.standard_normal((w, 1, c.dim))
+        return x_star, c.heterogeneity * rng.standard_normal((w, 1, c.dim))
+
+    def _samples(self, rng, truth, w, c):
+        x_star, shift = truth
         a = (rng.standard_normal((w, c.samples_per_worker, c.dim)) + shift) / math.sqrt(c.dim)
         logits = np.einsum("wnd,d->wn", a, x_star) + c.noise * rng.standard_normal((w, c.samples_per_worker))
         return a, np.where(logits >= 0, 1.0, -1.0)
@@ -160,9 +192,9 @@ class Sigmoid(LogisticRegression):
 
     kind = "sigmoid"
 
-    def _generate(self, rng, w, c):
+    def _samples(self, rng, truth, w, c):
         # The paper's a_i ~ N(0, I), not logreg's N(0, I / d): labels keep their signs.
-        a, y = super()._generate(rng, w, c)
+        a, y = super()._samples(rng, truth, w, c)
         return a * math.sqrt(c.dim), y
 
     def loss_grad(self, xp, x, a, y):
@@ -188,16 +220,31 @@ class BreastCancerSigmoid(Sigmoid):
     def __init__(self, world_size: int, seed: int, config: ProblemConfig) -> None:
         super().__init__(world_size, seed, dataclasses.replace(config, dim=30))
 
-    def _generate(self, rng, w, c):
+    def _population(self, rng, w, c):
         from sklearn.datasets import load_breast_cancer
 
         a, y = load_breast_cancer(return_X_y=True)
         if w * c.samples_per_worker > len(y):
             raise ValueError(f"samples_per_worker {c.samples_per_worker} x {w} workers exceeds the {len(y)} samples")
-        a = (a - a.mean(0)) / a.std(0)
-        keep = rng.permutation(len(y))[:w * c.samples_per_worker]
-        return (a[keep].reshape(w, c.samples_per_worker, c.dim),
-                np.where(y[keep] == 1, 1.0, -1.0).reshape(w, c.samples_per_worker))
+        return (a - a.mean(0)) / a.std(0), np.where(y == 1, 1.0, -1.0), rng.permutation(len(y))
+
+    def _samples(self, rng, truth, w, c):
+        a, y, order = truth
+        keep = order[:w * c.samples_per_worker]
+        return a[keep].reshape(w, c.samples_per_worker, c.dim), y[keep].reshape(w, c.samples_per_worker)
+
+    @property
+    def validation_split(self) -> str:
+        held = len(self._truth[2]) - self.world_size * self.config.samples_per_worker
+        return f"the {held} samples the workers do not get" if held else ""
+
+    def validation_loss(self, x_mean: np.ndarray) -> float:
+        a, y, order = self._truth
+        held = order[self.world_size * self.config.samples_per_worker:]
+        if not len(held):
+            return math.nan
+        loss, _ = self.loss_grad(np, x_mean, a[held], y[held])
+        return float(loss)
 
 
 class TernaryCounterexample(Problem):
@@ -228,6 +275,11 @@ class TernaryCounterexample(Problem):
 
     def evaluate(self, x_mean: np.ndarray) -> tuple[float, float]:
         return float(np.sum(x_mean * x_mean)), math.nan
+
+    validation_split = ""  # no data: nothing to hold back
+
+    def validation_loss(self, x_mean: np.ndarray) -> float:
+        return math.nan
 
 
 def _sigmoid(xp, t):

@@ -5,8 +5,11 @@ A runs sheet entry is (name, mode, workload, methods x seeds x backends); every 
 starts, in two steps. `load` reads the sheet and needs nothing but the sheet: the schema (unknown or
 mistyped keys, non-finite numbers), studies, each method's parameters, world sizes against resources.
 `plan` runs where runs are planned for submission (the workflow's planning step): it builds each
-workload (its parameters), checks each method against its world size, and checks what this
-installation and launcher can run (packages, launchers, GPUs).
+workload (its parameters; a tuned run's must have a validation split), checks each method against its
+world size, and checks what this installation and launcher can run (packages, launchers, GPUs).
+
+A method entry with `tune: {param: [values], ...}` runs one arm per point of the grid, labelled
+`<label>.t<i>` (analysis/tuning.py, which also chooses among them when the results table is built).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import yaml
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.registry import get_method, make_config
 from thinwire.analysis.catalog import compose_runs
+from thinwire.analysis.tuning import GRID_LABEL
+from thinwire.analysis.tuning import expand as expand_grid
 from thinwire.launch import launch_command, slurm_resources
 from thinwire.options import RUN, check_finite, pricing_schema, studies_schema, study_kwargs
 
@@ -159,6 +164,10 @@ def plan(config: dict[str, Any], runs: list[Run]) -> None:
                 built[key] = make_workload(r.workload, r.world_size, 0, r.workload_params)
             config_ = make_config(get_method(r.method), r.params, run_seed=r.seed)
             getattr(config_, "check_world", lambda world: None)(r.world_size)
+            workload = built[key]
+            if GRID_LABEL.match(r.label) and not getattr(workload, "validation_split", ""):
+                raise ThinwireError(f"tune chooses on a validation split, and workload {r.workload} has none with "
+                                    f"these parameters{getattr(workload, 'validation_hint', '')}")
         except ValueError as e:
             raise ThinwireError(f"run {r.id}: method {r.method!r}: {e}") from None
         except ThinwireError as e:
@@ -232,7 +241,14 @@ def _expand(entry: dict[str, Any]) -> list[Run]:
         raise ThinwireError(f"unknown workload {entry['workload']!r}; known workloads: {', '.join(sorted(WORKLOADS))}")
     backends = ["numpy"] if entry["mode"] == "sim" else entry["backends"]
     runs = []
-    for m in entry["methods"]:
+    arms = []
+    for m in entry["methods"]:  # a method entry with a `tune` grid is one arm per grid point
+        fields = [f.name for f in dataclasses.fields(get_method(m["method"]).Config)]
+        try:
+            arms += expand_grid(m, fields)
+        except ThinwireError as e:
+            raise ThinwireError(f"methods ({m.get('label', m['method'])}): {e}") from None
+    for m in arms:
         seeds = entry["seeds"]
         config = make_config(get_method(m["method"]), m.get("params", {}), run_seed=seeds[0] if seeds else 0)
         check_finite(m["method"], config)

@@ -78,8 +78,21 @@ def _meta(spec: RunSpec, run_id: str, mode: str, backend: str, world_size: int, 
         "stated_bits_per_param": (traj.rows[-1][traj.COLUMNS.index("stated_bits")] if traj.rows
                                   else method.bits_per_parameter(value_bits, 0)),
         "diagnostics": traj.diagnostics,
+        "val_loss": validation_loss(workload, traj.params),  # tuning chooses on it (analysis/tuning.py)
         "env": {**environment(backend, spec.cluster_name), **{k: repr(v) for k, v in (measured or {}).items()}},
     }
+
+
+def validation_loss(workload: Any, params: Any) -> float | None:
+    """The final model's loss on the workload's validation split, disjoint from its eval data; None
+    when the workload has none or the loss is not finite (a diverged run)."""
+    if params is None or not getattr(workload, "validation_split", ""):
+        return None
+    from thinwire.runner import to_numpy
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = float(workload.validation_loss(to_numpy(params)))
+    return value if math.isfinite(value) else None
 
 
 def run_sim(spec: RunSpec, workers: int, out: Path, array_lib: str | None = None,

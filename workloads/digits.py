@@ -6,6 +6,11 @@ the vector back with torch.func.functional_call. In the simulator the same oracl
 workers' leading axis, so the simulator and real ranks compute the same gradients. `per_example_grads`
 is vmap(grad) over the examples of a batch (CLARS needs per-example gradient norms); the oracle's
 `per_example` serves them for the same batch a call would draw.
+
+Splits: a seeded permutation gives the test digits (`test_fraction`, the eval data), then, with
+`validation_fraction` > 0, the validation digits tuning chooses on (analysis/tuning.py), then the
+training digits. With the default 0 there is no validation split and the training digits are exactly
+those of earlier versions.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class DigitsConfig:
     batch_size: int = 32
     heterogeneity: float = 0.0  # 0: shards i.i.d.; 1: shards sorted by label
     test_fraction: float = 0.25
+    validation_fraction: float = 0.0  # held back from the training digits for tuning (0: none)
 
     def __post_init__(self) -> None:
         if self.hidden < 1 or self.batch_size < 1:
@@ -33,6 +39,8 @@ class DigitsConfig:
             raise ValueError(f"heterogeneity must be in [0, 1], got {self.heterogeneity}")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0 <= self.validation_fraction < 1 - self.test_fraction:
+            raise ValueError(f"validation_fraction must be in [0, 1 - test_fraction), got {self.validation_fraction}")
 
 
 class CNN(nn.Module):
@@ -75,8 +83,12 @@ class DigitsWorkload:
         rng = np.random.default_rng([seed, 0])
         order = rng.permutation(len(y))
         n_test = int(len(y) * config.test_fraction)
-        test, train = order[:n_test], order[n_test:]
+        n_val = int(len(y) * config.validation_fraction)
+        test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
         self.test_features, self.test_labels = a[test], y[test]
+        self.validation_features, self.validation_labels = a[val], y[val]
+        self.validation_split = f"{n_val} digits held back from training" if n_val else ""
+        self.validation_hint = " (set workload_params.validation_fraction, e.g. 0.1)"
         # Sort key mixes a random draw with the label: heterogeneity 1 gives label-sorted shards.
         key = (1 - config.heterogeneity) * rng.random(len(train)) + config.heterogeneity * y[train] / 10
         train = train[np.argsort(key, kind="stable")]
@@ -117,11 +129,20 @@ class DigitsWorkload:
         return DigitsOracle(self, rank, getattr(torch, dtype), device)
 
     def evaluate(self, x_mean: np.ndarray) -> tuple[float, float]:
+        return self._evaluate(x_mean, self.test_features, self.test_labels)
+
+    def validation_loss(self, x_mean: np.ndarray) -> float:
+        """Cross-entropy over the validation digits (NaN without a validation split)."""
+        if not len(self.validation_labels):
+            return math.nan
+        return self._evaluate(x_mean, self.validation_features, self.validation_labels)[0]
+
+    def _evaluate(self, x_mean: np.ndarray, features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
         with torch.no_grad():
             flat = torch.as_tensor(x_mean, dtype=torch.float64)
-            a = torch.as_tensor(self.test_features)
+            a = torch.as_tensor(features)
             logits = torch.func.functional_call(self.model, self._params(flat), (a,))
-            y = torch.as_tensor(self.test_labels)
+            y = torch.as_tensor(labels)
             loss = nn.functional.cross_entropy(logits, y).item()
             return loss, (logits.argmax(-1) == y).double().mean().item()
 

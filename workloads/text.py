@@ -13,6 +13,12 @@ window starts from a zero state (no hidden state is carried between batches). Ev
 next-byte cross-entropy in nats per byte over non-overlapping `seq_len` windows of the held-out tail;
 `metric` is next-byte accuracy (argmax) on the same bytes; bits per byte = eval loss / ln 2.
 
+Validation split (tuning chooses on it, analysis/tuning.py), disjoint from the evaluated bytes: by
+default the held-out bytes after the evaluated ones (when `eval_bytes` leaves some), at most as many
+as are evaluated, so training and evaluation are exactly those of a run without it; with
+`validation_bytes` > 0, the last validation_bytes of the training bytes are held back instead (the
+shards shrink). Its loss is computed as the eval loss is.
+
 Methods see the parameters as one flat vector in the model's named-parameter order (one segment per
 tensor, so layer-wise methods see real layers); `loss` maps it back with torch.func.functional_call
 and works under torch.func (grad, vmap). `per_example_grads` is vmap(grad) over the sequences of a
@@ -62,6 +68,7 @@ class TextConfig:
     heads: int = 4  # attention heads (text-gpt only)
     eval_fraction: float = 0.1
     eval_bytes: int = 0  # evaluate on the first eval_bytes of the held-out tail (0: all of it)
+    validation_bytes: int = 0  # > 0: held back from the end of the training bytes (module docstring)
     # How the simulator computes its workers' gradients: "loop" runs torch.autograd once per worker;
     # "vmap" is torch.func.vmap(grad) over the worker axis (the digits pattern). They agree to
     # rounding; the loop is 3-4x faster for the LSTM on CPU in float32 (torch.func bypasses the fused
@@ -73,6 +80,8 @@ class TextConfig:
             raise ValueError("seq_len, batch_size, width, layers and heads must be >= 1")
         if self.eval_bytes < 0 or 0 < self.eval_bytes <= self.seq_len:
             raise ValueError(f"eval_bytes must be 0 (all) or more than seq_len, got {self.eval_bytes}")
+        if self.validation_bytes < 0 or 0 < self.validation_bytes <= self.seq_len:
+            raise ValueError(f"validation_bytes must be 0 (default split) or more than seq_len, got {self.validation_bytes}")
         if not 0 < self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
         if self.worker_grads not in ("loop", "vmap"):
@@ -173,16 +182,24 @@ class TextWorkload:
         self.kind, self.world_size, self.seed, self.config = f"text-{model}", world_size, seed, config
         data, self.provenance = corpus()
         n_train = len(data) - int(len(data) * config.eval_fraction)
-        per = n_train // world_size
+        n_fit = n_train - config.validation_bytes
+        per = n_fit // world_size
         if per < config.seq_len + 1:
             raise ValueError(f"{world_size} workers leave {per} bytes each, fewer than seq_len + 1 = {config.seq_len + 1}")
         self.shards = data[: per * world_size].reshape(world_size, per)  # contiguous, disjoint
         self.held_out = data[n_train:]
         evaluated = self.held_out[: config.eval_bytes or None]
-        windows = (len(evaluated) - 1) // config.seq_len
-        self.eval_inputs = torch.as_tensor(evaluated[: windows * config.seq_len].reshape(windows, -1), dtype=torch.long)
-        self.eval_targets = torch.as_tensor(evaluated[1: windows * config.seq_len + 1].reshape(windows, -1),
-                                            dtype=torch.long)
+        self.eval_inputs, self.eval_targets = _windows(evaluated, config.seq_len)
+        if config.validation_bytes:
+            validation = data[n_fit:n_train]
+            where = "held back from the end of the training bytes"
+        else:
+            validation = self.held_out[len(evaluated):][:len(evaluated)]
+            where = "of the held-out tail after the evaluated ones"
+        self.validation_inputs, self.validation_targets = _windows(validation, config.seq_len)
+        self.validation_split = f"{len(validation)} bytes {where}" if len(self.validation_inputs) else ""
+        self.validation_hint = (" (eval_bytes reads the whole held-out tail: set eval_bytes smaller, or "
+                                "workload_params.validation_bytes)")
         torch.manual_seed(seed)
         self.model = MODELS[model](config).double()
         self.layout = tuple((name, tuple(p.shape)) for name, p in self.model.named_parameters())
@@ -220,6 +237,22 @@ class TextWorkload:
             logits = self.logits(torch.as_tensor(x_mean), self.eval_inputs)
             loss = F.cross_entropy(logits.reshape(-1, VOCAB), self.eval_targets.reshape(-1)).item()
             return loss, (logits.argmax(-1) == self.eval_targets).double().mean().item()
+
+    def validation_loss(self, x_mean: np.ndarray) -> float:
+        """Next-byte cross-entropy (nats) over the validation windows (NaN without a validation split)."""
+        if not len(self.validation_inputs):
+            return math.nan
+        with torch.no_grad():
+            logits = self.logits(torch.as_tensor(x_mean), self.validation_inputs)
+            return F.cross_entropy(logits.reshape(-1, VOCAB), self.validation_targets.reshape(-1)).item()
+
+
+def _windows(data: np.ndarray, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-byte targets of the non-overlapping seq_len windows of `data` (each (windows, seq_len))."""
+    windows = max((len(data) - 1) // seq_len, 0)
+    inputs = torch.as_tensor(data[: windows * seq_len].reshape(windows, seq_len), dtype=torch.long)
+    targets = torch.as_tensor(data[1: windows * seq_len + 1].reshape(windows, seq_len), dtype=torch.long)
+    return inputs, targets
 
 
 class TextOracle:

@@ -51,6 +51,7 @@ def _sections(paper: str, folder: Path) -> tuple[Path, dict]:
     unknown = set(sections) - set(SCALES)
     if unknown:
         raise ThinwireError(f"{path}: sections must be among {list(SCALES)}, got {sorted(unknown)}")
+    sections = {scale: entries or [] for scale, entries in sections.items()}  # an empty section: no entries
     for scale, entries in sections.items():
         if not isinstance(entries, list) or any(not isinstance(e, dict) or "name" not in e for e in entries):
             raise ThinwireError(f"{path}: section `{scale}` must be a list of runs-sheet entries, each with a name")
@@ -84,7 +85,7 @@ def paper_runs(paper: str, scale: str, folder: Path = PAPERS_DIR) -> list[dict]:
         base = LAYERED[scale]
         if base not in sections:
             raise ThinwireError(f"{path} has no `{base}` section: paper {paper} has no runs for a {scale} sheet")
-        return layer(list(sections[base]), list(sections.get(scale) or []))
+        return layer(list(sections[base]), list(sections.get(scale, [])))
     if scale not in sections:
         raise ThinwireError(f"{path} has no `{scale}` section: paper {paper} has no runs for a {scale} sheet")
     return list(sections[scale])

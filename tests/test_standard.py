@@ -135,6 +135,17 @@ def test_a_paper_without_a_standard_section_runs_its_quick_entries(tmp_path):
     assert paper_runs("p", "full", folder) == [{"name": "a", "steps": 99}]  # other scales stay whole sections
 
 
+def test_an_empty_standard_section_changes_nothing_and_a_malformed_one_is_refused(tmp_path):
+    quick = [{"name": "a", "steps": 1}]
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "claims.yaml").write_text("[]\n")
+    (tmp_path / "p" / "runs.yaml").write_text("quick:\n  - {name: a, steps: 1}\nstandard:\n  # nothing yet\n")
+    assert paper_runs("p", "standard", tmp_path) == quick
+    (tmp_path / "p" / "runs.yaml").write_text("quick: []\nstandard:\n  - {steps: 5}\n")
+    with pytest.raises(ThinwireError, match="section `standard` must be a list of runs-sheet entries, each with a name"):
+        paper_runs("p", "standard", tmp_path)
+
+
 def test_a_standard_section_without_a_quick_one_is_refused(tmp_path):
     folder = _paper(tmp_path, {"standard": [{"name": "a"}], "full": []})
     with pytest.raises(ThinwireError, match="has no `quick` section"):

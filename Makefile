@@ -1,5 +1,7 @@
 # make reproduce : set up .venv and run the quick CPU reproduction -> reports/index.html
 # make reproduce CONFIG=sheet.yaml : the same with your runs sheet, checked first (`thinwire check`)
+# make standard  : the standard sheet (config/standard.yaml, checked first): every claim 2 cores can power in
+#                  ~90 min (`make standard CORES=2`) -> reports-standard/index.html; the quick results stay
 # make test      : set up .venv (and, as root, Chromium for the browser test) and run the tests
 # make chromium  : (root) apt-install Debian's chromium and chromium-driver if missing (tests/test_browser.py)
 # make validate  : (root) performance model vs real runs on shaped links -> reports/validation.csv
@@ -11,7 +13,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 CORES ?= all
 
-.PHONY: setup chromium reproduce test validate cluster-test bench lint clean gpu-check gpu-wheels
+.PHONY: setup chromium reproduce standard test validate cluster-test bench lint clean gpu-check gpu-wheels
 
 # The constraint keeps DeepSpeed's source build (and pip) from fetching another, CUDA, torch.
 $(VENV)/.installed: pyproject.toml
@@ -32,6 +34,15 @@ ifneq ($(strip $(CONFIG)),)
 endif
 	$(BIN)/snakemake --profile profiles/local --cores $(CORES) --keep-going $(if $(strip $(CONFIG)),--configfile '$(CONFIG)')
 	@echo "report: $(abspath reports/index.html)"
+
+# The standard sheet: the quick sheet's runs where they already power their claims, longer runs and equal
+# tuning grids where a claim's declared power needs them (config/standard.yaml; README "The standard sheet").
+# Its results and report go to results-standard/ and reports-standard/ (the sheet's results:/reports:).
+STANDARD := config/standard.yaml
+standard: setup
+	@$(BIN)/thinwire check $(STANDARD)
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) --keep-going --configfile $(STANDARD)
+	@echo "report: $(abspath reports-standard/index.html)"
 
 validate: setup
 	$(BIN)/snakemake --cores $(CORES) validation

@@ -1,12 +1,20 @@
 """The papers thinwire checks, one folder each: analysis/papers/<paper>/ holds
 
     claims.yaml   the paper's claims (analysis/claims.py reads and judges them)
-    runs.yaml     the runs-sheet entries of its experiments, one section per sheet: quick, full, paper
+    runs.yaml     the runs-sheet entries of its experiments, one section per sheet: quick, standard, full,
+                  paper
     figures.py    its own figures, registered by name with analysis.figures.figure (optional)
 
 Adding a paper is adding a folder; a runs sheet (config/quick.yaml, ...) names the papers it runs and
 its scale (`papers: [...]`, `scale: quick`), and `compose_runs` turns that into the sheet's `runs`.
 Generic code (figures, claims, report) knows no paper's methods or experiments: they live here.
+
+Layering: the `standard` section (config/standard.yaml: the claims 2 cores can power in about 90
+minutes) lists only the experiments it changes. Each entry of the paper's `quick` section that has no
+`standard` entry of the same `name` is taken from quick unchanged; a `standard` entry replaces every quick
+entry of its name (all of them where quick has several, e.g. a sim and a real entry), in the place of the
+first, and a `standard` entry whose name quick lacks comes after the quick ones. A paper without a
+`standard` section runs its quick entries at the standard scale. `full` and `paper` are whole sections.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ import yaml
 from thinwire.algorithms.comm import ThinwireError
 
 PAPERS_DIR = Path(__file__).parent / "papers"
-SCALES = ("quick", "full", "paper")
+SCALES = ("quick", "standard", "full", "paper")
+# A scale whose section lists only the experiments it changes, over the section of another (see above).
+LAYERED = {"standard": "quick"}
 
 
 def paper_names(folder: Path = PAPERS_DIR) -> list[str]:
@@ -28,18 +38,54 @@ def paper_names(folder: Path = PAPERS_DIR) -> list[str]:
     return sorted(p.parent.name for p in Path(folder).glob("*/claims.yaml"))
 
 
-def paper_runs(paper: str, scale: str, folder: Path = PAPERS_DIR) -> list[dict]:
-    """The runs-sheet entries of `paper`'s experiments at `scale` (none when it has no runs.yaml)."""
+def _sections(paper: str, folder: Path) -> tuple[Path, dict]:
     path = Path(folder) / paper / "runs.yaml"
     if not path.exists():
-        return []
+        return path, {}
     try:
         sections = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ThinwireError(f"runs file {path} is not valid YAML: {e}") from None
+    if not isinstance(sections, dict):
+        raise ThinwireError(f"{path}: a runs file maps sections among {list(SCALES)} to lists of entries")
     unknown = set(sections) - set(SCALES)
     if unknown:
         raise ThinwireError(f"{path}: sections must be among {list(SCALES)}, got {sorted(unknown)}")
+    sections = {scale: entries or [] for scale, entries in sections.items()}  # an empty section: no entries
+    for scale, entries in sections.items():
+        if not isinstance(entries, list) or any(not isinstance(e, dict) or "name" not in e for e in entries):
+            raise ThinwireError(f"{path}: section `{scale}` must be a list of runs-sheet entries, each with a name")
+    return path, sections
+
+
+def layer(base: list[dict], changes: list[dict]) -> list[dict]:
+    """`base`'s entries with each experiment that `changes` names replaced by `changes`' entries of that
+    name (in the place of its first base entry), then `changes`' entries of names `base` lacks."""
+    by_name: dict[str, list[dict]] = {}
+    for entry in changes:
+        by_name.setdefault(entry["name"], []).append(entry)
+    out, placed = [], set()
+    for entry in base:
+        name = entry["name"]
+        if name not in by_name:
+            out.append(entry)
+        elif name not in placed:
+            out += by_name[name]
+            placed.add(name)
+    return out + [e for e in changes if e["name"] not in placed]
+
+
+def paper_runs(paper: str, scale: str, folder: Path = PAPERS_DIR) -> list[dict]:
+    """The runs-sheet entries of `paper`'s experiments at `scale` (none when it has no runs.yaml); a
+    layered scale (LAYERED) over its base section, as the module docstring says."""
+    path, sections = _sections(paper, folder)
+    if not path.exists():
+        return []
+    if scale in LAYERED:
+        base = LAYERED[scale]
+        if base not in sections:
+            raise ThinwireError(f"{path} has no `{base}` section: paper {paper} has no runs for a {scale} sheet")
+        return layer(list(sections[base]), list(sections.get(scale, [])))
     if scale not in sections:
         raise ThinwireError(f"{path} has no `{scale}` section: paper {paper} has no runs for a {scale} sheet")
     return list(sections[scale])

@@ -28,7 +28,7 @@ def test_each_sheet_expands_to_the_runs_it_had_before_the_paper_folders(sheet):
     SDP4Bit cells sdp4bit_dp8 / sdp4bit_dp64; PowerSGD arms in dgc_ablation and digits; dgc_staleness at seeds
     0-2: the staleness of D7 depends on the data, so one seed cannot decide it, issue 13; all sheets: experiment
     hooks (PowerSGD and bf16 against PyTorch's DDP hooks), PowerSGD and bf16 arms in quant_cnn and, full and
-    paper, cser_sweep, issue 20; dgc_d6: D6's ablation at small scale, issue 13). A sheet changed on
+    paper, cser_sweep, issue 20; dgc_d6: D6's ablation at small scale, issue 13; quick: saef arms tuned over lr {1, 2, 4}, labels <arm>.t<i>, issue 13 item 2). A sheet changed on
     purpose updates its file, and says so here.
     The runs must be the same, field by
     field; within an experiment they keep their order (the labels' order is the figures' legend order);

@@ -103,7 +103,7 @@ def test_a_rerun_of_a_slurm_run_rendezvous_on_another_port(tmp_path):
     ports = []
     for job in ("4242", "4243", "19999"):
         env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "SLURM_JOB_ID": job, "TMPDIR": str(tmp_path)}
-        out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, env=env, timeout=30).stdout.split("\n")
+        out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, env=env, timeout=30, check=True).stdout.split("\n")
         ports.append(int(out[out.index("--master_port") + 1]))
     assert len(set(ports)) == 3 and all(10000 <= p < 30000 for p in ports), ports
 

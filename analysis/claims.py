@@ -348,12 +348,19 @@ def final_eval_loss_ratio(table: pd.DataFrame, experiment: str, label: str, base
 
 
 @quantity
-def eval_loss_ratio_at_step(table: pd.DataFrame, experiment: str, label: str, baseline: str, step: int,
+def eval_loss_ratio_at_step(table: pd.DataFrame, experiment: str, label: str, baseline: str,
+                            step: int | None = None, epoch: float | None = None,
                             mode: str = "sim") -> Measurement | None:
     """Held-out loss of `label` over `baseline`'s in the row of `step` (the model after step + 1
-    updates), paired by seed; mean over seeds, with its standard error: an ordering early in training
-    (e.g. after 1, 2, 5 epochs). A run that diverged before that step counts as an infinite loss."""
+    updates), paired by seed; mean over seeds, with its standard error: an ordering early in training.
+    `epoch` instead of `step`: the first row by which every run has done that many passes over its
+    training data (column epoch), so the claim keeps its meaning at another batch size. A run that
+    diverged before that step counts as an infinite loss."""
     rows = _select(table, experiment=experiment, label=[label, baseline], mode=mode)
+    if rows.empty:
+        return None
+    step = step_of(rows, step=step, epoch=epoch)
+    after = f"step {step}" if epoch is None else f"epoch {epoch:g} (step {step})"
     runs = rows.groupby(["label", "seed"])
     at = rows[rows["step"] == step].groupby(["label", "seed"])["eval_loss"].first()
     at = at.reindex(runs.size().index)
@@ -364,9 +371,29 @@ def eval_loss_ratio_at_step(table: pd.DataFrame, experiment: str, label: str, ba
     if ratio is None:
         return None
     return _over_seeds(ratio,
-                       f"eval loss after step {step}: {baseline} {at[baseline].mean():.4f} vs {label} "
+                       f"eval loss after {after}: {baseline} {at[baseline].mean():.4f} vs {label} "
                        f"{at[label].mean():.4f} on {experiment} ({mode}), {len(ratio)} seeds; ratio per seed "
                        f"{', '.join(f'{r:.4f}' for r in ratio)}")
+
+
+def step_of(rows: pd.DataFrame, step: int | None = None, epoch: float | None = None) -> int:
+    """The step a claim reads: `step` itself, or the first step by which `epoch` passes over the training
+    data are done (the rows' epoch column, from each run's batch and training set). The same step in
+    every run, or an error: runs at different batches cannot be compared at one epoch."""
+    if (step is None) == (epoch is None):
+        raise ThinwireError("give the step or the epoch a claim reads, not both")
+    if epoch is None:
+        return int(step)
+    if "epoch" not in rows or rows["epoch"].isna().all():
+        raise ThinwireError(f"epoch {epoch:g}: these runs' workload has no epochs (give a step instead)")
+    reached = rows[rows["epoch"] >= epoch * (1 - 1e-9)].groupby("run")["step"].min()
+    missing = sorted(set(rows["run"]) - set(reached.index))
+    if missing:
+        raise ThinwireError(f"epoch {epoch:g}: run {missing[0]} ends before it")
+    if reached.nunique() != 1:
+        raise ThinwireError(f"epoch {epoch:g} falls on different steps in these runs "
+                            f"({', '.join(map(str, sorted(set(reached))))}): they use different batches")
+    return int(reached.iloc[0])
 
 
 @quantity

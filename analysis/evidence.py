@@ -28,7 +28,7 @@ import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 from thinwire.algorithms.comm import ThinwireError
-from thinwire.analysis.claims import QUANTITIES, Measurement, _select
+from thinwire.analysis.claims import QUANTITIES, Measurement, _select, step_of
 from thinwire.analysis.gallery import PREFIX, figure_name, groups, resolve_figures, slug  # noqa: F401 (the names)
 
 matplotlib.use("Agg")
@@ -98,6 +98,16 @@ def _log_if_wide(ax: plt.Axes, axis: str = "y") -> None:
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
 
 
+def _read_at(rows: pd.DataFrame, q: dict) -> int | None:
+    """The step an at-step claim reads (its step, or the first step its epoch is done), None otherwise."""
+    if "step" not in q and "epoch" not in q:
+        return None
+    try:
+        return step_of(rows, step=q.get("step"), epoch=q.get("epoch"))
+    except ThinwireError:  # the claim's own row says why
+        return None
+
+
 def _training_view(column: str, ylabel: str) -> Callable[[dict], View]:
     def view(c: dict) -> View:
         q = c["quantity"]
@@ -111,7 +121,8 @@ def _training_view(column: str, ylabel: str) -> Callable[[dict], View]:
             keys = ("label", "baseline") if by == "label" else ("method", "baseline")
             if not _curves(ax, rows, by, _arms(claims, keys), column):
                 return False
-            at = sorted({int(x["quantity"]["step"]) for x in claims if "step" in x["quantity"]})
+            at = sorted({s for x in claims
+                         if (s := _read_at(rows[rows[by].isin(_arms([x], keys))], x["quantity"])) is not None})
             for s in at:
                 ax.axvline(s, color="grey", ls=":", lw=1)
             if column == "eval_loss":

@@ -16,9 +16,10 @@ import pandas as pd
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.analysis.tuning import GRID_LABEL
 from thinwire.analysis.tuning import select as select_tuned
+from thinwire.workloads.registry import epochs_per_step
 
 COLUMNS = ["run", "method", "params", "mode", "backend", "workload", "experiment", "label", "world_size", "seed", "dtype", "step",
-           "loss", "eval_loss", "metric", "val_loss", "bytes_sent", "bytes_recv", "stated_bits", "cum_bytes_sent", "link_bytes", "wall_s", "status",
+           "epoch", "loss", "eval_loss", "metric", "val_loss", "bytes_sent", "bytes_recv", "stated_bits", "cum_bytes_sent", "link_bytes", "wall_s", "status",
            "n_params", "stated_bits_per_param", "ran_on", "cluster", "bandwidth_gbps", "speedup", "seconds_to_target", "env", "tuning"]
 
 
@@ -44,6 +45,9 @@ def read_run(run_dir: Path) -> pd.DataFrame:
                 "n_params", "stated_bits_per_param"):
         t[key] = meta[key]
     t["params"] = json.dumps(meta["params"], sort_keys=True)
+    # Epochs over the training data done after the row's step (NaN where the workload has no finite set).
+    per_step = epochs_per_step(meta["workload"], meta["world_size"], meta.get("workload_params"))
+    t["epoch"] = (t["step"] + 1) * per_step if per_step is not None else np.nan
     for name, value in meta.get("diagnostics", {}).items():
         t[f"diag_{name}"] = value
     t["env"] = json.dumps(meta["env"], sort_keys=True)

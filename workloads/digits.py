@@ -16,6 +16,7 @@ those of earlier versions.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -41,6 +42,26 @@ class DigitsConfig:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not 0 <= self.validation_fraction < 1 - self.test_fraction:
             raise ValueError(f"validation_fraction must be in [0, 1 - test_fraction), got {self.validation_fraction}")
+
+
+@functools.cache
+def _n_digits() -> int:
+    from sklearn.datasets import load_digits
+
+    return len(load_digits().target)
+
+
+def shard_digits(world_size: int, config: DigitsConfig) -> int:
+    """Training digits in each worker's shard: what test and validation leave, split evenly."""
+    n = _n_digits()
+    n_train = n - int(n * config.test_fraction) - int(n * config.validation_fraction)
+    return n_train // world_size
+
+
+def epochs_per_step(world_size: int, config: DigitsConfig) -> float:
+    """Passes over the training digits one step draws (every worker draws batch_size of its shard): the
+    row of step s is the model after (s + 1) * this epochs."""
+    return config.batch_size / shard_digits(world_size, config)
 
 
 class CNN(nn.Module):
@@ -93,6 +114,8 @@ class DigitsWorkload:
         key = (1 - config.heterogeneity) * rng.random(len(train)) + config.heterogeneity * y[train] / 10
         train = train[np.argsort(key, kind="stable")]
         per = len(train) // world_size
+        assert per == shard_digits(world_size, config)  # the split epochs_per_step computes from the config
+        self.epochs_per_step = epochs_per_step(world_size, config)
         if per < config.batch_size:
             raise ValueError(f"{world_size} workers leave {per} digits each, fewer than batch_size {config.batch_size}")
         shards = train[: per * world_size].reshape(world_size, per)

@@ -74,3 +74,14 @@ def make_workload(name: str, world_size: int, seed: int, params: dict[str, Any] 
         return cls(world_size, seed, config_cls(**params))
     except (TypeError, ValueError) as e:
         raise ThinwireError(f"workload {name!r}: {e}") from None
+
+
+def epochs_per_step(name: str, world_size: int, params: dict[str, Any] | None = None) -> float | None:
+    """Epochs over its training data one step of the workload draws, from the run's own setup (its meta's
+    world_size and workload_params); None for the other workloads, whose epochs no claim reads."""
+    if not name.startswith("digits-"):
+        return None
+    from thinwire.workloads.digits import DigitsConfig
+    from thinwire.workloads.digits import epochs_per_step as digits_epochs
+
+    return digits_epochs(world_size, DigitsConfig(**(params or {})))

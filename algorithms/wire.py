@@ -204,7 +204,8 @@ def scatter_sum(idx: Any, values: Any, d: int) -> Any:
     Where idx and values repeat the same sets along a leading axis (broadcast, as every worker of a
     simulated group receives the same gathered payloads), each distinct sum is computed once.
     """
-    shared = set(broadcast_axes(idx[..., 0])) & set(broadcast_axes(values[..., 0])) if idx.ndim > 2 else set()
+    shared = (set(broadcast_axes(idx[..., 0])) & set(broadcast_axes(values[..., 0]))
+              if idx.ndim > 2 and idx.shape[-1] else set())  # k = 0: nothing sent, nothing shared
     if shared:
         cut = tuple(slice(0, 1) if i in shared else slice(None) for i in range(idx.ndim))
         once = scatter_sum(idx[cut], values[cut], d)

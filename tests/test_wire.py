@@ -44,3 +44,12 @@ def test_scatter_sum_adds_sources_per_coordinate():
     np.testing.assert_array_equal(wire.scatter_sum(idx, vals, 5), expected)
     np.testing.assert_array_equal(wire.scatter_sum(torch.from_numpy(idx), torch.from_numpy(vals), 5).numpy(),
                                   expected)
+
+
+def test_scatter_sum_of_empty_sets_is_zeros_with_any_leading_axes():
+    """k = 0 (a density that rounds to no coordinate): every receiver gets zeros, not an IndexError."""
+    for shape in [(3, 1, 0), (3, 2, 0), (2, 3, 1, 0)]:
+        idx, vals = np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.float32)
+        for i, v in ((idx, vals), (torch.from_numpy(idx), torch.from_numpy(vals))):
+            out = np.asarray(wire.scatter_sum(i, v, 5))
+            assert out.shape == shape[:-2] + (5,) and out.dtype == np.float32 and not out.any()

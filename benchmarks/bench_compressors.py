@@ -29,7 +29,7 @@ import torch
 from thinwire.algorithms import hostkernels, wire
 from thinwire.algorithms.compress import COMPRESSORS, make_compressor
 from thinwire.algorithms.dgc import sampled_threshold_indices
-from timing import interleaved_medians, print_table  # benchmarks/timing.py, beside this script
+from timing import interleaved_medians, print_table, without_numba  # benchmarks/timing.py, beside this script
 
 GOALS = {"scaled-sign": 3, "topk": 3, "qsgd": 5, "terngrad": 5, "nuqsgd": 5, "bingrad": 8, "orq": 8}
 
@@ -70,17 +70,6 @@ def main(argv: list[str] | None = None) -> None:
     print_table(times, "copy, numpy (reference)", goals)
 
 
-def _without_numba(fn):
-    """fn on the array-API host path: the compiled kernels switched off for the call."""
-    def call():
-        saved, hostkernels.ENABLED = hostkernels.ENABLED, False
-        try:
-            return fn()
-        finally:
-            hostkernels.ENABLED = saved
-    return call
-
-
 def _synchronised(dev: torch.device):
     """A call's time on `dev` includes its kernels: wait for the device after each call."""
     if dev.type != "cuda":
@@ -105,7 +94,7 @@ def _cases(libs: dict, n: int, k: int, copy_name: str | None, repeats: int, wrap
     for lib, (v, uv) in libs.items():
         rng = np.random.default_rng(0)
         array_api = lib.endswith("array-API")
-        each = _without_numba if array_api else (lambda fn: fn)
+        each = without_numba if array_api else (lambda fn: fn)
         cases[f"top-k exact select, {lib}"] = (each(lambda v=v: wire.top_k_indices(v, k)), 3)
         if not array_api:  # DGC's sampled threshold does not use the compiled kernels
             cases[f"DGC sampled threshold, {lib}"] = (

@@ -26,18 +26,7 @@ import numpy as np
 import torch
 from thinwire.algorithms import hostkernels
 from thinwire.algorithms.sdp_quant import hadamard, symmetric
-from timing import interleaved_medians  # benchmarks/timing.py, beside this script
-
-
-def _without_numba(fn):
-    """fn on the array-API host path: the compiled kernels switched off for the call."""
-    def call():
-        saved, hostkernels.ENABLED = hostkernels.ENABLED, False
-        try:
-            return fn()
-        finally:
-            hostkernels.ENABLED = saved
-    return call
+from timing import interleaved_medians, without_numba  # benchmarks/timing.py, beside this script
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     if hostkernels.ENABLED and not args.no_array_api:
         libs.append(("numpy-api", x))
     for lib, v in libs:
-        each = _without_numba if lib == "numpy-api" else (lambda fn: fn)
+        each = without_numba if lib == "numpy-api" else (lambda fn: fn)
         q8_payload = q8.compress(v, uniforms(v))
         cases |= {f"{lib} {name}": each(fn) for name, fn in {
             "Q4,2048 nearest": lambda v=v: q4w.compress(v),

@@ -38,3 +38,17 @@ def print_table(times: dict[str, float], reference: str, goals: dict[str, float 
         goal = goals.get(name)
         met = "" if goal is None else ("yes" if t <= goal * ref else "no")
         print(f"{name:{width}s} {t * 1e3:10.2f} {t / ref:8.2f} {goal or '':>6}  {met}")
+
+
+def without_numba(fn: Callable[[], object]) -> Callable[[], object]:
+    """fn on the array-API host path: the compiled kernels (algorithms/hostkernels.py) switched off for
+    the call, so one run can time both paths taking turns."""
+    from thinwire.algorithms import hostkernels
+
+    def call():
+        saved, hostkernels.ENABLED = hostkernels.ENABLED, False
+        try:
+            return fn()
+        finally:
+            hostkernels.ENABLED = saved
+    return call

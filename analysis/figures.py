@@ -340,6 +340,33 @@ def _model_predicted(rows: pd.DataFrame) -> sns.FacetGrid:
     return grid
 
 
+def _fitted_rows(table: pd.DataFrame, studies: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per cell with a stated baseline: the inter-node efficiency fitted to it, with its cell's layout."""
+    df = studies.get("model-predicted", pd.DataFrame())
+    if df.empty or "calibrated_inter_efficiency" not in df:
+        return pd.DataFrame()
+    df = df[np.isfinite(df["calibrated_inter_efficiency"])]
+    layout = "TP " + df["tp"].astype(str) + ", PP " + df["pp"].astype(str) + ", DP " + df["dp"].astype(str)
+    return df.assign(cell=df["claim"] + " (" + layout + ")",
+                     cells=np.where(df["stated"], "claims the model decides", "other published cells"))
+
+
+@figure("model_fitted_efficiency", _fitted_rows)
+def _model_fitted_efficiency(rows: pd.DataFrame) -> sns.FacetGrid:
+    """The inter-node link efficiency each stated baseline throughput implies (the per-cell calibration),
+    per cluster. One set of public facts fits a cluster only if its cells agree; a value above 1 (dashed)
+    moved the baseline's bytes faster than the stated link allows; the dotted line per cluster is its
+    published efficiency (simulators/clusters/)."""
+    grid = sns.catplot(data=rows, x="calibrated_inter_efficiency", y="cell", hue="cells", col="cluster",
+                       kind="strip", s=90, jitter=False, sharey=False, height=3.2, aspect=1.6)
+    for ax, (_, part) in zip(grid.axes.flat, rows.groupby("cluster", sort=False)):
+        ax.set_xscale("log")
+        ax.axvline(1.0, color="black", ls="--", lw=1)
+        ax.axvline(float(part["public_inter_efficiency"].iloc[0]), color="grey", ls=":", lw=1.5)
+        ax.set(xlabel="inter-node efficiency fitted to the stated baseline TFLOP/s", ylabel="")
+    return grid
+
+
 @figure("model_sensitivity", lambda table, studies: studies.get("model-sensitivity", pd.DataFrame()))
 def _model_sensitivity(rows: pd.DataFrame) -> sns.FacetGrid:
     """Each uncertain input at its low and high published value: the predicted speedup per claim."""

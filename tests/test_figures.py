@@ -231,3 +231,22 @@ def test_the_model_and_validation_views_draw_from_their_study_tables(table, tmp_
                                "predicted_s": [0.11, 0.018], "error": [0.1, -0.1], "measured_spread": [0.02, 0.03],
                                "repeats": [3, 3]})
     assert _views_drawn(claims, table, {"validation": validation}, tmp_path) == ["2 cases of validation"]
+
+
+def test_the_fitted_efficiency_figure_draws_one_point_per_cell_with_a_stated_baseline(tmp_path):
+    """model_fitted_efficiency: the per-cell calibration's inter-node efficiency, cells without a stated
+    baseline (NaN fit) left out; no cell with a fit, no figure."""
+    from thinwire.analysis.figures import _fitted_rows, draw_figures
+
+    predicted = pd.DataFrame({
+        "claim": ["SDP-P1-18B-H800", "SDP-T2-1.3B-H800", "A2"], "stated": [True, False, True],
+        "cluster": ["h800", "h800", "v100"], "tp": [8, 1, 1], "pp": [1, 1, 1], "dp": [16, 128, 64],
+        "calibrated_inter_efficiency": [0.134, 0.088, np.nan], "public_inter_efficiency": [0.94, 0.94, 0.9]})
+    rows = _fitted_rows(pd.DataFrame(), {"model-predicted": predicted})
+    assert list(rows["cell"]) == ["SDP-P1-18B-H800 (TP 8, PP 1, DP 16)", "SDP-T2-1.3B-H800 (TP 1, PP 1, DP 128)"]
+    assert list(rows["cells"]) == ["claims the model decides", "other published cells"]
+    drawn = draw_figures(pd.DataFrame(), tmp_path, {"model-predicted": predicted}, names=["model_fitted_efficiency"])
+    assert _png(drawn["model_fitted_efficiency"])
+    none = predicted.assign(calibrated_inter_efficiency=np.nan)
+    assert draw_figures(pd.DataFrame(), tmp_path / "none", {"model-predicted": none},
+                        names=["model_fitted_efficiency"]) == {}

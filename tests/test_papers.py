@@ -25,7 +25,7 @@ SHEETS = ("quick", "full", "paper")
 def test_each_sheet_expands_to_the_runs_it_had_before_the_paper_folders(sheet):
     """tests/data/runs-<sheet>.jsonl.gz: every Run of config/<sheet>.yaml as main's loader expanded it
     (commit 34e73b4, when the sheets held their runs themselves; since then, quick: + the model's held-out
-    SDP4Bit cells sdp4bit_dp8 / sdp4bit_dp64; PowerSGD arms in dgc_ablation and digits; dgc_staleness at seeds
+    SDP4Bit cells sdp4bit_dp8 / sdp4bit_dp64 (and sdp4bit_dp128, the H800 TP-1 cells, issue 14); PowerSGD arms in dgc_ablation and digits; dgc_staleness at seeds
     0-2: the staleness of D7 depends on the data, so one seed cannot decide it, issue 13; all sheets: experiment
     hooks (PowerSGD and bf16 against PyTorch's DDP hooks), PowerSGD and bf16 arms in quant_cnn and, full and
     paper, cser_sweep, issue 20; dgc_d6: D6's ablation at small scale, issue 13; quick: saef arms tuned over lr {1, 2, 4}, labels <arm>.t<i>, issue 13 item 2). A sheet changed on

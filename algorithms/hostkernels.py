@@ -786,3 +786,88 @@ def candidates_at_least(xi, bound, idx, vals):
             vals[c] = v
             c += 1
     return c
+
+
+# ---------------------------------------------------------------------------------------------------
+# uniforms: numpy's Generator(PCG64).random(n, dtype=float32), the same numbers, a few times faster
+
+U64_LOW32 = np.uint64(0xFFFFFFFF)
+PCG64_MUL_HI = np.uint64(2549297995355413924)  # numpy's PCG64 multiplier, 128 bits (pcg64.h)
+PCG64_MUL_LO = np.uint64(4865540595714422341)
+FLOAT24_UNIT = np.float32(1.0 / 16777216.0)
+
+
+@_jit
+def _mulhi64(a, b):
+    """The high 64 bits of the 128-bit product a * b (uint64), from four 32-bit products."""
+    a0, a1 = a & U64_LOW32, a >> np.uint64(32)
+    b0, b1 = b & U64_LOW32, b >> np.uint64(32)
+    p00, p01, p10, p11 = a0 * b0, a0 * b1, a1 * b0, a1 * b1
+    mid = (p00 >> np.uint64(32)) + (p01 & U64_LOW32) + (p10 & U64_LOW32)
+    return p11 + (p01 >> np.uint64(32)) + (p10 >> np.uint64(32)) + (mid >> np.uint64(32))
+
+
+@_jit
+def _lcg128(hi, lo, mul_hi, mul_lo, add_hi, add_lo):
+    """(hi, lo) * (mul_hi, mul_lo) + (add_hi, add_lo) modulo 2^128, each 128-bit number as two uint64."""
+    plo = lo * mul_lo
+    phi = _mulhi64(lo, mul_lo) + lo * mul_hi + hi * mul_lo
+    rlo = plo + add_lo
+    return phi + add_hi + (np.uint64(1) if rlo < plo else np.uint64(0)), rlo
+
+
+@_jit
+def _xsl_rr(hi, lo):
+    """PCG's XSL-RR output of a 128-bit state: hi ^ lo rotated right by the state's top 6 bits."""
+    x = hi ^ lo
+    r = hi >> np.uint64(58)
+    return (x >> r) | (x << ((np.uint64(64) - r) & np.uint64(63)))
+
+
+@_jit
+def _two_floats(v, out, i):
+    """numpy's next_float from the two 32-bit halves of one 64-bit output, low half first (PCG64's
+    next_uint32 returns the low half and keeps the high one for the next call): (u >> 8) * 2^-24."""
+    out[i] = np.float32((v & U64_LOW32) >> np.uint64(8)) * FLOAT24_UNIT
+    out[i + 1] = np.float32(v >> np.uint64(40)) * FLOAT24_UNIT
+
+
+@_jit
+def pcg64_uniforms(hi, lo, inc_hi, inc_lo, jump_hi, jump_lo, jadd_hi, jadd_lo, out):
+    """Fill out with the float32 uniforms numpy's PCG64 Generator draws from state (hi, lo) and
+    increment (inc_hi, inc_lo), no 32-bit half held: one 64-bit output per two values. Returns the
+    state after the last output used and the high half of that output (numpy keeps it as its held
+    half, to hand out next when len(out) is odd; 0 when no output was used).
+
+    numpy's loop steps the 128-bit LCG once per output, a chain of dependent multiplications; here four
+    lanes hold four consecutive states and each jumps four steps at a time (state * jump + jadd, with
+    jump = M^4 and jadd = inc (M^3 + M^2 + M + 1) modulo 2^128, from the caller), so the four chains
+    overlap. Integer arithmetic throughout: the outputs, and so the values, are exactly numpy's."""
+    n = out.shape[0]
+    pairs = n // 2
+    h0, l0 = _lcg128(hi, lo, PCG64_MUL_HI, PCG64_MUL_LO, inc_hi, inc_lo)
+    h1, l1 = _lcg128(h0, l0, PCG64_MUL_HI, PCG64_MUL_LO, inc_hi, inc_lo)
+    h2, l2 = _lcg128(h1, l1, PCG64_MUL_HI, PCG64_MUL_LO, inc_hi, inc_lo)
+    h3, l3 = _lcg128(h2, l2, PCG64_MUL_HI, PCG64_MUL_LO, inc_hi, inc_lo)
+    done = 0  # 64-bit outputs used so far; (hi, lo) the state that gave the last
+    for q in range(pairs // 4):
+        o = out[8 * q:8 * q + 8]
+        _two_floats(_xsl_rr(h0, l0), o, 0)
+        _two_floats(_xsl_rr(h1, l1), o, 2)
+        _two_floats(_xsl_rr(h2, l2), o, 4)
+        _two_floats(_xsl_rr(h3, l3), o, 6)
+        hi, lo = h3, l3
+        h0, l0 = _lcg128(h0, l0, jump_hi, jump_lo, jadd_hi, jadd_lo)
+        h1, l1 = _lcg128(h1, l1, jump_hi, jump_lo, jadd_hi, jadd_lo)
+        h2, l2 = _lcg128(h2, l2, jump_hi, jump_lo, jadd_hi, jadd_lo)
+        h3, l3 = _lcg128(h3, l3, jump_hi, jump_lo, jadd_hi, jadd_lo)
+        done += 4
+    while 2 * done < n:  # the last pairs, and a last odd value, one step at a time
+        hi, lo = _lcg128(hi, lo, PCG64_MUL_HI, PCG64_MUL_LO, inc_hi, inc_lo)
+        v = _xsl_rr(hi, lo)
+        if 2 * done + 1 < n:
+            _two_floats(v, out, 2 * done)
+        else:
+            out[2 * done] = np.float32((v & U64_LOW32) >> np.uint64(8)) * FLOAT24_UNIT
+        done += 1
+    return hi, lo, (_xsl_rr(hi, lo) >> np.uint64(32)) if done > 0 else np.uint64(0)

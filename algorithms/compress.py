@@ -144,7 +144,7 @@ def worker_uniforms(like: Any, comm: Communicator, seed: int, *stream: int) -> A
     dtype = np.dtype(str(like.dtype).removeprefix("torch."))
     draws = np.empty((len(comm.workers), per), dtype=dtype)
     for i, w in enumerate(comm.workers):
-        draws[i] = draw_uniforms(np.random.default_rng([seed, w, *stream]), per, dtype)
+        draw_uniforms(np.random.default_rng([seed, w, *stream]), per, dtype, out=draws[i])
     return comm.xp.asarray(draws.reshape(tuple(like.shape)), device=device_of(like))
 
 
@@ -154,8 +154,9 @@ _U64 = (1 << 64) - 1
 _SHORT_DRAW = 64  # below this, numpy's own call is as quick
 
 
-def draw_uniforms(gen: np.random.Generator, n: int, dtype: Any = np.float32) -> np.ndarray:
-    """gen.random(n, dtype=dtype), leaving gen as that call would. float32 from numpy's default PCG64
+def draw_uniforms(gen: np.random.Generator, n: int, dtype: Any = np.float32, out: np.ndarray | None = None) -> np.ndarray:
+    """gen.random(n, dtype=dtype), leaving gen as that call would; into `out` (n contiguous values of
+    dtype) when given, as Generator.random(out=...) does. float32 from numpy's default PCG64
     with numba installed: the compiled hostkernels.pcg64_uniforms, the same numbers a few times faster
     (numpy steps one dependent 128-bit multiplication per two values; the kernel overlaps four),
     starting from gen's state (a 32-bit half numpy holds back comes first) and writing the state
@@ -163,10 +164,10 @@ def draw_uniforms(gen: np.random.Generator, n: int, dtype: Any = np.float32) -> 
     dtype = np.dtype(dtype)
     bitgen = gen.bit_generator
     if not (hostkernels.ENABLED and dtype == np.float32 and type(bitgen) is np.random.PCG64 and n >= _SHORT_DRAW):
-        return gen.random(n, dtype=dtype)
+        return gen.random(n, dtype=dtype) if out is None else gen.random(dtype=dtype, out=out)
     st = bitgen.state
     state, inc = st["state"]["state"], st["state"]["inc"]
-    out = np.empty(n, dtype=np.float32)
+    out = np.empty(n, dtype=np.float32) if out is None else out
     held, spare = st["has_uint32"], st["uinteger"]
     first = 0
     if held:  # numpy's next_uint32 hands out the half it kept before stepping

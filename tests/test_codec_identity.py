@@ -230,7 +230,10 @@ def test_draw_uniforms_is_generator_random(seed, before, n, dtype, compiled):
         a, b = np.random.default_rng(seed), np.random.default_rng(seed)
         a.random(before, dtype=np.float32)
         b.random(before, dtype=np.float32)
-        same(compress.draw_uniforms(b, n, dtype), a.random(n, dtype=dtype))
+        into = np.full(n, 7, dtype=dtype) if n % 3 == 0 else None  # also drawn into a given array
+        drawn = compress.draw_uniforms(b, n, dtype, out=into)
+        same(drawn, a.random(n, dtype=dtype))
+        assert into is None or drawn is into
         assert b.bit_generator.state == a.bit_generator.state
         same(b.random(3, dtype=np.float32), a.random(3, dtype=np.float32))
         assert b.random() == a.random()

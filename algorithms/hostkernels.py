@@ -706,12 +706,36 @@ def _hadamard8(xs, y):
 
 
 @_jit
+def _hadamard32_tail(ys, scale, os):
+    """The passes h = 8 and 16 of blocks of 32 (after _hadamard8's h = 1, 2, 4 into ys), at once and
+    times scale into os: from the quarters q0..q3 of a block, (q0 + q1, q0 - q1, q2 + q3, q2 - q3),
+    then the sums and differences of its halves. The same operations on the same values as the pass
+    by pass loop, each value read once for both; with the quarter offsets constant the loop
+    compiles to whole-vector operations (the general loop, offsets in a variable, does not)."""
+    for b0 in range(0, ys.shape[0], 32):
+        for j in range(8):
+            a = ys[b0 + j]
+            c = ys[b0 + 8 + j]
+            e = ys[b0 + 16 + j]
+            f = ys[b0 + 24 + j]
+            s01 = a + c
+            d01 = a - c
+            s23 = e + f
+            d23 = e - f
+            os[b0 + j] = (s01 + s23) * scale
+            os[b0 + 8 + j] = (d01 + d23) * scale
+            os[b0 + 16 + j] = (s01 - s23) * scale
+            os[b0 + 24 + j] = (d01 - d23) * scale
+
+
+@_jit
 def hadamard_blocks(x, block, scale, out):
     """sdp_quant.hadamard's butterfly on every `block` consecutive values of the flat x into out: passes
     h = 1, 2, 4, .. of (a + b, a - b) on the pairs h apart, then times `scale` (1 / sqrt(block) in x's
     dtype): the same operations on each value as the numpy path, so the same values. A run of about
     4096 values at a time: the passes h = 1, 2, 4 on every 8 values into a scratch, the later passes
-    8 pairs at a time, the last one written out times scale."""
+    8 pairs at a time, the last one written out times scale (block 32, SDP4Bit's: the last two at
+    once, `_hadamard32_tail`)."""
     n = x.shape[0]
     if block < 8:
         y = np.empty(block, dtype=x.dtype)
@@ -742,6 +766,9 @@ def hadamard_blocks(x, block, scale, out):
             os = out[r0:r1]
             for i in range(r1 - r0):
                 os[i] = ys[i] * scale
+            continue
+        if block == 32:
+            _hadamard32_tail(ys, scale, out[r0:r1])
             continue
         for b0 in range(0, r1 - r0, block):
             v = ys[b0:b0 + block]

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 from array_api_compat import device as device_of
-from thinwire.algorithms import wire
+from thinwire.algorithms import hostkernels, wire
 from thinwire.algorithms.comm import Communicator
 from thinwire.algorithms.quantizers import QUANTIZERS
 
@@ -142,5 +142,44 @@ def worker_uniforms(like: Any, comm: Communicator, seed: int, *stream: int) -> A
     (seed, worker, *stream), so every mode draws the same numbers for the same worker."""
     per = math.prod(like.shape) // len(comm.workers)
     dtype = np.dtype(str(like.dtype).removeprefix("torch."))
-    draws = np.stack([np.random.default_rng([seed, w, *stream]).random(per, dtype=dtype) for w in comm.workers])
+    draws = np.empty((len(comm.workers), per), dtype=dtype)
+    for i, w in enumerate(comm.workers):
+        draw_uniforms(np.random.default_rng([seed, w, *stream]), per, dtype, out=draws[i])
     return comm.xp.asarray(draws.reshape(tuple(like.shape)), device=device_of(like))
+
+
+_PCG64_MUL = 0x2360ED051FC65DA44385DF649FCCF645  # numpy's PCG64 multiplier (pcg64.h)
+_U128 = (1 << 128) - 1
+_U64 = (1 << 64) - 1
+_SHORT_DRAW = 64  # below this, numpy's own call is as quick
+
+
+def draw_uniforms(gen: np.random.Generator, n: int, dtype: Any = np.float32, out: np.ndarray | None = None) -> np.ndarray:
+    """gen.random(n, dtype=dtype), leaving gen as that call would; into `out` (n contiguous values of
+    dtype) when given, as Generator.random(out=...) does. float32 from numpy's default PCG64
+    with numba installed: the compiled hostkernels.pcg64_uniforms, the same numbers a few times faster
+    (numpy steps one dependent 128-bit multiplication per two values; the kernel overlaps four),
+    starting from gen's state (a 32-bit half numpy holds back comes first) and writing the state
+    back as numpy leaves it (the last output's high half kept, marked held when n of it are odd). Any other generator or dtype: numpy's call."""
+    dtype = np.dtype(dtype)
+    bitgen = gen.bit_generator
+    if not (hostkernels.ENABLED and dtype == np.float32 and type(bitgen) is np.random.PCG64 and n >= _SHORT_DRAW):
+        return gen.random(n, dtype=dtype) if out is None else gen.random(dtype=dtype, out=out)
+    st = bitgen.state
+    state, inc = st["state"]["state"], st["state"]["inc"]
+    out = np.empty(n, dtype=np.float32) if out is None else out
+    held, spare = st["has_uint32"], st["uinteger"]
+    first = 0
+    if held:  # numpy's next_uint32 hands out the half it kept before stepping
+        out[0] = np.float32(spare >> 8) * np.float32(2.0 ** -24)
+        first, held = 1, 0
+    jump = pow(_PCG64_MUL, 4, 1 << 128)
+    jadd = inc * (_PCG64_MUL ** 3 + _PCG64_MUL ** 2 + _PCG64_MUL + 1) & _U128
+    hi, lo, half = hostkernels.pcg64_uniforms(*(np.uint64(v >> 64) if k == 0 else np.uint64(v & _U64)
+                                                for v in (state, inc, jump, jadd) for k in (0, 1)),
+                                              out[first:])
+    if n > first:  # numpy keeps the last output's high half, handed out next if n - first is odd
+        held, spare = (n - first) % 2, int(half)
+    bitgen.state = {"bit_generator": "PCG64", "state": {"state": (int(hi) << 64) | int(lo), "inc": inc},
+                    "has_uint32": held, "uinteger": spare}
+    return out

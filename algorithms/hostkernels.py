@@ -82,16 +82,17 @@ def pairwise_stack():
 
 
 @_jit
-def pairwise(a, start, n, stack, lo=0, hi=-1):
-    """numpy's pairwise sum of a[start:start + n] (float32 accumulators), in numpy's order: halves split
-    at a multiple of 8 until at most 128 values remain, each summed by `_leaf`. `stack` from
-    pairwise_stack() (float32 sums are stored exactly in its float64 slots). With hi >= 0, a holds zeros
-    outside [lo, hi) at least up to 128 values either side: leaves wholly outside sum to +0.0 exactly and
-    are not read."""
-    if n <= 128:
-        if hi >= 0 and (start >= hi or start + n <= lo):
-            return F0
-        return _leaf(a, start, n)
+def _leaf_or_zero(a, start, n, lo, hi):
+    """`_leaf`, or +0.0 (exactly the sum of zeros) for a leaf wholly outside [lo, hi) when hi >= 0."""
+    if hi >= 0 and (start >= hi or start + n <= lo):
+        return F0
+    return _leaf(a, start, n)
+
+
+@_jit
+def _pairwise_walk(a, start, n, stack, lo, hi):
+    """`pairwise` of more than 128 values by an explicit stack (the recursion unrolled: numba's on-disk
+    cache mishandles recursive functions)."""
     stack[0, 0], stack[0, 1], stack[0, 2] = start, n, 0
     top = 1
     result = F0
@@ -100,7 +101,7 @@ def pairwise(a, start, n, stack, lo=0, hi=-1):
         s0, m, stage = int(stack[f, 0]), int(stack[f, 1]), int(stack[f, 2])
         if m <= 128 or stage == 2:
             if m <= 128:
-                v = F0 if hi >= 0 and (s0 >= hi or s0 + m <= lo) else _leaf(a, s0, m)
+                v = _leaf_or_zero(a, s0, m, lo, hi)
             else:
                 v = np.float32(stack[f, 3]) + np.float32(stack[f, 4])
             top -= 1
@@ -120,6 +121,35 @@ def pairwise(a, start, n, stack, lo=0, hi=-1):
             stack[top, 0], stack[top, 1], stack[top, 2] = s0 + half, m - half, 0
         top += 1
     return result
+
+
+@_jit
+def _pairwise_below(a, start, n, stack, lo, hi):
+    """A node one level below the top of `pairwise`: its two halves summed directly (buckets up to
+    about 512 values never reach the stack walk, whose bookkeeping cost as much as the leaves)."""
+    if n <= 128:
+        return _leaf_or_zero(a, start, n, lo, hi)
+    half = n // 2
+    half -= half % 8
+    left = _leaf_or_zero(a, start, half, lo, hi) if half <= 128 else _pairwise_walk(a, start, half, stack, lo, hi)
+    right = (_leaf_or_zero(a, start + half, n - half, lo, hi) if n - half <= 128
+             else _pairwise_walk(a, start + half, n - half, stack, lo, hi))
+    return left + right
+
+
+@_jit
+def pairwise(a, start, n, stack, lo=0, hi=-1):
+    """numpy's pairwise sum of a[start:start + n] (float32 accumulators), in numpy's order: halves split
+    at a multiple of 8 until at most 128 values remain, each summed by `_leaf`. `stack` from
+    pairwise_stack() (float32 sums are stored exactly in its float64 slots). With hi >= 0, a holds zeros
+    outside [lo, hi) at least up to 128 values either side: leaves wholly outside sum to +0.0 exactly and
+    are not read. The top two levels of the recursion are plain calls (`_pairwise_below`), deeper ones
+    the stack walk: the same additions in the same order either way."""
+    if n <= 128:
+        return _leaf_or_zero(a, start, n, lo, hi)
+    half = n // 2
+    half -= half % 8
+    return _pairwise_below(a, start, half, stack, lo, hi) + _pairwise_below(a, start + half, n - half, stack, lo, hi)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -471,116 +501,56 @@ def _first_above(g, lo, m, v):
 
 
 @_jit
-def _above_leaf(g, start, n, lo, hi, right):
-    """`_leaf` of the values right - g[i] for i in [lo, hi), 0.0 elsewhere, over g[start:start + n]:
-    the same additions in the same order as _leaf over that zero-filled buffer."""
-    if start >= hi or start + n <= lo:
-        return F0
-    b = g[start:start + n]
-    a0, a1 = lo - start, hi - start  # the nonzero part within this leaf
-    if n < 8:
-        res = F0
-        for i in range(n):
-            res += (right - b[i]) if a0 <= i < a1 else F0
-        return res
-    full = n // 8
-    if a0 <= 0 and a1 >= n:  # wholly inside: no zeros
-        r0, r1, r2, r3 = right - b[0], right - b[1], right - b[2], right - b[3]
-        r4, r5, r6, r7 = right - b[4], right - b[5], right - b[6], right - b[7]
-        for k in range(1, full):
-            r0 += right - b[8 * k]
-            r1 += right - b[8 * k + 1]
-            r2 += right - b[8 * k + 2]
-            r3 += right - b[8 * k + 3]
-            r4 += right - b[8 * k + 4]
-            r5 += right - b[8 * k + 5]
-            r6 += right - b[8 * k + 6]
-            r7 += right - b[8 * k + 7]
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        for i in range(8 * full, n):
-            res += right - b[i]
-        return res
-    r0 = (right - b[0]) if a0 <= 0 < a1 else F0
-    r1 = (right - b[1]) if a0 <= 1 < a1 else F0
-    r2 = (right - b[2]) if a0 <= 2 < a1 else F0
-    r3 = (right - b[3]) if a0 <= 3 < a1 else F0
-    r4 = (right - b[4]) if a0 <= 4 < a1 else F0
-    r5 = (right - b[5]) if a0 <= 5 < a1 else F0
-    r6 = (right - b[6]) if a0 <= 6 < a1 else F0
-    r7 = (right - b[7]) if a0 <= 7 < a1 else F0
-    for k in range(1, full):
-        i = 8 * k
-        r0 += (right - b[i]) if a0 <= i < a1 else F0
-        r1 += (right - b[i + 1]) if a0 <= i + 1 < a1 else F0
-        r2 += (right - b[i + 2]) if a0 <= i + 2 < a1 else F0
-        r3 += (right - b[i + 3]) if a0 <= i + 3 < a1 else F0
-        r4 += (right - b[i + 4]) if a0 <= i + 4 < a1 else F0
-        r5 += (right - b[i + 5]) if a0 <= i + 5 < a1 else F0
-        r6 += (right - b[i + 6]) if a0 <= i + 6 < a1 else F0
-        r7 += (right - b[i + 7]) if a0 <= i + 7 < a1 else F0
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    for i in range(8 * full, n):
-        res += (right - b[i]) if a0 <= i < a1 else F0
-    return res
+def _first_at_least_from(g, i):
+    """The first index j with g[j] >= g[i] (g ascending): i, or earlier where values equal g[i] precede
+    it. What _first_at_least(g, m, g[i]) returns, found by stepping back over ties instead of a binary
+    search (a level placed at a data point knows its index)."""
+    v = g[i]
+    while i > 0 and g[i - 1] >= v:
+        i -= 1
+    return i
 
 
 @_jit
-def _above_sum(g, lo, hi, right, stack):
-    """numpy's pairwise sum over the whole bucket g of where(lo <= i < hi, right - g[i], 0.0): the
-    recursion of `pairwise`, leaves by `_above_leaf` (leaves wholly outside [lo, hi) are +0.0 exactly)."""
-    n = g.shape[0]
-    if n <= 128:
-        return _above_leaf(g, 0, n, lo, hi, right)
-    stack[0, 0], stack[0, 1], stack[0, 2] = 0, n, 0
-    top = 1
-    result = F0
-    while top > 0:
-        f = top - 1
-        s0, m, stage = int(stack[f, 0]), int(stack[f, 1]), int(stack[f, 2])
-        if m <= 128 or stage == 2:
-            if m <= 128:
-                v = _above_leaf(g, s0, m, lo, hi, right)
-            else:
-                v = np.float32(stack[f, 3]) + np.float32(stack[f, 4])
-            top -= 1
-            if top == 0:
-                result = v
-            else:
-                p = top - 1
-                stack[p, 3 if stack[p, 2] == 1 else 4] = v
-            continue
-        half = m // 2
-        half -= half % 8
-        if stage == 0:
-            stack[f, 2] = 1
-            stack[top, 0], stack[top, 1], stack[top, 2] = s0, half, 0
-        else:
-            stack[f, 2] = 2
-            stack[top, 0], stack[top, 1], stack[top, 2] = s0 + half, m - half, 0
-        top += 1
-    return result
+def _first_above_from(g, i, lo, m):
+    """_first_above(g, lo, m, g[i]) for i < m, by stepping forward over the values equal to g[i]: the
+    first index j > i with g[j] > g[i], else m; lo where that lies before lo (as the binary search
+    starting at lo answers)."""
+    v = g[i]
+    j = i + 1
+    while j < m and g[j] <= v:
+        j += 1
+    return max(j, lo)
 
 
 @_jit
-def _best_interior_level(g, m, left, right, current, stack):
-    """quantizers._best_interior_level for one sorted bucket g (size values, the first m real, the rest
-    +inf): the smallest g_j in [left, right] whose slope is >= 0, else current. The sum of the `above`
-    side is pairwise over the whole bucket with zeros outside [left, right], as numpy's; the running
-    sums are sequential, as numpy's cumulative_sum (its leading zeros add nothing: +0.0 + v is v)."""
-    lo = _first_at_least(g, m, left)
-    hi = _first_above(g, lo, m, right)
-    if lo == hi:
-        return current
-    total = _above_sum(g, lo, hi, right, stack)
-    gs = g[lo:hi]
+def _best_interior_level(g, lo, hi, left, right, above, stack):
+    """quantizers._best_interior_level for one sorted bucket g whose values in [left, right] are
+    g[lo:hi] (lo < hi): the index of the smallest g_j there whose slope is >= 0, else -1 (the level
+    stays). The sum of the `above` side is pairwise over the whole bucket with zeros outside
+    [left, right], as numpy's; the running sums are sequential, as numpy's cumulative_sum (its leading
+    zeros add nothing: +0.0 + v is v), and stop at the index returned: later ones decide nothing.
+
+    `above` (size values, all +0.0 on entry and again on return) holds right - g_j on [lo, hi) while
+    the search runs: `pairwise` sums that zero-padded buffer as numpy does, with its vectorisable
+    leaves over the whole groups of 8 (an earlier version tested [lo, hi) per value inside the leaf,
+    which cost more than the rest of the search), and the scan reads its terms back."""
+    gs, ab = g[lo:hi], above[lo:hi]  # slices indexed from 0: numba then drops its negative-index checks
+    for i in range(hi - lo):
+        ab[i] = right - gs[i]
+    total = pairwise(above, 0, g.shape[0], stack, lo, hi)
+    best = -1
     cb = F0
     ca = F0
     for j in range(hi - lo):
         cb += gs[j] - left
-        ca += right - gs[j]
+        ca += ab[j]
         if cb - (total - ca) >= F0:
-            return gs[j]
-    return current
+            best = lo + j
+            break
+    for i in range(hi - lo):
+        ab[i] = F0
+    return best
 
 
 @_jit
@@ -588,10 +558,16 @@ def orq_levels(g, counts, s, max_sweeps, levels, stack):
     """Levels (buckets, s + 1) of sorted buckets g (buckets, size), each with counts[b] real values
     first (the rest +inf): ORQ.solve_levels bucket by bucket. Returns a flag per bucket, True where a
     level came out zero (-0.0 or +0.0: np.min's choice between them is not the kernel's to make) or a
-    value is not finite; the caller recomputes those buckets on the array-API path."""
+    value is not finite; the caller recomputes those buckets on the array-API path.
+
+    Each level remembers the index of the data point it sits on (`at`; -1 while it is still at its
+    uniform start), so the search of its neighbour finds where [left, right] begins and ends by stepping
+    over ties from there rather than by two binary searches."""
     nbk = g.shape[0]
     flags = np.zeros(nbk, dtype=np.bool_)
     stale = np.empty(s + 1, dtype=np.bool_)
+    at = np.empty(s + 1, dtype=np.int64)
+    above = np.zeros(g.shape[1], dtype=np.float32)
     for b in range(nbk):
         row = g[b]
         m = counts[b]
@@ -612,24 +588,64 @@ def orq_levels(g, counts, s, max_sweeps, levels, stack):
             # would be placed where it is, so it is not searched again.
             for k in range(s + 1):
                 stale[k] = True
+                at[k] = -1
+            at[0], at[s] = 0, m - 1
             for _ in range(max_sweeps):
                 moved = False
                 for k in range(1, s):
                     if not stale[k]:
                         continue
-                    new = _best_interior_level(row, m, lv[k - 1], lv[k + 1], lv[k], stack)
+                    left, right = lv[k - 1], lv[k + 1]
+                    i0 = _first_at_least(row, m, left) if at[k - 1] < 0 else _first_at_least_from(row, at[k - 1])
+                    i1 = _first_above(row, i0, m, right) if at[k + 1] < 0 else _first_above_from(row, at[k + 1], i0, m)
+                    j = _best_interior_level(row, i0, i1, left, right, above, stack) if i0 < i1 else -1
                     stale[k] = False
-                    if new != lv[k]:
+                    if j >= 0 and row[j] != lv[k]:
                         moved = True
                         stale[k - 1] = True
                         stale[k + 1] = True
-                    lv[k] = new
+                    if j >= 0:
+                        lv[k] = row[j]
+                        at[k] = j
                 if not moved:
                     break
         for k in range(s + 1):
             if lv[k] == F0:
                 flags[b] = True
     return flags
+
+
+@_jit
+def _orq_codes8(xs, us, use_u, t8, l8, cv):
+    """ORQ's codes cv of one bucket xs with at most 8 levels l8 (interior thresholds t8[1..6], unused
+    ones +inf). A level's index k counts the thresholds at or below the value, as before; its two
+    levels are picked by comparing k with each index (selects, not a table lookup), so the loop
+    vectorises: the same values of low and width, the same float32 arithmetic, the same codes."""
+    i1, i2, i3, i4, i5, i6 = t8[1], t8[2], t8[3], t8[4], t8[5], t8[6]
+    l0, l1, l2, l3, l4, l5, l6, l7 = l8[0], l8[1], l8[2], l8[3], l8[4], l8[5], l8[6], l8[7]
+    for i in range(xs.shape[0]):
+        v = xs[i]
+        k = ((1 if v >= i1 else 0) + (1 if v >= i2 else 0) + (1 if v >= i3 else 0)
+             + (1 if v >= i4 else 0) + (1 if v >= i5 else 0) + (1 if v >= i6 else 0))
+        low = l0
+        low = l1 if k == 1 else low
+        low = l2 if k == 2 else low
+        low = l3 if k == 3 else low
+        low = l4 if k == 4 else low
+        low = l5 if k == 5 else low
+        low = l6 if k == 6 else low
+        high = l1
+        high = l2 if k == 1 else high
+        high = l3 if k == 2 else high
+        high = l4 if k == 3 else high
+        high = l5 if k == 4 else high
+        high = l6 if k == 5 else high
+        high = l7 if k == 6 else high
+        w = high - low
+        f = (v - low) / (w if w > F0 else F1)
+        f = f if w > F0 else F0
+        uu = us[i] if use_u else HALF
+        cv[i] = k + (1 if uu < f else 0)
 
 
 @_jit
@@ -654,17 +670,7 @@ def orq_codes(x, u, use_u, size, table, packed, byte0, bits, codes):
                     for j in range(8):
                         t8[j] = tb[j] if j < width - 1 else np.inf
                         l8[j] = tb[j] if j < width else F0
-                    i1, i2, i3, i4, i5, i6 = t8[1], t8[2], t8[3], t8[4], t8[5], t8[6]
-                    for i in range(m):
-                        v = xs[i]
-                        k = ((1 if v >= i1 else 0) + (1 if v >= i2 else 0) + (1 if v >= i3 else 0)
-                             + (1 if v >= i4 else 0) + (1 if v >= i5 else 0) + (1 if v >= i6 else 0))
-                        low = l8[k]
-                        w = l8[k + 1] - low
-                        f = (v - low) / (w if w > F0 else F1)
-                        f = f if w > F0 else F0
-                        uu = us[i] if use_u else HALF
-                        cv[i] = k + (1 if uu < f else 0)
+                    _orq_codes8(xs, us, use_u, t8, l8, cv)
                     continue
                 for i in range(m):
                     v = xs[i]
@@ -700,12 +706,36 @@ def _hadamard8(xs, y):
 
 
 @_jit
+def _hadamard32_tail(ys, scale, os):
+    """The passes h = 8 and 16 of blocks of 32 (after _hadamard8's h = 1, 2, 4 into ys), at once and
+    times scale into os: from the quarters q0..q3 of a block, (q0 + q1, q0 - q1, q2 + q3, q2 - q3),
+    then the sums and differences of its halves. The same operations on the same values as the pass
+    by pass loop, each value read once for both; with the quarter offsets constant the loop
+    compiles to whole-vector operations (the general loop, offsets in a variable, does not)."""
+    for b0 in range(0, ys.shape[0], 32):
+        for j in range(8):
+            a = ys[b0 + j]
+            c = ys[b0 + 8 + j]
+            e = ys[b0 + 16 + j]
+            f = ys[b0 + 24 + j]
+            s01 = a + c
+            d01 = a - c
+            s23 = e + f
+            d23 = e - f
+            os[b0 + j] = (s01 + s23) * scale
+            os[b0 + 8 + j] = (d01 + d23) * scale
+            os[b0 + 16 + j] = (s01 - s23) * scale
+            os[b0 + 24 + j] = (d01 - d23) * scale
+
+
+@_jit
 def hadamard_blocks(x, block, scale, out):
     """sdp_quant.hadamard's butterfly on every `block` consecutive values of the flat x into out: passes
     h = 1, 2, 4, .. of (a + b, a - b) on the pairs h apart, then times `scale` (1 / sqrt(block) in x's
     dtype): the same operations on each value as the numpy path, so the same values. A run of about
     4096 values at a time: the passes h = 1, 2, 4 on every 8 values into a scratch, the later passes
-    8 pairs at a time, the last one written out times scale."""
+    8 pairs at a time, the last one written out times scale (block 32, SDP4Bit's: the last two at
+    once, `_hadamard32_tail`)."""
     n = x.shape[0]
     if block < 8:
         y = np.empty(block, dtype=x.dtype)
@@ -736,6 +766,9 @@ def hadamard_blocks(x, block, scale, out):
             os = out[r0:r1]
             for i in range(r1 - r0):
                 os[i] = ys[i] * scale
+            continue
+        if block == 32:
+            _hadamard32_tail(ys, scale, out[r0:r1])
             continue
         for b0 in range(0, r1 - r0, block):
             v = ys[b0:b0 + block]
@@ -780,3 +813,88 @@ def candidates_at_least(xi, bound, idx, vals):
             vals[c] = v
             c += 1
     return c
+
+
+# ---------------------------------------------------------------------------------------------------
+# uniforms: numpy's Generator(PCG64).random(n, dtype=float32), the same numbers, a few times faster
+
+U64_LOW32 = np.uint64(0xFFFFFFFF)
+PCG64_MUL_HI = np.uint64(2549297995355413924)  # numpy's PCG64 multiplier, 128 bits (pcg64.h)
+PCG64_MUL_LO = np.uint64(4865540595714422341)
+FLOAT24_UNIT = np.float32(1.0 / 16777216.0)
+
+
+@_jit
+def _mulhi64(a, b):
+    """The high 64 bits of the 128-bit product a * b (uint64), from four 32-bit products."""
+    a0, a1 = a & U64_LOW32, a >> np.uint64(32)
+    b0, b1 = b & U64_LOW32, b >> np.uint64(32)
+    p00, p01, p10, p11 = a0 * b0, a0 * b1, a1 * b0, a1 * b1
+    mid = (p00 >> np.uint64(32)) + (p01 & U64_LOW32) + (p10 & U64_LOW32)
+    return p11 + (p01 >> np.uint64(32)) + (p10 >> np.uint64(32)) + (mid >> np.uint64(32))
+
+
+@_jit
+def _lcg128(hi, lo, mul_hi, mul_lo, add_hi, add_lo):
+    """(hi, lo) * (mul_hi, mul_lo) + (add_hi, add_lo) modulo 2^128, each 128-bit number as two uint64."""
+    plo = lo * mul_lo
+    phi = _mulhi64(lo, mul_lo) + lo * mul_hi + hi * mul_lo
+    rlo = plo + add_lo
+    return phi + add_hi + (np.uint64(1) if rlo < plo else np.uint64(0)), rlo
+
+
+@_jit
+def _xsl_rr(hi, lo):
+    """PCG's XSL-RR output of a 128-bit state: hi ^ lo rotated right by the state's top 6 bits."""
+    x = hi ^ lo
+    r = hi >> np.uint64(58)
+    return (x >> r) | (x << ((np.uint64(64) - r) & np.uint64(63)))
+
+
+@_jit
+def _two_floats(v, out, i):
+    """numpy's next_float from the two 32-bit halves of one 64-bit output, low half first (PCG64's
+    next_uint32 returns the low half and keeps the high one for the next call): (u >> 8) * 2^-24."""
+    out[i] = np.float32((v & U64_LOW32) >> np.uint64(8)) * FLOAT24_UNIT
+    out[i + 1] = np.float32(v >> np.uint64(40)) * FLOAT24_UNIT
+
+
+@_jit
+def pcg64_uniforms(hi, lo, inc_hi, inc_lo, jump_hi, jump_lo, jadd_hi, jadd_lo, out):
+    """Fill out with the float32 uniforms numpy's PCG64 Generator draws from state (hi, lo) and
+    increment (inc_hi, inc_lo), no 32-bit half held: one 64-bit output per two values. Returns the
+    state after the last output used and the high half of that output (numpy keeps it as its held
+    half, to hand out next when len(out) is odd; 0 when no output was used).
+
+    numpy's loop steps the 128-bit LCG once per output, a chain of dependent multiplications; here four
+    lanes hold four consecutive states and each jumps four steps at a time (state * jump + jadd, with
+    jump = M^4 and jadd = inc (M^3 + M^2 + M + 1) modulo 2^128, from the caller), so the four chains
+    overlap. Integer arithmetic throughout: the outputs, and so the values, are exactly numpy's."""
+    n = out.shape[0]
+    pairs = n // 2
+    h0, l0 = _lcg128(hi, lo, PCG64_MUL_HI, PCG64_MUL_LO, inc_hi, inc_lo)
+    h1, l1 = _lcg128(h0, l0, PCG64_MUL_HI, PCG64_MUL_LO, inc_hi, inc_lo)
+    h2, l2 = _lcg128(h1, l1, PCG64_MUL_HI, PCG64_MUL_LO, inc_hi, inc_lo)
+    h3, l3 = _lcg128(h2, l2, PCG64_MUL_HI, PCG64_MUL_LO, inc_hi, inc_lo)
+    done = 0  # 64-bit outputs used so far; (hi, lo) the state that gave the last
+    for q in range(pairs // 4):
+        o = out[8 * q:8 * q + 8]
+        _two_floats(_xsl_rr(h0, l0), o, 0)
+        _two_floats(_xsl_rr(h1, l1), o, 2)
+        _two_floats(_xsl_rr(h2, l2), o, 4)
+        _two_floats(_xsl_rr(h3, l3), o, 6)
+        hi, lo = h3, l3
+        h0, l0 = _lcg128(h0, l0, jump_hi, jump_lo, jadd_hi, jadd_lo)
+        h1, l1 = _lcg128(h1, l1, jump_hi, jump_lo, jadd_hi, jadd_lo)
+        h2, l2 = _lcg128(h2, l2, jump_hi, jump_lo, jadd_hi, jadd_lo)
+        h3, l3 = _lcg128(h3, l3, jump_hi, jump_lo, jadd_hi, jadd_lo)
+        done += 4
+    while 2 * done < n:  # the last pairs, and a last odd value, one step at a time
+        hi, lo = _lcg128(hi, lo, PCG64_MUL_HI, PCG64_MUL_LO, inc_hi, inc_lo)
+        v = _xsl_rr(hi, lo)
+        if 2 * done + 1 < n:
+            _two_floats(v, out, 2 * done)
+        else:
+            out[2 * done] = np.float32((v & U64_LOW32) >> np.uint64(8)) * FLOAT24_UNIT
+        done += 1
+    return hi, lo, (_xsl_rr(hi, lo) >> np.uint64(32)) if done > 0 else np.uint64(0)

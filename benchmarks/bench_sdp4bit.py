@@ -6,7 +6,8 @@ ingredients: what the Hadamard transform adds to quantization, here on a CPU).
 
 Cases (algorithms/sdp_quant.py): Q_{4,2048} (qWD's weights) and Q_{8,128} / Q_{4,128} (TLq's gradients),
 each compress + pack into bytes, rounding to nearest and stochastically (the uniforms drawn inside the
-timed call, as the method does; the draw alone is timed too, its own row); the block Hadamard transform (32) alone; Hadamard + Q_{8,128}. numpy
+timed call, as the method does, by compress.draw_uniforms: numpy's Generator.random, compiled with numba;
+the draw alone is timed too, its own row); the block Hadamard transform (32) alone; Hadamard + Q_{8,128}. numpy
 and torch (CPU) for each; unpack + decompress of Q_{8,128}. All cases take turns repeat by repeat
 (timing.interleaved_medians). Issue 15's goal: each quantizer and Hadamard + Q_{8,128} <= 5x the copy. The last column, "Hadamard share", is the Hadamard transform's time over
 Hadamard + quantize: the fraction of compression time the transform costs when it is not fused (the
@@ -25,6 +26,7 @@ import os
 import numpy as np
 import torch
 from thinwire.algorithms import hostkernels
+from thinwire.algorithms.compress import draw_uniforms
 from thinwire.algorithms.sdp_quant import hadamard, symmetric
 from timing import interleaved_medians, without_numba  # benchmarks/timing.py, beside this script
 
@@ -45,8 +47,8 @@ def main(argv: list[str] | None = None) -> None:
           f"compiled host kernels: {'numba ' + hostkernels.numba.__version__ if hostkernels.ENABLED else 'no'}")
     rng = np.random.default_rng(1)
 
-    def uniforms(like):
-        u = rng.random(n, dtype=np.float32)
+    def uniforms(like):  # drawn as the method draws them (compress.worker_uniforms)
+        u = draw_uniforms(rng, n, np.float32)
         return torch.from_numpy(u) if isinstance(like, torch.Tensor) else u
 
     q4w, q8, q4 = symmetric(4, 2048), symmetric(8, 128), symmetric(4, 128)

@@ -13,7 +13,7 @@ import reference_codecs as old
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from thinwire.algorithms import bits, hostkernels, sdp_quant, wire
+from thinwire.algorithms import bits, compress, hostkernels, sdp_quant, wire
 from thinwire.algorithms import quantizers as new
 
 BLOCKS = st.sampled_from([1, 40, 300, new.BLOCK_VALUES])  # host block sizes: one bucket each .. the default
@@ -216,3 +216,36 @@ def test_scatter_sum_matches_bincount(seed, d, lead, sets, order, dtype):
     values[rng.random(shape) < 0.2] = -0.0
     values[rng.random(shape) < 0.05] = np.nan
     same(wire.scatter_sum(idx, values, d), old.scatter_sum_numpy(idx, values, d))
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**63 - 1), before=st.integers(0, 5), n=st.integers(0, 3000),
+       dtype=st.sampled_from([np.float32, np.float64]), compiled=st.booleans())
+def test_draw_uniforms_is_generator_random(seed, before, n, dtype, compiled):
+    """compress.draw_uniforms (worker_uniforms' draw; compiled PCG64 for float32 when numba is there)
+    gives Generator.random's numbers and leaves the generator in the same state: the state dict, its
+    held 32-bit half (odd draws before and now) and the draws after."""
+    enabled, hostkernels.ENABLED = hostkernels.ENABLED, hostkernels.ENABLED and compiled
+    try:
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        a.random(before, dtype=np.float32)
+        b.random(before, dtype=np.float32)
+        into = np.full(n, 7, dtype=dtype) if n % 3 == 0 else None  # also drawn into a given array
+        drawn = compress.draw_uniforms(b, n, dtype, out=into)
+        same(drawn, a.random(n, dtype=dtype))
+        assert into is None or drawn is into
+        assert b.bit_generator.state == a.bit_generator.state
+        same(b.random(3, dtype=np.float32), a.random(3, dtype=np.float32))
+        assert b.random() == a.random()
+    finally:
+        hostkernels.ENABLED = enabled
+
+
+@COMPILED
+def test_draw_uniforms_takes_the_compiled_kernel(monkeypatch):
+    """float32 from a PCG64 Generator is drawn by the compiled kernel (the test above compares something)."""
+    calls = []
+    kernel = hostkernels.pcg64_uniforms
+    monkeypatch.setattr(hostkernels, "pcg64_uniforms", lambda *a: calls.append(len(a[-1])) or kernel(*a))
+    assert compress.draw_uniforms(np.random.default_rng(7), 1001, np.float32).shape == (1001,)
+    assert calls == [1001]

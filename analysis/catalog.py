@@ -19,6 +19,8 @@ first, and a `standard` entry whose name quick lacks comes after the quick ones.
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
 import sys
 from pathlib import Path
@@ -38,12 +40,23 @@ def paper_names(folder: Path = PAPERS_DIR) -> list[str]:
     return sorted(p.parent.name for p in Path(folder).glob("*/claims.yaml"))
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed_once(text: str) -> Any:
+    return yaml.safe_load(text) or {}
+
+
+def _parsed(text: str) -> Any:
+    """yaml.safe_load(text), parsed once per distinct text (the report resolves a claim's run layout
+    hundreds of times; parsing was 21 s of its 100), handed out as a copy the caller may change."""
+    return copy.deepcopy(_parsed_once(text))
+
+
 def _sections(paper: str, folder: Path) -> tuple[Path, dict]:
     path = Path(folder) / paper / "runs.yaml"
     if not path.exists():
         return path, {}
     try:
-        sections = yaml.safe_load(path.read_text()) or {}
+        sections = _parsed(path.read_text())
     except yaml.YAMLError as e:
         raise ThinwireError(f"runs file {path} is not valid YAML: {e}") from None
     if not isinstance(sections, dict):

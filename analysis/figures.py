@@ -2,7 +2,7 @@
 
 A figure is a name, a function that picks its rows from the results table and the study tables, and a
 function that draws them; `@figure(name, rows)` registers one. This module registers the generic figures
-(loss curves from the sim and real rows, seeds aggregated into seaborn's default 95% CI band; step time,
+(loss curves from the sim and real rows, seeds aggregated into a band of +-2 standard errors; step time,
 speedup and time to target from the model rows); each paper's own figures live in its folder
 (analysis/papers/<paper>/figures.py), so nothing here knows a method or an experiment.
 `draw_figures(table, out_dir)` writes one PNG per figure into `out_dir` and returns {figure name: path}.
@@ -202,9 +202,11 @@ def facets(rows: pd.DataFrame, col: str) -> dict:
 
 
 def _loss_grid(rows: pd.DataFrame, x: str) -> sns.FacetGrid:
+    # +-2 standard errors over seeds (analytic), as the verdict panels: a bootstrap CI per plotted point
+    # of every curve was two thirds of a report build, and from 3 seeds it says no more.
     grid = sns.relplot(
-        data=rows, x=x, y="loss", hue="label", style="mode", kind="line",
-        facet_kws={"sharex": False, "sharey": False}, seed=BOOT_SEED, **facets(rows, "experiment"),
+        data=rows, x=x, y="loss", hue="label", style="mode", kind="line", errorbar=("se", 2),
+        facet_kws={"sharex": False, "sharey": False}, **facets(rows, "experiment"),
     )
     # Log y separates methods whose losses differ by orders of magnitude; it needs loss > 0.
     if (rows["loss"] > 0).all():
@@ -217,7 +219,7 @@ def _loss_grid(rows: pd.DataFrame, x: str) -> sns.FacetGrid:
 def _loss_vs_step(rows: pd.DataFrame) -> sns.FacetGrid:
     grid = _loss_grid(rows, "step")
     grid.set_axis_labels("step", "objective (average model)")
-    grid.figure.suptitle("Loss per step (mean over seeds, 95% CI)", y=1.02)
+    grid.figure.suptitle("Loss per step (mean over seeds, +-2 standard errors)", y=1.02)
     return grid
 
 
@@ -226,7 +228,7 @@ def _loss_vs_bytes(rows: pd.DataFrame) -> sns.FacetGrid:
     grid = _loss_grid(rows, "cum_bytes_sent")
     grid.set(xscale="log")
     grid.set_axis_labels("bytes sent per rank (cumulative)", "objective (average model)")
-    grid.figure.suptitle("Loss against communication (mean over seeds, 95% CI)", y=1.02)
+    grid.figure.suptitle("Loss against communication (mean over seeds, +-2 standard errors)", y=1.02)
     return grid
 
 

@@ -139,3 +139,16 @@ def test_the_checked_in_ids_are_the_paper_files_ids():
     if folder is None:
         pytest.skip("the paper files (../shared/papers) are not on this machine; the checked-in list stands")
     assert paper_claim_ids(folder) == paper_claim_ids()
+
+
+def test_a_runs_file_is_parsed_once_per_text_and_handed_out_as_a_copy(tmp_path):
+    """catalog caches the parse by the file's text: an edited file is read anew, and a caller that changes
+    what it got changes nothing for the next one."""
+    (tmp_path / "p").mkdir()
+    entry = {"name": "e", "mode": "sim", "workload": "lsq", "methods": [{"method": "sgd"}]}
+    (tmp_path / "p" / "runs.yaml").write_text(yaml.safe_dump({"quick": [entry]}))
+    first = paper_runs("p", "quick", tmp_path)
+    first[0]["methods"].append({"method": "topk-ef"})
+    assert paper_runs("p", "quick", tmp_path) == [entry]
+    (tmp_path / "p" / "runs.yaml").write_text(yaml.safe_dump({"quick": [{**entry, "name": "f"}]}))
+    assert [e["name"] for e in paper_runs("p", "quick", tmp_path)] == ["f"]

@@ -96,6 +96,10 @@ def test_validation_sheet_errors(tmp_path):
                      "methods: [{method: sgd}]\n")
     with pytest.raises(ThinwireError, match="repeats must be an integer >= 1"):
         load_sheet(sheet)
+    sheet.write_text("workload: digits-mlp\nsteps: 10\nskip: 2\nstep_stat: p90\nrates_mbit: [100]\n"
+                     "methods: [{method: sgd}]\n")
+    with pytest.raises(ThinwireError, match="step_stat must be one of"):
+        load_sheet(sheet)
     sheet.write_text("workload: digits-mlp\nsteps: 10\n")
     with pytest.raises(ThinwireError, match="no 'skip'"):
         load_sheet(sheet)
@@ -144,6 +148,34 @@ def test_prediction_is_calibrated_local_time_plus_priced_communication(tmp_path)
     assert row["measured_spread"] == pytest.approx((0.025 - 0.020) / 0.021)
     assert row["local_spread"] == pytest.approx((0.030 - 0.010) / (0.012 - cal_comm))
     assert row["repeats"] == 3
+
+
+def test_median_step_time_keeps_the_mix_of_sync_and_local_steps(tmp_path):
+    """step_stat median: the median time of each kind of step (what it sent), weighted by the kinds'
+    shares. A run that syncs every 4th step keeps its sync steps, which a plain median drops; a stall
+    moves it much less than the mean."""
+    import pandas as pd
+
+    from thinwire.validate import step_time
+
+    steps = list(range(41))  # step 0 is skipped
+    sync = [s % 4 == 3 for s in steps]
+    wall = [0.030 if y else 0.010 for y in sync]
+    wall[6] = 0.500  # a stall on a local step
+    pd.DataFrame({"step": steps, "wall_s": wall, "comm_s": [0.02 if y else 0.0 for y in sync]}).to_csv(
+        tmp_path / "timing.csv", index=False)
+    rows = [{"step": s, "op": "all_reduce", "group_size": 2, "sent": 8, "recv": 8, "category": "metrics"}
+            for s in steps]
+    rows += [{"step": s, "op": "all_reduce", "group_size": 2, "sent": 10**6, "recv": 10**6, "category": "method"}
+             for s in steps if sync[s]]
+    pd.DataFrame(rows).to_csv(tmp_path / "commlog.csv", index=False)
+    # steps 1..40: 10 sync steps (3, 7, ..., 39) and 30 local ones
+    assert step_time(tmp_path, "wall_s", 1, "median") == pytest.approx(0.25 * 0.030 + 0.75 * 0.010)
+    assert step_time(tmp_path, "comm_s", 1, "median") == pytest.approx(0.25 * 0.02)
+    assert step_time(tmp_path, "wall_s", 1, "mean") == pytest.approx((10 * 0.030 + 29 * 0.010 + 0.500) / 40)
+    assert float(pd.Series(wall[1:]).median()) == pytest.approx(0.010)  # what a plain median would say
+    with pytest.raises(ThinwireError, match="step statistic must be one of"):
+        step_time(tmp_path, "wall_s", 1, "p90")
 
 
 def test_a_kept_run_is_reused_only_if_it_ran_what_the_sheet_asks(tmp_path):

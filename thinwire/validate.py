@@ -63,6 +63,9 @@ def load_sheet(path: Path) -> dict[str, Any]:
             raise ThinwireError(f"validation sheet {path} has no {key!r}")
     if not (isinstance(sheet.get("repeats", 1), int) and sheet.get("repeats", 1) >= 1):
         raise ThinwireError(f"validation sheet {path}: repeats must be an integer >= 1, got {sheet['repeats']!r}")
+    if sheet.get("step_stat", "mean") not in STEP_STATS:
+        raise ThinwireError(f"validation sheet {path}: step_stat must be one of {STEP_STATS}, "
+                            f"got {sheet['step_stat']!r}")
     if not 0 <= sheet["skip"] < sheet["steps"]:
         raise ThinwireError(f"validation sheet {path}: skip must be in [0, steps), got {sheet['skip']}")
     labels = [m.get("label", m["method"]) for m in sheet["methods"]]
@@ -170,13 +173,39 @@ def _spread(values: list[float]) -> float:
     return (max(values) - min(values)) / statistics.median(values)
 
 
+STEP_STATS = ("mean", "median")
+
+
+def step_time(run: Path, column: str, skip: int, stat: str = "mean") -> float:
+    """One run's time per step (`column` of timing.csv, steps after `skip`).
+
+    mean    the mean over the steps.
+    median  robust to stalls: the steps are grouped by what they sent (their CommLog rows: op, bytes,
+            category), and the groups' median times are averaged with the groups' shares of the steps as
+            weights. A method that communicates every step has one group: the median step. One that
+            syncs every tau steps (local SGD, DSM-LS, CSER) keeps its mix of sync and local steps, which a
+            plain median would drop (with tau = 4 it is a local step: no communication at all), so the
+            priced communication, a mean over all steps, still applies to it."""
+    if stat not in STEP_STATS:
+        raise ThinwireError(f"step statistic must be one of {STEP_STATS}, got {stat!r}")
+    t = _timing(run, skip)
+    if stat == "mean":
+        return float(t[column].mean())
+    log = pd.read_csv(run / "commlog.csv")
+    keys = (log["op"].astype(str) + ":" + log["sent"].astype(str) + ":" + log["category"].astype(str))
+    kinds = keys.groupby(log["step"]).agg(lambda k: ",".join(sorted(k)))
+    kind = t["step"].map(kinds).fillna("")
+    share = kind.value_counts(normalize=True)
+    return float((t[column].groupby(kind).median() * share).sum())
+
+
 def _medians(runs: list[Path], calibrations: list[Path], price_calibration, price_run, skip: int,
              stat: str = "mean") -> dict[str, float]:
     """Medians over the rounds of the calibration's local time (its step time minus its own CommLog priced
     by `price_calibration`), the runs' CommLog priced by `price_run`, their measured communication and
-    step time (each the `stat`, mean or median, over the steps after `skip` of one run), and the spreads."""
+    step time (each `step_time` with `stat` over the steps after `skip` of one run), and the spreads."""
     def per_step(run: Path, column: str) -> float:
-        return float(getattr(_timing(run, skip)[column], stat)())
+        return step_time(run, column, skip, stat)
 
     locals_ = [per_step(c, "wall_s") - price_calibration(c) for c in calibrations]
     measured = [per_step(r, "wall_s") for r in runs]
@@ -189,13 +218,14 @@ def _medians(runs: list[Path], calibrations: list[Path], price_calibration, pric
 
 
 def predict(runs: list[Path], calibrations: list[Path], calibration_link: Path, link: Path,
-            skip: int) -> dict[str, float]:
+            skip: int, stat: str = "mean") -> dict[str, float]:
     """One case: medians over the rounds of the calibration's local time, the priced and measured
-    communication and the measured step time (each a mean over the steps after `skip` of one run)."""
+    communication and the measured step time (each `step_time` with `stat` over the steps after `skip`
+    of one run)."""
     fit = json.loads(link.read_text())
     return {"link_gbps": fit["bandwidth_gbps"], "link_latency_us": fit["latency_us"],
             **_medians(runs, calibrations, lambda c: priced(c, calibration_link, skip),
-                       lambda r: priced(r, link, skip), skip)}
+                       lambda r: priced(r, link, skip), skip, stat)}
 
 
 def validate(sheet_path: Path, work: Path, out: Path, progress: bool = True) -> pd.DataFrame:
@@ -226,7 +256,8 @@ def validate(sheet_path: Path, work: Path, out: Path, progress: bool = True) -> 
     rows = []
     for rate in rates:
         for m, label in zip(sheet["methods"], labels):
-            row = predict(runs[rate, label], calibrations[label], calibration_link, links[rate], sheet["skip"])
+            row = predict(runs[rate, label], calibrations[label], calibration_link, links[rate], sheet["skip"],
+                          sheet.get("step_stat", "mean"))
             rows.append({"case": f"{sheet['workload']}@{_rate_name(rate)}", "method": m["method"], "label": label,
                          "bandwidth": _rate_name(rate), "bandwidth_mbit": math.nan if rate is None else rate, **row})
     table = pd.DataFrame(rows)
@@ -312,9 +343,9 @@ def multinode_table(cases: list[MultinodeCase], cluster, calibration_link: Path,
     """Predicted against measured step time per case: the runs priced on `cluster` laid out as the case
     (its nodes, its ranks per node: groups inside a node on the intra tier, groups across nodes on the
     inter tier, perfmodel's rule), the calibrations' own logs on one node priced on `calibration_link`.
-    Step times are the median over a run's steps by default: steps of ~1 ms on cores shared with the
-    machine's other work stall now and then for 10 ms and more, and a mean over a few hundred steps
-    counts the stalls (the link micro-benchmark's times are medians too)."""
+    Step times are `step_time`'s median by default: steps of ~1 ms on cores shared with the machine's
+    other work stall now and then for 10 ms and more, and a mean over a few hundred steps counts the
+    stalls (the link micro-benchmark's times are medians too)."""
     from thinwire.simulators.perfmodel import Cluster, Tier
 
     fit = json.loads(calibration_link.read_text())

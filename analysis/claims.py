@@ -69,6 +69,7 @@ class Measurement:
     # Why the comparison is not the one the claim states (e.g. unequal bits): the verdict is then
     # inconclusive with this reason, whatever the numbers say.
     invalid: str = ""
+    sem_over: str = "seeds"  # what the standard error is over, as the verdict's reason says it
 
 
 QUANTITIES: dict[str, Callable[..., Measurement | None]] = {}
@@ -648,8 +649,8 @@ def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat
     err = df["error"].abs()
     worst = df.loc[err.idxmax()]
     spread = float(df["measured_spread"].median()) if "measured_spread" in df else 0.0
-    return Measurement(float(getattr(err, stat)()), None, spread / 2,
-                       f"{len(df)} cases ({', '.join(sorted(df['bandwidth'].unique()))}); median {err.median():.1%}, "
+    return Measurement(float(getattr(err, stat)()), None, spread / 2, sem_over="runs (half their spread)",
+                       evidence=f"{len(df)} cases ({', '.join(sorted(df['bandwidth'].unique()))}); median {err.median():.1%}, "
                        f"max {err.max():.1%} ({worst['label']} at {worst['bandwidth']}: predicted "
                        f"{worst['predicted_s'] * 1e3:.3g} ms, measured {worst['measured_s'] * 1e3:.3g} ms"
                        + (f", its {int(worst['repeats'])} measured runs spread {worst['measured_spread']:.1%}"
@@ -1039,7 +1040,7 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
         elif verdict == "inconclusive":
             reason = ("one seed (or a non-finite value): the spread over seeds is unknown"
                       if math.isfinite(m.value) and math.isinf(m.sem) else
-                      "the bound lies within two standard errors over seeds")
+                      f"the bound lies within two standard errors over {m.sem_over}")
         row.update(verdict=verdict, measured=m.value, sem=m.sem, expected=expected, evidence=m.evidence, reason=reason)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -206,12 +206,13 @@ def test_validation_verdict_reads_noise_as_inconclusive():
     def verdict(error, spread):
         study = pd.DataFrame({"error": [error] * 3, "measured_spread": [spread] * 3, "bandwidth": "100mbit",
                               "label": "sgd", "predicted_s": 1.0, "measured_s": 1.0, "repeats": 3})
-        return verdicts(pd.DataFrame(), [claim], {"validation": study}).iloc[0]["verdict"]
+        return verdicts(pd.DataFrame(), [claim], {"validation": study}).iloc[0][["verdict", "reason"]]
 
-    assert verdict(0.05, 0.27) == "inconclusive"  # the spread is larger than the bound
-    assert verdict(0.05, 0.02) == "reproduced"
-    assert verdict(0.50, 0.27) == "not reproduced"  # beyond the bound even after the spread
-    assert verdict(0.11, 0.04) == "inconclusive"
+    assert verdict(0.05, 0.27)["verdict"] == "inconclusive"  # the spread is larger than the bound
+    assert "over runs" in verdict(0.05, 0.27)["reason"]  # the noise is the runs', not seeds'
+    assert verdict(0.05, 0.02)["verdict"] == "reproduced"
+    assert verdict(0.50, 0.27)["verdict"] == "not reproduced"  # beyond the bound even after the spread
+    assert verdict(0.11, 0.04)["verdict"] == "inconclusive"
 
 
 @needs_netns

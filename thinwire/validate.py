@@ -10,15 +10,17 @@ step time from quantities measured elsewhere:
     predicted = local + priced communication
     priced    = the run's own CommLog priced by simulators/perfmodel.py with the alpha and beta that
                 the link micro-benchmark measured at that rate
-    local     = the mean step time of a calibration run of the same method where the runs run: 2 ranks
+    local     = the step time of a calibration run of the same method where the runs run: 2 ranks
                 in their own unshaped namespaces behind the same bridge, minus its own CommLog priced on
                 that link (measured the same way): the gradient, encode and decode, and what the link
                 does not explain (the veth/bridge stack's cost per call, the ranks waiting for each
                 other); measured on another run, not assumed. (Calibrating on loopback left the
                 namespaces' stack unpriced: the model was too fast in 31 of 36 cases.)
 
-and the table compares it with the measured mean step time (steps after `skip`), per case, with the
-relative error and the speedup over dense SGD both ways.
+and the table compares it with the measured step time, per case, with the relative error and the
+speedup over dense SGD both ways. A run's step time is over its steps after `skip`, by the sheet's
+`step_stat` (`step_time`): their mean, or the median of each kind of step weighted by the kinds' shares,
+which stalls of the shared cores move much less.
 
 Repeats (`repeats` in the sheet): two runs of the same method on the same link differ by up to ~25% in
 step time here (2 cores shared by 2 ranks and the network stack), more than single steps average out.

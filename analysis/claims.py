@@ -70,6 +70,9 @@ class Measurement:
     # inconclusive with this reason, whatever the numbers say.
     invalid: str = ""
     sem_over: str = "seeds"  # what the standard error is over, as the verdict's reason says it
+    # What a perfect implementation would measure at this run's noise (an upper quantile): a claim
+    # bounding the value from above is under-powered when even that exceeds its bound.
+    noise_floor: float | None = None
 
 
 QUANTITIES: dict[str, Callable[..., Measurement | None]] = {}
@@ -649,12 +652,21 @@ def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat
     err = df["error"].abs()
     worst = df.loc[err.idxmax()]
     spread = float(df["measured_spread"].median()) if "measured_spread" in df else 0.0
+    floor, floor_text = None, ""
+    if {"measured_runs_s", "calibration_runs_s"} <= set(df.columns):
+        from thinwire.validate import noise_floor
+
+        floor = noise_floor(df, stat)
+        floor_text = (f"; a perfect model at these runs' noise: {stat} |error| up to {floor:.1%} (95% of resamples)"
+                      if math.isfinite(floor) else "; one run per case: the runs' noise is unknown")
     return Measurement(float(getattr(err, stat)()), None, spread / 2, sem_over="runs (half their spread)",
+                       noise_floor=floor,
                        evidence=f"{len(df)} cases ({', '.join(sorted(df['bandwidth'].unique()))}); median {err.median():.1%}, "
                        f"max {err.max():.1%} ({worst['label']} at {worst['bandwidth']}: predicted "
                        f"{worst['predicted_s'] * 1e3:.3g} ms, measured {worst['measured_s'] * 1e3:.3g} ms"
                        + (f", its {int(worst['repeats'])} measured runs spread {worst['measured_spread']:.1%}"
-                          if "measured_spread" in df else "") + f"); median spread of the measured runs {spread:.1%}")
+                          if "measured_spread" in df else "") + f"); median spread of the measured runs {spread:.1%}"
+                       + floor_text)
 
 
 # Power: the regime in which a comparison can be tested, as requirements on quantities computed from
@@ -1031,6 +1043,13 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
             raise ThinwireError(f"claim {c['id']}: quantity {c['quantity']['name']} has no stated value")
         verdict = judge(c["rule"], m.value, expected, float(c.get("tolerance", 0.0)), m.sem)
         reason = ""
+        if powered and m.noise_floor is not None and c["rule"] == "at_most":
+            # The run's own noise is part of its regime: a bound that a perfect implementation would miss
+            # at this noise cannot be tested by this run.
+            need = f"a noise floor <= {expected:g} (the value a perfect implementation reaches at the run's noise, 95%)"
+            powered = m.noise_floor <= expected
+            row["power"] = (f"powered: {need}, ran {m.noise_floor:.3g}" if powered
+                            else f"under-powered: needs {need}, ran {m.noise_floor:.3g}; more runs per case lower it")
         if not powered:  # never decided below the claim's regime, whatever the numbers say
             verdict, reason = "inconclusive", row["power"]
         elif not equal_tuning:  # an arm had a larger tuning budget than another: not a fair comparison

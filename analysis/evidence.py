@@ -429,6 +429,14 @@ def _validation_view(c: dict) -> View:
         bound = max(float(x["expected"]) + float(x.get("tolerance") or 0) for x in claims)
         ax.fill_between(line, line * (1 - bound), line * (1 + bound), color="grey", alpha=0.15, lw=0,
                         label=f"+-{bound:.0%}")
+        if {"measured_runs_s", "calibration_runs_s"} <= set(df.columns):
+            from thinwire.validate import noise_floor
+
+            floor = noise_floor(df, "max")
+            if math.isfinite(floor):  # the largest error a perfect model shows at these runs' noise
+                for sign in (-1, 1):
+                    ax.plot(line, line * (1 + sign * floor), color="tab:red", ls="--", lw=1,
+                            label=f"perfect model's max at this noise (95%): +-{floor:.0%}" if sign > 0 else None)
         ax.set(xscale="log", yscale="log", xlabel="measured step time (ms)", ylabel="predicted step time (ms)",
                title=f"{len(df)} cases of {study}")
         ax.legend(fontsize=7)

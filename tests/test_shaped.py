@@ -148,6 +148,37 @@ def test_prediction_is_calibrated_local_time_plus_priced_communication(tmp_path)
     assert row["measured_spread"] == pytest.approx((0.025 - 0.020) / 0.021)
     assert row["local_spread"] == pytest.approx((0.030 - 0.010) / (0.012 - cal_comm))
     assert row["repeats"] == 3
+    assert row["measured_runs_s"] == "0.02;0.025;0.021" and row["calibration_runs_s"] == "0.01;0.012;0.03"
+
+
+def test_noise_floor_is_what_a_perfect_model_shows_at_the_runs_noise():
+    """One case whose measured and calibration runs are e^-u, 1, e^u: the pooled residuals are -v, 0, v
+    (v = u sqrt(3/2)), drawn a third of the time each; a median of 3 draws is v with probability 7/27,
+    so the largest error, calibration high (k = e^v) and measurement low (m = e^-v), comes up in 5% of
+    resamples or more: the 95% floor is that error, (1 + a (e^v - 1)) e^v - 1, a = calibration step time /
+    predicted step time (the local time's share of the prediction)."""
+    import math
+
+    import pandas as pd
+
+    from thinwire.validate import noise_floor
+
+    u = 0.05
+    v = u * math.sqrt(1.5)
+    runs = ";".join(str(math.exp(x)) for x in (-u, 0.0, u))
+
+    def table(predicted, measured_runs=runs, calibration_runs=runs):
+        return pd.DataFrame({"measured_runs_s": [measured_runs], "calibration_runs_s": [calibration_runs],
+                             "predicted_s": [predicted]})
+
+    assert noise_floor(table(1.0), "max") == pytest.approx(math.exp(2 * v) - 1)
+    # comm-bound: the calibration's noise reaches the prediction through half of it
+    assert noise_floor(table(2.0), "median") == pytest.approx((1 + 0.5 * (math.exp(v) - 1)) * math.exp(v) - 1)
+    assert noise_floor(table(1.0), "max", q=0.5) < noise_floor(table(1.0), "max")
+    assert noise_floor(table(1.0, "1;1;1", "1;1;1"), "max") == 0.0  # no noise, no floor
+    assert noise_floor(table(1.0, "1.0"), "max") == math.inf  # one run: the noise is unknown
+    with pytest.raises(ThinwireError, match="stat must be median or max"):
+        noise_floor(table(1.0), "mean")
 
 
 def test_median_step_time_keeps_the_mix_of_sync_and_local_steps(tmp_path):
@@ -215,6 +246,32 @@ def test_validation_verdict_reads_noise_as_inconclusive():
     assert verdict(0.11, 0.04)["verdict"] == "inconclusive"
 
 
+def test_validation_claim_is_under_powered_when_a_perfect_model_would_miss_its_bound():
+    """With each case's runs in the table, a bound that a perfect model misses at the runs' noise (the
+    noise floor) cannot be tested: under-powered, whatever the errors; quiet runs decide as before."""
+    import math
+
+    import pandas as pd
+    from thinwire.analysis.claims import verdicts
+
+    claim = {"id": "v", "source": "s", "statement": "s", "setup": "s", "rule": "at_most", "expected": 0.25,
+             "tolerance": 0.0, "figure": "", "quantity": {"name": "validation_error", "stat": "max"}}
+
+    def verdict(error, u):
+        runs = ";".join(f"{math.exp(x):.9g}" for x in (-u, 0.0, u))
+        study = pd.DataFrame({"error": [error] * 36, "measured_spread": 0.01, "bandwidth": "100mbit",
+                              "label": "sgd", "predicted_s": 1.0, "measured_s": 1.0, "repeats": 3,
+                              "measured_runs_s": runs, "calibration_runs_s": runs})
+        return verdicts(pd.DataFrame(), [claim], {"validation": study}).iloc[0]
+
+    noisy = verdict(0.02, 0.2)  # e^(2 * 0.2 * sqrt(1.5)) - 1 = 63% within reach of a perfect model
+    assert noisy["verdict"] == "inconclusive" and noisy["reason"].startswith("under-powered: needs a noise floor")
+    assert "perfect model at these runs' noise" in noisy["evidence"]
+    assert verdict(0.02, 0.001)["verdict"] == "reproduced"
+    assert verdict(0.60, 0.001)["verdict"] == "not reproduced"
+    assert verdict(0.60, 0.2)["verdict"] == "inconclusive"
+
+
 @needs_netns
 def test_tiny_sheet_calibrates_inside_the_namespaces(tmp_path):
     """`local` comes from a calibration run in unshaped namespaces behind the same bridge (not loopback),
@@ -233,3 +290,20 @@ def test_tiny_sheet_calibrates_inside_the_namespaces(tmp_path):
     assert (tmp_path / "work" / "unshaped" / "rep0" / "sgd" / "meta.json").exists()
     assert len(table) == 1 and np.isfinite(table["error"]).all() and table["predicted_s"].iloc[0] > 0
     assert f"tw{os.getpid()}-" not in _namespaces()  # other engineers' namespaces may exist
+
+
+def test_the_report_says_what_a_perfect_model_would_show_at_the_runs_noise():
+    import pandas as pd
+
+    from thinwire.analysis.report.pages import _validation_section
+
+    validation = pd.DataFrame({"case": "c", "label": ["topk", "sgd"], "bandwidth": "100mbit", "local_s": 0.01,
+                               "comm_predicted_s": 0.01, "comm_measured_s": 0.01, "predicted_s": [0.11, 0.018],
+                               "measured_s": [0.1, 0.02], "error": [0.1, -0.1], "local_spread": 0.1,
+                               "measured_spread": 0.1, "repeats": 3, "measured_runs_s": ["0.1;0.11;0.09", "1;1;1"],
+                               "calibration_runs_s": ["0.1;0.1;0.12", "1;1;1"]})
+    html = _validation_section(validation)
+    assert "A perfect model, wrong only by the noise of the runs it reads" in html
+    assert "0.1;0.11;0.09" not in html  # each run's time stays in the CSV
+    quiet = validation.assign(measured_runs_s="1;1;1", calibration_runs_s="1;1;1")
+    assert "median |error| 0.0% (95% of resamples up to 0.0%)" in _validation_section(quiet)

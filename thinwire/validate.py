@@ -45,6 +45,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -52,7 +53,8 @@ from thinwire.algorithms.comm import ThinwireError
 
 COLUMNS = ["case", "method", "label", "bandwidth", "bandwidth_mbit", "link_gbps", "link_latency_us",
            "repeats", "local_s", "comm_predicted_s", "comm_measured_s", "predicted_s", "measured_s", "error",
-           "local_spread", "measured_spread", "predicted_speedup", "measured_speedup"]
+           "local_spread", "measured_spread", "predicted_speedup", "measured_speedup", "measured_runs_s",
+           "calibration_runs_s"]
 
 
 def load_sheet(path: Path) -> dict[str, Any]:
@@ -209,14 +211,57 @@ def _medians(runs: list[Path], calibrations: list[Path], price_calibration, pric
     def per_step(run: Path, column: str) -> float:
         return step_time(run, column, skip, stat)
 
-    locals_ = [per_step(c, "wall_s") - price_calibration(c) for c in calibrations]
+    calibrated = [per_step(c, "wall_s") for c in calibrations]
+    locals_ = [t - price_calibration(c) for t, c in zip(calibrated, calibrations)]
     measured = [per_step(r, "wall_s") for r in runs]
     local = statistics.median(locals_)
     comm = statistics.median(price_run(r) for r in runs)
     return {"repeats": len(runs), "local_s": local, "comm_predicted_s": comm,
             "comm_measured_s": statistics.median(per_step(r, "comm_s") for r in runs),
             "predicted_s": local + comm, "measured_s": statistics.median(measured),
-            "local_spread": _spread(locals_), "measured_spread": _spread(measured)}
+            "local_spread": _spread(locals_), "measured_spread": _spread(measured),
+            "measured_runs_s": _joined(measured), "calibration_runs_s": _joined(calibrated)}
+
+
+def _joined(values: list[float]) -> str:
+    """Each run's step time, in the order of the rounds (the table keeps them for `noise_floor`)."""
+    return ";".join(f"{v:.9g}" for v in values)
+
+
+def noise_floor(table: pd.DataFrame, stat: str, q: float = 0.95, resamples: int = 2000, seed: int = 0) -> float:
+    """What a perfect model would show at these runs' noise: the q-quantile, over `resamples` resamples,
+    of the median or max over the table's cases of |predicted - measured| / measured when the model's only
+    error is the noise of the runs it reads.
+
+    The noise is each run's step time relative to its case's other runs: residuals of log step time about
+    the mean of its case's runs (measured runs per case, calibration runs per method; scaled by
+    sqrt(n / (n - 1)) for the mean they were taken about), pooled over the table, heavy tails kept. A
+    resample draws every case's runs from that pool, as many as it has, and takes medians as `_medians`
+    does: the measured step time m (relative to the truth) and the calibration's k, which reaches the
+    prediction through the local time in proportion a = calibration step time / predicted step time, so a
+    perfect model's error is (1 + a (k - 1)) / m - 1. Infinite when a case has a single run (its noise is
+    unknown). Fixed before reading any run through it: q, resamples and the seed are its defaults."""
+    if stat not in ("median", "max"):
+        raise ThinwireError(f"noise_floor: stat must be median or max, got {stat!r}")
+    measured = [np.array(v.split(";"), dtype=float) for v in table["measured_runs_s"].astype(str)]
+    calibrated = [np.array(v.split(";"), dtype=float) for v in table["calibration_runs_s"].astype(str)]
+    if min(map(len, measured + calibrated)) < 2:
+        return math.inf
+    distinct = {tuple(c) for c in calibrated}  # a method's calibrations serve each of its rates
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        logs = np.log(x)
+        return (logs - logs.mean()) * math.sqrt(len(x) / (len(x) - 1))
+
+    pool = np.exp(np.concatenate([residuals(x) for x in measured] + [residuals(np.array(c)) for c in distinct]))
+    rng = np.random.default_rng(seed)
+    errors = np.empty((resamples, len(table)))
+    for j, (m_runs, c_runs, predicted) in enumerate(zip(measured, calibrated, table["predicted_s"])):
+        m = np.median(rng.choice(pool, (resamples, len(m_runs))), axis=1)
+        k = np.median(rng.choice(pool, (resamples, len(c_runs))), axis=1)
+        a = np.median(c_runs) / predicted
+        errors[:, j] = np.abs((1 + a * (k - 1)) / m - 1)
+    return float(np.quantile(getattr(np, stat)(errors, axis=1), q))
 
 
 def predict(runs: list[Path], calibrations: list[Path], calibration_link: Path, link: Path,
@@ -292,7 +337,8 @@ def summary(table: pd.DataFrame) -> str:
 
 MULTINODE_COLUMNS = ["case", "method", "label", "nodes", "ranks_per_node", "bandwidth", "intra_gbps",
                      "intra_latency_us", "inter_gbps", "inter_latency_us", "repeats", "local_s", "comm_predicted_s",
-                     "comm_measured_s", "predicted_s", "measured_s", "error", "local_spread", "measured_spread"]
+                     "comm_measured_s", "predicted_s", "measured_s", "error", "local_spread", "measured_spread",
+                     "measured_runs_s", "calibration_runs_s"]
 
 
 @dataclass(frozen=True)

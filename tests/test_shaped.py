@@ -307,3 +307,8 @@ def test_the_report_says_what_a_perfect_model_would_show_at_the_runs_noise():
     assert "0.1;0.11;0.09" not in html  # each run's time stays in the CSV
     quiet = validation.assign(measured_runs_s="1;1;1", calibration_runs_s="1;1;1")
     assert "median |error| 0.0% (95% of resamples up to 0.0%)" in _validation_section(quiet)
+    # and `thinwire validate` prints it
+    from thinwire.validate import summary
+
+    assert summary(quiet).endswith("a perfect model at these runs' noise: median 0.0%, max 0.0% (95% of resamples)")
+    assert "perfect model" not in summary(quiet.assign(repeats=1))

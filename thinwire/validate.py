@@ -324,7 +324,9 @@ def summary(table: pd.DataFrame) -> str:
     return (f"{len(table)} cases ({int(table['repeats'].min())} runs each): median |error| {err.median():.1%}, "
             f"mean {err.mean():.1%}, max {err.max():.1%} ({table.loc[worst, 'label']} at "
             f"{table.loc[worst, 'bandwidth']}, its measured runs spread {table.loc[worst, 'measured_spread']:.1%}); "
-            f"median spread of measured runs {table['measured_spread'].median():.1%}")
+            f"median spread of measured runs {table['measured_spread'].median():.1%}"
+            + (f"; a perfect model at these runs' noise: median {noise_floor(table, 'median'):.1%}, "
+               f"max {noise_floor(table, 'max'):.1%} (95% of resamples)" if table["repeats"].min() > 1 else ""))
 
 
 # --- Multi-node: the runs of `make cluster-test` priced on its two link tiers (tests/cluster) ----------

@@ -240,14 +240,14 @@ def noise_floor(table: pd.DataFrame, stat: str, q: float = 0.95, resamples: int 
     does: the measured step time m (relative to the truth) and the calibration's k, which reaches the
     prediction through the local time in proportion a = calibration step time / predicted step time, so a
     perfect model's error is (1 + a (k - 1)) / m - 1. Infinite when a case has a single run (its noise is
-    unknown). Fixed before reading any run through it: q, resamples and the seed are its defaults."""
+    unknown). q, resamples and the seed are fixed (the defaults), never chosen per table."""
     if stat not in ("median", "max"):
         raise ThinwireError(f"noise_floor: stat must be median or max, got {stat!r}")
     measured = [np.array(v.split(";"), dtype=float) for v in table["measured_runs_s"].astype(str)]
     calibrated = [np.array(v.split(";"), dtype=float) for v in table["calibration_runs_s"].astype(str)]
     if min(map(len, measured + calibrated)) < 2:
         return math.inf
-    distinct = {tuple(c) for c in calibrated}  # a method's calibrations serve each of its rates
+    distinct = list(dict.fromkeys(map(tuple, calibrated)))  # a method's calibrations serve each of its rates
 
     def residuals(x: np.ndarray) -> np.ndarray:
         logs = np.log(x)

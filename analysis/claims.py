@@ -1046,10 +1046,13 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
         if powered and m.noise_floor is not None and c["rule"] == "at_most":
             # The run's own noise is part of its regime: a bound that a perfect implementation would miss
             # at this noise cannot be tested by this run.
-            need = f"a noise floor <= {expected:g} (the value a perfect implementation reaches at the run's noise, 95%)"
-            powered = m.noise_floor <= expected
-            row["power"] = (f"powered: {need}, ran {m.noise_floor:.3g}" if powered
-                            else f"under-powered: needs {need}, ran {m.noise_floor:.3g}; more runs per case lower it")
+            bound = expected + float(c.get("tolerance", 0.0))
+            need = f"a noise floor <= {bound:g} (the value a perfect implementation reaches at the run's noise, 95%)"
+            powered = m.noise_floor <= bound
+            declared = "" if row["power"] == "not declared" else f"; {row['power']}"
+            row["power"] = (f"powered: {need}, ran {m.noise_floor:.3g}{declared}" if powered
+                            else f"under-powered: needs {need}, ran {m.noise_floor:.3g} (more runs per case lower "
+                                 f"the floor){declared}")
         if not powered:  # never decided below the claim's regime, whatever the numbers say
             verdict, reason = "inconclusive", row["power"]
         elif not equal_tuning:  # an arm had a larger tuning budget than another: not a fair comparison

@@ -174,11 +174,53 @@ def test_noise_floor_is_what_a_perfect_model_shows_at_the_runs_noise():
     assert noise_floor(table(1.0), "max") == pytest.approx(math.exp(2 * v) - 1)
     # comm-bound: the calibration's noise reaches the prediction through half of it
     assert noise_floor(table(2.0), "median") == pytest.approx((1 + 0.5 * (math.exp(v) - 1)) * math.exp(v) - 1)
-    assert noise_floor(table(1.0), "max", q=0.5) < noise_floor(table(1.0), "max")
+    # its median: a median of 3 draws is e^-v, 1 or e^v with probabilities 7, 13, 7 in 27, so |k / m - 1|
+    # is 0 with probability 267/729 and 1 - e^-v with 182/729 more: past half
+    assert noise_floor(table(1.0), "max", q=0.5) == pytest.approx(1 - math.exp(-v))
     assert noise_floor(table(1.0, "1;1;1", "1;1;1"), "max") == 0.0  # no noise, no floor
     assert noise_floor(table(1.0, "1.0"), "max") == math.inf  # one run: the noise is unknown
     with pytest.raises(ThinwireError, match="stat must be median or max"):
         noise_floor(table(1.0), "mean")
+
+
+def test_noise_pool_takes_every_case_s_runs_and_each_method_s_calibrations_once():
+    import math
+
+    import pandas as pd
+
+    from thinwire.validate import noise_pool
+
+    def runs(*logs):
+        return ";".join(f"{math.exp(x):.12g}" for x in logs)
+
+    table = pd.DataFrame({"measured_runs_s": [runs(-0.1, 0.0, 0.1), runs(0.0, 0.3)],
+                          "calibration_runs_s": [runs(0.2, 0.4, 0.0), runs(0.2, 0.4, 0.0)]})  # one method, 2 rates
+    pool = np.log(noise_pool(table))
+    s3, s2 = math.sqrt(3 / 2), math.sqrt(2)
+    expected = [-0.1 * s3, 0.0, 0.1 * s3, -0.15 * s2, 0.15 * s2, 0.0, 0.2 * s3, -0.2 * s3]
+    assert pool == pytest.approx(expected, abs=1e-9)
+
+
+def test_the_validation_figure_draws_the_perfect_model_s_largest_error():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from thinwire.analysis.evidence import _validation_view
+    from thinwire.validate import noise_floor
+
+    claim = {"id": "v", "expected": 0.25, "tolerance": 0.0, "quantity": {"name": "validation_error", "stat": "max"}}
+    study = pd.DataFrame({"label": ["topk", "sgd"], "bandwidth": "100mbit", "measured_s": [0.1, 0.02],
+                          "predicted_s": [0.11, 0.018], "error": [0.1, -0.1], "measured_runs_s": ["0.1;0.11;0.09",
+                          "0.02;0.021;0.019"], "calibration_runs_s": ["0.1;0.1;0.12", "0.018;0.02;0.017"]})
+    _, draw = _validation_view(claim)
+    fig, ax = plt.subplots()
+    assert draw(ax, pd.DataFrame(), {"validation": study}, [claim])
+    labels = ax.get_legend_handles_labels()[1]
+    plt.close(fig)
+    assert f"perfect model's max at this noise (95%): +-{noise_floor(study, 'max'):.0%}" in labels
 
 
 def test_median_step_time_keeps_the_mix_of_sync_and_local_steps(tmp_path):
@@ -257,12 +299,12 @@ def test_validation_claim_is_under_powered_when_a_perfect_model_would_miss_its_b
     claim = {"id": "v", "source": "s", "statement": "s", "setup": "s", "rule": "at_most", "expected": 0.25,
              "tolerance": 0.0, "figure": "", "quantity": {"name": "validation_error", "stat": "max"}}
 
-    def verdict(error, u):
+    def verdict(error, u, tolerance=0.0):
         runs = ";".join(f"{math.exp(x):.9g}" for x in (-u, 0.0, u))
         study = pd.DataFrame({"error": [error] * 36, "measured_spread": 0.01, "bandwidth": "100mbit",
                               "label": "sgd", "predicted_s": 1.0, "measured_s": 1.0, "repeats": 3,
                               "measured_runs_s": runs, "calibration_runs_s": runs})
-        return verdicts(pd.DataFrame(), [claim], {"validation": study}).iloc[0]
+        return verdicts(pd.DataFrame(), [{**claim, "tolerance": tolerance}], {"validation": study}).iloc[0]
 
     noisy = verdict(0.02, 0.2)  # e^(2 * 0.2 * sqrt(1.5)) - 1 = 63% within reach of a perfect model
     assert noisy["verdict"] == "inconclusive" and noisy["reason"].startswith("under-powered: needs a noise floor")
@@ -270,6 +312,8 @@ def test_validation_claim_is_under_powered_when_a_perfect_model_would_miss_its_b
     assert verdict(0.02, 0.001)["verdict"] == "reproduced"
     assert verdict(0.60, 0.001)["verdict"] == "not reproduced"
     assert verdict(0.60, 0.2)["verdict"] == "inconclusive"
+    # the bound is the claim's, tolerance included (0.25 + 0.5 is beyond the 63% floor)
+    assert verdict(0.02, 0.2, tolerance=0.5)["power"].startswith("powered: a noise floor <= 0.75")
 
 
 @needs_netns

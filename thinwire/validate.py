@@ -228,6 +228,22 @@ def _joined(values: list[float]) -> str:
     return ";".join(f"{v:.9g}" for v in values)
 
 
+def _runs(table: pd.DataFrame, column: str) -> list[np.ndarray]:
+    return [np.array(v.split(";"), dtype=float) for v in table[column].astype(str)]
+
+
+def noise_pool(table: pd.DataFrame) -> np.ndarray:
+    """`noise_floor`'s pool: each run's step time relative to its case's runs (exp of its log's residual
+    about their mean, scaled by sqrt(n / (n - 1))), for every case's measured runs and for each distinct
+    set of calibration runs once (a method's calibrations serve each of its rates), in table order."""
+    def residuals(x: np.ndarray) -> np.ndarray:
+        logs = np.log(x)
+        return (logs - logs.mean()) * math.sqrt(len(x) / (len(x) - 1))
+
+    distinct = [np.array(c) for c in dict.fromkeys(map(tuple, _runs(table, "calibration_runs_s")))]
+    return np.exp(np.concatenate([residuals(x) for x in _runs(table, "measured_runs_s") + distinct]))
+
+
 def noise_floor(table: pd.DataFrame, stat: str, q: float = 0.95, resamples: int = 2000, seed: int = 0) -> float:
     """What a perfect model would show at these runs' noise: the q-quantile, over `resamples` resamples,
     of the median or max over the table's cases of |predicted - measured| / measured when the model's only
@@ -235,7 +251,8 @@ def noise_floor(table: pd.DataFrame, stat: str, q: float = 0.95, resamples: int 
 
     The noise is each run's step time relative to its case's other runs: residuals of log step time about
     the mean of its case's runs (measured runs per case, calibration runs per method; scaled by
-    sqrt(n / (n - 1)) for the mean they were taken about), pooled over the table, heavy tails kept. A
+    sqrt(n / (n - 1)) for the mean they were taken about), pooled over the table (one noise for every
+    case; with 3 runs a case's outlier is shared out among its residuals, so tails are shrunk). A
     resample draws every case's runs from that pool, as many as it has, and takes medians as `_medians`
     does: the measured step time m (relative to the truth) and the calibration's k, which reaches the
     prediction through the local time in proportion a = calibration step time / predicted step time, so a
@@ -243,17 +260,10 @@ def noise_floor(table: pd.DataFrame, stat: str, q: float = 0.95, resamples: int 
     unknown). q, resamples and the seed are fixed (the defaults), never chosen per table."""
     if stat not in ("median", "max"):
         raise ThinwireError(f"noise_floor: stat must be median or max, got {stat!r}")
-    measured = [np.array(v.split(";"), dtype=float) for v in table["measured_runs_s"].astype(str)]
-    calibrated = [np.array(v.split(";"), dtype=float) for v in table["calibration_runs_s"].astype(str)]
+    measured, calibrated = _runs(table, "measured_runs_s"), _runs(table, "calibration_runs_s")
     if min(map(len, measured + calibrated)) < 2:
         return math.inf
-    distinct = list(dict.fromkeys(map(tuple, calibrated)))  # a method's calibrations serve each of its rates
-
-    def residuals(x: np.ndarray) -> np.ndarray:
-        logs = np.log(x)
-        return (logs - logs.mean()) * math.sqrt(len(x) / (len(x) - 1))
-
-    pool = np.exp(np.concatenate([residuals(x) for x in measured] + [residuals(np.array(c)) for c in distinct]))
+    pool = noise_pool(table)
     rng = np.random.default_rng(seed)
     errors = np.empty((resamples, len(table)))
     for j, (m_runs, c_runs, predicted) in enumerate(zip(measured, calibrated, table["predicted_s"])):

@@ -73,6 +73,10 @@ class Measurement:
     # What a perfect implementation would measure at this run's noise (an upper quantile): a claim
     # bounding the value from above is under-powered when even that exceeds its bound.
     noise_floor: float | None = None
+    # For such a claim, the noise's own decision thresholds at a bound: (below, above) = the value reads
+    # reproduced under `below`, not reproduced over `above` (thinwire/validate.py bound_test); judged by
+    # the standard error when absent.
+    bound_test: Callable[[float], tuple[float, float]] | None = None
 
 
 QUANTITIES: dict[str, Callable[..., Measurement | None]] = {}
@@ -639,11 +643,12 @@ def model_codec_share(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stu
 def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat: str,
                      study: str = "validation") -> Measurement | None:
     """median or max over the shaped-link cases of |predicted - measured| / measured step time
-    (results/studies/validation.csv, from `thinwire validate`). Its uncertainty is the measured runs' own
-    relative spread (median over the cases, (max - min) / median of each case's runs), given as two
-    standard errors: an error plus the spread within the bound reads reproduced, an error minus the spread
-    beyond it not reproduced, and anything between (always, when the spread exceeds the bound)
-    inconclusive, so run-to-run noise is never read as a result."""
+    (results/studies/validation.csv, from `thinwire validate`). With each case's runs in the table it is
+    decided against the runs' own noise (thinwire/validate.py): under-powered when a perfect model would
+    miss the bound (noise_floor), else reproduced or not reproduced only beyond what a model erring by the
+    bound shows at that noise (bound_test), so run-to-run noise is never read as a result. A table
+    without the runs (older) is judged by the measured runs' relative spread (median over the cases,
+    (max - min) / median of each case's runs) as two standard errors."""
     if stat not in ("median", "max"):
         raise ThinwireError(f"validation_error: stat must be median or max, got {stat!r}")
     df = studies.get(study)
@@ -652,15 +657,16 @@ def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat
     err = df["error"].abs()
     worst = df.loc[err.idxmax()]
     spread = float(df["measured_spread"].median()) if "measured_spread" in df else 0.0
-    floor, floor_text = None, ""
+    floor, floor_text, test = None, "", None
     if {"measured_runs_s", "calibration_runs_s"} <= set(df.columns):
-        from thinwire.validate import noise_floor
+        from thinwire.validate import bound_test, noise_floor
 
         floor = noise_floor(df, stat)
+        test = functools.partial(bound_test, df, stat)
         floor_text = (f"; a perfect model at these runs' noise: {stat} |error| up to {floor:.1%} (95% of resamples)"
                       if math.isfinite(floor) else "; one run per case: the runs' noise is unknown")
     return Measurement(float(getattr(err, stat)()), None, spread / 2, sem_over="runs (half their spread)",
-                       noise_floor=floor,
+                       noise_floor=floor, bound_test=test,
                        evidence=f"{len(df)} cases ({', '.join(sorted(df['bandwidth'].unique()))}); median {err.median():.1%}, "
                        f"max {err.max():.1%} ({worst['label']} at {worst['bandwidth']}: predicted "
                        f"{worst['predicted_s'] * 1e3:.3g} ms, measured {worst['measured_s'] * 1e3:.3g} ms"
@@ -1053,12 +1059,24 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
             row["power"] = (f"powered: {need}, ran {m.noise_floor:.3g}{declared}" if powered
                             else f"under-powered: needs {need}, ran {m.noise_floor:.3g} (more runs per case lower "
                                  f"the floor){declared}")
+        if powered and m.bound_test is not None and c["rule"] == "at_most":
+            # Decided against the runs' own noise at the bound, not against a standard error: a value a
+            # model within the bound shows at this noise is not a refutation, nor one a model beyond it
+            # shows a reproduction.
+            bound = expected + float(c.get("tolerance", 0.0))
+            below, above = m.bound_test(bound)
+            verdict = "reproduced" if m.value < below else "not reproduced" if m.value > above else "inconclusive"
+            tested = (f"a model erring by the bound {bound:g} would show {below:.3g} or more (95% of resamples, the "
+                      f"fewest cases at the bound) and {above:.3g} or less (95%, every case at it)")
+            reason = "" if verdict == "inconclusive" else f"measured {m.value:.3g}; {tested}"
         if not powered:  # never decided below the claim's regime, whatever the numbers say
             verdict, reason = "inconclusive", row["power"]
         elif not equal_tuning:  # an arm had a larger tuning budget than another: not a fair comparison
             verdict, reason = "inconclusive", tuned
         elif m.invalid:  # not the comparison the claim states (e.g. unequal bits)
             verdict, reason = "inconclusive", m.invalid
+        elif verdict == "inconclusive" and m.bound_test is not None and c["rule"] == "at_most":
+            reason = f"measured {m.value:.3g} is within the runs' noise about the bound: {tested}"
         elif verdict == "inconclusive":
             reason = ("one seed (or a non-finite value): the spread over seeds is unknown"
                       if math.isfinite(m.value) and math.isinf(m.sem) else

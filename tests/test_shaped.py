@@ -183,6 +183,37 @@ def test_noise_floor_is_what_a_perfect_model_shows_at_the_runs_noise():
         noise_floor(table(1.0), "mean")
 
 
+def test_bound_test_is_what_a_model_erring_by_the_bound_shows_at_the_runs_noise():
+    """Without noise a model erring by the bound shows exactly the bound: below = above = bound. With one
+    case whose runs are e^-u, 1, e^u (pooled residuals -v, 0, v, a median of 3 draws at e^-v, 1, e^v with
+    probabilities 7, 13, 7 in 27) and a = 1, |error| is |(1 + e) k / m - 1|, e = +-B at random. At B = 25%
+    and v = 6.1% its largest values are (1 + B) e^(2v) - 1 = 41% (probability 1/2 (7/27)^2 = 3.4%), then
+    1 - (1 - B) e^(-2v) = 34% (3.4% more), then (1 + B) e^v - 1 = 33%: the 95% quantile is the second;
+    its smallest are (1 + B) e^(-2v) - 1 = 11% (3.4%), then 1 - (1 - B) e^(2v) = 15% (3.4% more), then
+    (1 + B) e^(-v) - 1 = 18%: the 5% quantile is the second."""
+    import math
+
+    import pandas as pd
+
+    from thinwire.validate import bound_test
+
+    def table(runs, cases=1):
+        return pd.DataFrame({"measured_runs_s": [runs] * cases, "calibration_runs_s": [runs] * cases,
+                             "predicted_s": [1.0] * cases})
+
+    for stat in ("median", "max"):
+        assert bound_test(table("1;1;1", 5), stat, 0.25) == pytest.approx((0.25, 0.25))
+    u, b = 0.05, 0.25
+    v = u * math.sqrt(1.5)
+    noisy = table(";".join(str(math.exp(x)) for x in (-u, 0.0, u)))
+    below, above = bound_test(noisy, "max", b)
+    assert above == pytest.approx(1 - (1 - b) * math.exp(-2 * v))
+    assert below == pytest.approx(1 - (1 - b) * math.exp(2 * v))
+    assert bound_test(table("1.0"), "max", b) == (-math.inf, math.inf)  # one run: nothing is decided
+    with pytest.raises(ThinwireError, match="stat must be median or max"):
+        bound_test(noisy, "mean", b)
+
+
 def test_noise_pool_takes_every_case_s_runs_and_each_method_s_calibrations_once():
     import math
 
@@ -314,6 +345,14 @@ def test_validation_claim_is_under_powered_when_a_perfect_model_would_miss_its_b
     assert verdict(0.60, 0.2)["verdict"] == "inconclusive"
     # the bound is the claim's, tolerance included (0.25 + 0.5 is beyond the 63% floor)
     assert verdict(0.02, 0.2, tolerance=0.5)["power"].startswith("powered: a noise floor <= 0.75")
+    # Powered runs are decided against their noise at the bound (bound_test), not against the spread
+    # column (1% here, which would call 22% reproduced): at u = 3% a model erring by 25% shows a max of
+    # 19-35% in 90% of resamples.
+    between = verdict(0.22, 0.03)
+    assert between["power"].startswith("powered") and between["verdict"] == "inconclusive"
+    assert between["reason"].startswith("measured 0.22 is within the runs' noise about the bound")
+    assert verdict(0.10, 0.03)["verdict"] == "reproduced" and "would show" in verdict(0.10, 0.03)["reason"]
+    assert verdict(0.40, 0.03)["verdict"] == "not reproduced"
 
 
 @needs_netns

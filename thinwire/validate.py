@@ -27,8 +27,10 @@ step time here (2 cores shared by 2 ranks and the network stack), more than sing
 Each calibration and each measured run is then repeated, rounds interleaved in time (round r calibrates
 every method, then measures every rate), and the medians over rounds are compared. The relative spread
 (max - min) / median of the measured runs of a case is reported next to its error: it is the noise
-floor that no model of this machine can beat, and the claims read a case's error against it (an error
-inside the spread is noise, not a result: analysis/claims.py validation_error). Every run directory and link measurement is kept, so an
+floor that no model of this machine can beat. The claims read the errors against the runs' noise, each
+run's step time resampled from the pooled spread of all runs (`noise_floor`: what a perfect model would
+show; `bound_test`: what a model erring by the claim's bound would show), so noise is not read as a
+result (analysis/claims.py validation_error). Every run directory and link measurement is kept, so an
 interrupted validation resumes where it stopped. Needs root for the namespaces; without
 it the command says why and writes nothing.
 """
@@ -244,6 +246,29 @@ def noise_pool(table: pd.DataFrame) -> np.ndarray:
     return np.exp(np.concatenate([residuals(x) for x in _runs(table, "measured_runs_s") + distinct]))
 
 
+def _resampled_errors(table: pd.DataFrame, rng: np.random.Generator, resamples: int,
+                      model_error: np.ndarray | None = None) -> np.ndarray:
+    """|predicted - measured| / measured, (resamples, cases), of a model whose error on each case is
+    `model_error` (resamples, cases; none: a perfect model) and which reads runs drawn from the table's
+    pooled noise: each case's measured runs and calibration runs drawn from `noise_pool` as many as it
+    has, their medians m and k, and the calibration's share a = calibration step / predicted step, so
+    the error is (1 + e)(1 + a (k - 1)) / m - 1."""
+    measured, calibrated = _runs(table, "measured_runs_s"), _runs(table, "calibration_runs_s")
+    pool = noise_pool(table)
+    errors = np.empty((resamples, len(table)))
+    for j, (m_runs, c_runs, predicted) in enumerate(zip(measured, calibrated, table["predicted_s"])):
+        m = np.median(rng.choice(pool, (resamples, len(m_runs))), axis=1)
+        k = np.median(rng.choice(pool, (resamples, len(c_runs))), axis=1)
+        a = np.median(c_runs) / predicted
+        e = 0.0 if model_error is None else model_error[:, j]
+        errors[:, j] = np.abs((1 + e) * (1 + a * (k - 1)) / m - 1)
+    return errors
+
+
+def _single_runs(table: pd.DataFrame) -> bool:
+    return min(map(len, _runs(table, "measured_runs_s") + _runs(table, "calibration_runs_s"))) < 2
+
+
 def noise_floor(table: pd.DataFrame, stat: str, q: float = 0.95, resamples: int = 2000, seed: int = 0) -> float:
     """What a perfect model would show at these runs' noise: the q-quantile, over `resamples` resamples,
     of the median or max over the table's cases of |predicted - measured| / measured when the model's only
@@ -260,18 +285,42 @@ def noise_floor(table: pd.DataFrame, stat: str, q: float = 0.95, resamples: int 
     unknown). q, resamples and the seed are fixed (the defaults), never chosen per table."""
     if stat not in ("median", "max"):
         raise ThinwireError(f"noise_floor: stat must be median or max, got {stat!r}")
-    measured, calibrated = _runs(table, "measured_runs_s"), _runs(table, "calibration_runs_s")
-    if min(map(len, measured + calibrated)) < 2:
+    if _single_runs(table):
         return math.inf
-    pool = noise_pool(table)
-    rng = np.random.default_rng(seed)
-    errors = np.empty((resamples, len(table)))
-    for j, (m_runs, c_runs, predicted) in enumerate(zip(measured, calibrated, table["predicted_s"])):
-        m = np.median(rng.choice(pool, (resamples, len(m_runs))), axis=1)
-        k = np.median(rng.choice(pool, (resamples, len(c_runs))), axis=1)
-        a = np.median(c_runs) / predicted
-        errors[:, j] = np.abs((1 + a * (k - 1)) / m - 1)
+    errors = _resampled_errors(table, np.random.default_rng(seed), resamples)
     return float(np.quantile(getattr(np, stat)(errors, axis=1), q))
+
+
+def bound_test(table: pd.DataFrame, stat: str, bound: float, resamples: int = 2000,
+               seed: int = 0) -> tuple[float, float]:
+    """(below, above): the claim "stat of |error| over the cases <= bound" is shown when the observed stat
+    is under `below`, refuted when it is over `above`, and undecided between; both are what a model erring
+    by the bound would show at these runs' noise (the resampling of `noise_floor`).
+
+    above  95% quantile of the stat when every case's error is the bound (sign drawn at random per case
+           and resample): the most a model within the bound shows at this noise, 19 times in 20.
+    below  5% quantile of the stat when the fewest cases that put the model's stat at the bound err by it
+           (for the max one case, for the median n // 2 + 1 of n), the others not at all, the cases drawn
+           at random per resample and the signs too: the least a model at the bound shows, 19 times in 20.
+
+    So an observed stat beyond `above` is not noise about a model within the bound, and one under
+    `below` is not noise about a model outside it. Both are infinite when a case has a single run (the
+    noise is unknown: nothing is decided). The quantiles, resamples and seed are fixed (the defaults)."""
+    if stat not in ("median", "max"):
+        raise ThinwireError(f"bound_test: stat must be median or max, got {stat!r}")
+    if _single_runs(table):
+        return -math.inf, math.inf
+    rng = np.random.default_rng(seed)
+    n = len(table)
+    signs = rng.choice([-1.0, 1.0], (resamples, n))
+    every = _resampled_errors(table, rng, resamples, bound * signs)
+    erring = 1 if stat == "max" else n // 2 + 1
+    chosen = np.argsort(rng.random((resamples, n)), axis=1)[:, :erring]
+    fewest = np.zeros((resamples, n))
+    np.put_along_axis(fewest, chosen, np.take_along_axis(signs, chosen, axis=1) * bound, axis=1)
+    least = _resampled_errors(table, rng, resamples, fewest)
+    fn = getattr(np, stat)
+    return float(np.quantile(fn(least, axis=1), 0.05)), float(np.quantile(fn(every, axis=1), 0.95))
 
 
 def predict(runs: list[Path], calibrations: list[Path], calibration_link: Path, link: Path,

@@ -238,8 +238,8 @@ def test_the_validation_figure_draws_the_perfect_model_s_largest_error():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
-
     from thinwire.analysis.evidence import _validation_view
+
     from thinwire.validate import noise_floor
 
     claim = {"id": "v", "expected": 0.25, "tolerance": 0.0, "quantity": {"name": "validation_error", "stat": "max"}}
@@ -377,7 +377,6 @@ def test_tiny_sheet_calibrates_inside_the_namespaces(tmp_path):
 
 def test_the_report_says_what_a_perfect_model_would_show_at_the_runs_noise():
     import pandas as pd
-
     from thinwire.analysis.report.pages import _validation_section
 
     validation = pd.DataFrame({"case": "c", "label": ["topk", "sgd"], "bandwidth": "100mbit", "local_s": 0.01,

@@ -516,7 +516,7 @@ def verdict_panel(ax: plt.Axes, claims: list[dict], verdicts: dict[str, dict], s
             err = 2 * sem if math.isfinite(sem) and sem > 0 else None
             ax.errorbar([m], [i], xerr=None if err is None else [[min(err, m - lo if log else err)], [err]],
                         fmt="o", color=colour, capsize=4, ms=7)
-            note = "" if math.isfinite(sem) else " (spread unknown)"
+            note = " (spread unknown)" if math.isinf(sem) else ""  # nan: no standard error (a bound test)
             ax.annotate(f"{m:.4g}{note}", (m, i), xytext=(0, 9), textcoords="offset points", ha="center",
                         fontsize=8, color=colour)
         else:

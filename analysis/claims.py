@@ -1051,45 +1051,56 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
             raise ThinwireError(f"claim {c['id']}: quantity {c['quantity']['name']} has no stated value")
         verdict = judge(c["rule"], m.value, expected, float(c.get("tolerance", 0.0)), m.sem)
         reason = ""
-        tested = ""
+        tested, refuted = "", False
         if powered and m.noise_floor is not None and c["rule"] == "at_most":
             # The run's own noise is part of its regime: a bound that a perfect implementation would miss
-            # at this noise cannot be tested by this run. With a bound test, the bar is what the test asks
-            # for a reproduction: a perfect implementation must read reproduced in 95% of resamples.
+            # at this noise cannot be shown by this run. With a bound test, the bar is what the test asks
+            # of a reproduction: a perfect implementation must read reproduced in 95% of resamples.
             bound = expected + float(c.get("tolerance", 0.0))
             below, above = m.bound_test(bound) if m.bound_test is not None else (bound, math.nan)
-            need = (f"a noise floor <= {below:.3g} (the value a perfect implementation reaches at the run's noise, "
-                    f"95%; " + (f"under {below:.3g}, what a model erring by the bound {bound:g} shows in 5% of "
-                                "resamples, reads reproduced)" if m.bound_test is not None else "the bound)"))
-            powered = m.noise_floor <= below
             declared = "" if row["power"] == "not declared" else f"; {row['power']}"
-            row["power"] = (f"powered: {need}, ran {m.noise_floor:.3g}{declared}" if powered
-                            else f"under-powered: needs {need}, ran {m.noise_floor:.3g} (more runs per case lower "
-                                 f"the floor){declared}")
-            if powered and m.bound_test is not None:
+            if not math.isfinite(m.noise_floor):
+                powered = False
+                row["power"] = f"under-powered: needs more than one run per case (the runs' noise is unknown){declared}"
+            else:
+                need = (f"a noise floor <= {below:.3g} (the value a perfect implementation reaches at the run's "
+                        "noise, 95%; " + (f"under {below:.3g}, what a model erring by the bound {bound:g} shows in "
+                                          "at most 5% of resamples, reads reproduced)" if m.bound_test is not None
+                                          else "the bound)"))
+                powered = m.noise_floor <= below
+                row["power"] = (f"powered: {need}, ran {m.noise_floor:.3g}{declared}" if powered
+                                else f"under-powered: needs {need}, ran {m.noise_floor:.3g} (more runs per case lower "
+                                     f"the floor)" + (f"; a value over {above:.3g} still reads not reproduced"
+                                                      if m.bound_test is not None else "") + declared)
+            if m.bound_test is not None and math.isfinite(m.noise_floor) and math.isfinite(m.value):
                 # Decided against the runs' own noise at the bound, not against a standard error
-                # (validate.bound_test): a value a model within the bound shows at this noise is not a
-                # refutation, nor one a model beyond it shows a reproduction.
-                verdict = ("inconclusive" if not math.isfinite(m.value) else "reproduced" if m.value < below
-                           else "not reproduced" if m.value > above else "inconclusive")
+                # (validate.bound_test): a value a model at the bound shows at this noise is neither a
+                # reproduction nor a refutation. A refutation needs no power to reproduce: a value beyond
+                # what a model at the bound shows is one whatever a perfect model would read.
+                refuted = m.value > above
+                verdict = ("not reproduced" if refuted else "reproduced" if m.value < below and powered
+                           else "inconclusive")
                 tested = (f"a model erring by the bound {bound:g} shows under {below:.3g} in at most 5% of resamples "
-                          f"and over {above:.3g} in at most 5% (each configuration of errors that puts it at the "
-                          "bound; runs assumed independent)")
+                          f"and over {above:.3g} in at most 5% (each configuration of errors taken as least "
+                          "favourable; runs assumed independent)")
                 reason = f"measured {m.value:.3g}: {tested}"
-        if not powered:  # never decided below the claim's regime, whatever the numbers say
+            elif m.bound_test is not None and math.isfinite(m.noise_floor):
+                verdict, reason, tested = "inconclusive", "the measured value is not finite", "not finite"
+        if not powered and not refuted:  # never decided below the claim's regime, whatever the numbers say
             verdict, reason = "inconclusive", row["power"]
         elif not equal_tuning:  # an arm had a larger tuning budget than another: not a fair comparison
             verdict, reason = "inconclusive", tuned
         elif m.invalid:  # not the comparison the claim states (e.g. unequal bits)
             verdict, reason = "inconclusive", m.invalid
-        elif tested and verdict == "inconclusive":
-            reason = f"measured {m.value:.3g} is within the runs' noise about the bound: {tested}"
+        elif tested and verdict == "inconclusive":  # (a non-finite value keeps its reason)
+            if math.isfinite(m.value):
+                reason = f"measured {m.value:.3g} is within the runs' noise about the bound: {tested}"
         elif verdict == "inconclusive":
             reason = ("one seed (or a non-finite value): the spread over seeds is unknown"
                       if math.isfinite(m.value) and math.isinf(m.sem) else
                       f"the bound lies within two standard errors over {m.sem_over}")
         # A claim judged by a bound test has no standard error to show (its thresholds are in the reason).
-        row.update(verdict=verdict, measured=m.value, sem=math.nan if m.bound_test is not None else m.sem, expected=expected,
-                   evidence=m.evidence, reason=reason)
+        row.update(verdict=verdict, measured=m.value, sem=math.nan if m.bound_test is not None else m.sem,
+                   expected=expected, evidence=m.evidence, reason=reason)
         rows.append(row)
     return pd.DataFrame(rows)

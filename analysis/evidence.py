@@ -565,7 +565,8 @@ def draw_one(name: str, claims: list[dict], table: pd.DataFrame, studies: dict[s
             sems[c["id"]] = float(v["sem"])
         elif c.get("rule") != "reported":
             m = measurement(table, studies, c)
-            sems[c["id"]] = m.sem if m is not None else math.nan
+            # A claim judged by its bound test has no standard error (its thresholds are in the reason).
+            sems[c["id"]] = m.sem if m is not None and m.bound_test is None else math.nan
     # Fixed margins in inches (tight_layout would measure every text: a third of the drawing time).
     panel, gap, left, right = 4.2, 1.9, 1.1, 0.25
     width = left + (len(views) + 1) * panel + len(views) * gap + right

@@ -292,12 +292,14 @@ def noise_floor(table: pd.DataFrame, stat: str, q: float = 0.95, resamples: int 
 
 
 def _bound_patterns(stat: str, n: int, bound: float, side: str) -> list[np.ndarray]:
-    """Each case's |model error| in the configurations that put the stat over n cases exactly at the bound
-    and push the observed stat furthest down (side "below": the true stat >= bound, reading reproduced
-    wrongly) or up ("above": the true stat <= bound, reading not reproduced wrongly). The max: one case at
-    the bound and the rest exact / every case at it. The median (of n // 2 + 1 or, for even n, the mean of
-    the middle two): n // 2 + 1 cases at the bound, the rest exact / wrong without limit; for even n also
-    the middle two at 0 and 2 bound (half the cases exact, the rest at 2 bound / beyond it)."""
+    """Each case's |model error| in the configurations, taken as least favourable, that put the stat over n
+    cases exactly at the bound and push the observed stat furthest down (side "below": the true stat >=
+    bound, reading reproduced wrongly) or up ("above": the true stat <= bound, reading not reproduced
+    wrongly), in the order the cases are assigned to them. The max: one case at the bound and the rest
+    exact / every case at it. The median (the (n // 2 + 1)-th smallest for odd n, the mean of the middle
+    two for even n): n // 2 + 1 cases at the bound, the rest exact / wrong without limit; for even n also
+    the middle two at 0 and twice the bound (below: half the cases exact and half at twice the bound;
+    above: one at twice the bound, half exact, the rest wrong without limit)."""
     big = 1e9  # an error without limit: its case sorts last whatever its noise
     if stat == "max":
         return [np.r_[bound, np.zeros(n - 1)]] if side == "below" else [np.full(n, bound)]
@@ -309,7 +311,7 @@ def _bound_patterns(stat: str, n: int, bound: float, side: str) -> list[np.ndarr
     else:
         patterns = [np.r_[np.full(r, bound), np.full(n - r, big)]]
         if n % 2 == 0:
-            patterns.append(np.r_[2 * bound, np.full(half - 1, big), np.zeros(half)])
+            patterns.append(np.r_[2 * bound, np.zeros(half), np.full(half - 1, big)])
     return patterns
 
 
@@ -320,15 +322,15 @@ def bound_test(table: pd.DataFrame, stat: str, bound: float, resamples: int = 20
 
     Both come from the resampling of `noise_floor` (each case's runs drawn from the pooled noise of all
     runs, assumed independent and alike for every case) with the model wrong by a chosen amount on each
-    case, in every configuration that puts the model's own stat exactly at the bound and could push the
-    observed stat furthest (`_bound_patterns`), each with the errors' signs all +, all - or drawn at
+    case, in each configuration (taken as least favourable) that puts the model's own stat exactly at the
+    bound and could push the observed stat furthest (`_bound_patterns`), each with the signs all +, all - or drawn at
     random, and the cases assigned to them at random, noisiest first or quietest first (noisier: a larger
     share a of the calibration's local time in the prediction):
 
-    below  the lowest 5% quantile over those configurations: a model whose stat is at the bound or beyond
-           shows an observed stat under it in at most 5% of resamples, in each of them.
-    above  the highest 95% quantile: a model whose stat is at the bound or within it shows one over it in
-           at most 5% of resamples, in each.
+    below  the lowest 5% quantile over those configurations: in each of them a model whose stat is at the
+           bound shows an observed stat under it in at most 5% of resamples.
+    above  the highest 95% quantile: in each, a model whose stat is at the bound shows one over it in at
+           most 5% of resamples.
 
     The run-to-run noise is assumed independent between runs: drift that moves whole rounds together
     (seen here, up to 13% for a block of runs) makes both too narrow. (-inf, inf) when a case has one run

@@ -68,7 +68,7 @@ def _uncertainty(row: pd.Series) -> tuple[str, str]:
             if sem == float("inf"):
                 return f"{measured} ± ∞", "one seed or a non-finite value: the spread is unknown"
             return f"{measured} ± {fmt(sem)}", "± one standard error over seeds (0: exact by construction, or the worst case over every seed)"
-    return measured, "no standard error in the verdict table: see the evidence"
+    return measured, "no standard error in the verdict table: the reason and the evidence say how it was decided"
 
 
 def figure_html(name: object, figure_src: dict[str, str], root: str) -> str:

@@ -333,8 +333,9 @@ def bound_test(table: pd.DataFrame, stat: str, bound: float, resamples: int = 20
            most 5% of resamples.
 
     The run-to-run noise is assumed independent between runs: drift that moves whole rounds together
-    (seen here, up to 13% for a block of runs) makes both too narrow. (-inf, inf) when a case has one run
-    (the noise is unknown: nothing is decided). Quantiles, resamples and the seed are fixed (the defaults)."""
+    (seen here: blocks of runs 13% off in run F, 22% in run G) makes both too narrow. (-inf, inf) when a
+    case has one run (the noise is unknown: nothing is decided). Quantiles, resamples and the seed are
+    fixed (the defaults)."""
     if stat not in ("median", "max"):
         raise ThinwireError(f"bound_test: stat must be median or max, got {stat!r}")
     if _single_runs(table):

@@ -71,7 +71,8 @@ class Measurement:
     invalid: str = ""
     sem_over: str = "seeds"  # what the standard error is over, as the verdict's reason says it
     # What a perfect implementation would measure at this run's noise (an upper quantile): a claim
-    # bounding the value from above is under-powered when even that exceeds its bound.
+    # bounding the value from above is under-powered when even that exceeds its bound (with a bound test,
+    # the test's lower threshold: a perfect implementation must read reproduced).
     noise_floor: float | None = None
     # For such a claim, the noise's own decision thresholds at a bound: (below, above) = the value reads
     # reproduced under `below`, not reproduced over `above` (thinwire/validate.py bound_test); judged by
@@ -648,9 +649,8 @@ def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat
     reproduced only beyond what a model erring by the bound shows at that noise in 95% of resamples
     (bound_test), so run-to-run noise reads as a result in at most about 5% of cases; under-powered when a
     perfect model would not read reproduced in 95% of resamples (noise_floor against bound_test's lower
-    threshold). A table
-    without the runs (older) is judged by the measured runs' relative spread (median over the cases,
-    (max - min) / median of each case's runs) as two standard errors."""
+    threshold). A table without the runs (older) is judged by the measured runs' relative spread
+    (median over the cases, (max - min) / median of each case's runs) as two standard errors."""
     if stat not in ("median", "max"):
         raise ThinwireError(f"validation_error: stat must be median or max, got {stat!r}")
     df = studies.get(study)

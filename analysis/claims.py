@@ -660,7 +660,7 @@ def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat
     worst = df.loc[err.idxmax()]
     spread = float(df["measured_spread"].median()) if "measured_spread" in df else 0.0
     floor, floor_text, test = None, "", None
-    if {"measured_runs_s", "calibration_runs_s"} <= set(df.columns):
+    if "round_errors" in df:
         from thinwire.validate import bound_test, noise_floor
 
         floor = noise_floor(df, stat)
@@ -674,6 +674,8 @@ def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat
                        f"{worst['predicted_s'] * 1e3:.3g} ms, measured {worst['measured_s'] * 1e3:.3g} ms"
                        + (f", its {int(worst['repeats'])} measured runs spread {worst['measured_spread']:.1%}"
                           if "measured_spread" in df else "") + f"); median spread of the measured runs {spread:.1%}"
+                       + (f", of the rounds' predicted / measured {df['error_spread'].median():.1%}"
+                          if "error_spread" in df else "")
                        + floor_text)
 
 

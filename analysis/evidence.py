@@ -429,7 +429,7 @@ def _validation_view(c: dict) -> View:
         bound = max(float(x["expected"]) + float(x.get("tolerance") or 0) for x in claims)
         ax.fill_between(line, line * (1 - bound), line * (1 + bound), color="grey", alpha=0.15, lw=0,
                         label=f"+-{bound:.0%}")
-        if {"measured_runs_s", "calibration_runs_s"} <= set(df.columns):
+        if "round_errors" in df:
             from thinwire.validate import noise_floor
 
             floor = noise_floor(df, "max")

@@ -232,8 +232,7 @@ def test_the_model_and_validation_views_draw_from_their_study_tables(table, tmp_
                                "repeats": [3, 3]})
     assert _views_drawn(claims, table, {"validation": validation}, tmp_path) == ["2 cases of validation"]
     # with each run's step time, the perfect model's largest error at the runs' noise is drawn too
-    runs = validation.assign(measured_runs_s=["0.1;0.11;0.09", "0.02;0.021;0.019"],
-                             calibration_runs_s=["0.1;0.1;0.12", "0.018;0.02;0.017"])
+    runs = validation.assign(round_errors=["0.1;0.05;0.2", "-0.1;-0.12;-0.05"])
     assert _views_drawn(claims, table, {"validation": runs}, tmp_path / "runs") == ["2 cases of validation"]
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,14 +150,27 @@ def test_prediction_is_calibrated_local_time_plus_priced_communication(tmp_path)
     assert row["local_spread"] == pytest.approx((0.030 - 0.010) / (0.012 - cal_comm))
     assert row["repeats"] == 3
     assert row["measured_runs_s"] == "0.02;0.025;0.021" and row["calibration_runs_s"] == "0.01;0.012;0.03"
+    # each round predicts its run from its own calibration; the error is the median of the rounds' ratios
+    ratios = [(c - cal_comm + run_comm) / m for c, m in ((0.010, 0.020), (0.012, 0.025), (0.030, 0.021))]
+    assert row["error"] == pytest.approx(sorted(ratios)[1] - 1)
+    assert row["round_errors"] == ";".join(f"{q - 1:.9g}" for q in ratios)
+    assert row["error_spread"] == pytest.approx((max(ratios) - min(ratios)) / sorted(ratios)[1])
+    with pytest.raises(ThinwireError, match="each round needs both"):
+        predict(runs, cals[:2], link("loop.json", 8.0, 10.0), link("shaped.json", 1.0, 50.0), skip=1)
+
+
+def rounds(*logs: float) -> str:
+    """A case's round_errors whose rounds' predicted / measured are e^x for each x."""
+    import math
+
+    return ";".join(f"{math.exp(x) - 1:.12g}" for x in logs)
 
 
 def test_noise_floor_is_what_a_perfect_model_shows_at_the_runs_noise():
-    """One case whose measured and calibration runs are e^-u, 1, e^u: the pooled residuals are -v, 0, v
-    (v = u sqrt(3/2)), drawn a third of the time each; a median of 3 draws is v with probability 7/27,
-    so the largest error, calibration high (k = e^v) and measurement low (m = e^-v), comes up in 5% of
-    resamples or more: the 95% floor is that error, (1 + a (e^v - 1)) e^v - 1, a = calibration step time /
-    predicted step time (the local time's share of the prediction)."""
+    """One case whose rounds' predicted / measured are e^-u, 1, e^u: the pooled residuals are -v, 0, v
+    (v = u sqrt(3/2)), drawn a third of the time each; a median of 3 draws is e^v with probability 7/27
+    (and e^-v as often), so the 95% floor is e^v - 1, and the median quantile 1 - e^-v (|error| 0 comes
+    up with probability 13/27, under half)."""
     import math
 
     import pandas as pd
@@ -165,70 +179,61 @@ def test_noise_floor_is_what_a_perfect_model_shows_at_the_runs_noise():
 
     u = 0.05
     v = u * math.sqrt(1.5)
-    runs = ";".join(str(math.exp(x)) for x in (-u, 0.0, u))
 
-    def table(predicted, measured_runs=runs, calibration_runs=runs):
-        return pd.DataFrame({"measured_runs_s": [measured_runs], "calibration_runs_s": [calibration_runs],
-                             "predicted_s": [predicted]})
+    def table(errors=None):
+        return pd.DataFrame({"round_errors": [errors or rounds(-u, 0.0, u)], "predicted_s": [1.0]})
 
-    assert noise_floor(table(1.0), "max") == pytest.approx(math.exp(2 * v) - 1)
-    # comm-bound: the calibration's noise reaches the prediction through half of it
-    assert noise_floor(table(2.0), "median") == pytest.approx((1 + 0.5 * (math.exp(v) - 1)) * math.exp(v) - 1)
-    # its median: a median of 3 draws is e^-v, 1 or e^v with probabilities 7, 13, 7 in 27, so |k / m - 1|
-    # is 0 with probability 267/729 and 1 - e^-v with 182/729 more: past half
-    assert noise_floor(table(1.0), "max", q=0.5) == pytest.approx(1 - math.exp(-v))
-    assert noise_floor(table(1.0, "1;1;1", "1;1;1"), "max") == 0.0  # no noise, no floor
-    assert noise_floor(table(1.0, "1.0"), "max") == math.inf  # one run: the noise is unknown
+    assert noise_floor(table(), "max") == pytest.approx(math.exp(v) - 1)
+    assert noise_floor(table(), "median") == pytest.approx(math.exp(v) - 1)  # one case: its error
+    assert noise_floor(table(), "max", q=0.5) == pytest.approx(1 - math.exp(-v))
+    # a case off by a constant factor has no noise: the residuals are about the case's own mean
+    assert noise_floor(table(rounds(0.2, 0.2, 0.2)), "max") == pytest.approx(0.0, abs=1e-9)
+    assert noise_floor(table("0.1"), "max") == math.inf  # one round: the noise is unknown
     with pytest.raises(ThinwireError, match="stat must be median or max"):
-        noise_floor(table(1.0), "mean")
+        noise_floor(table(), "mean")
 
 
 def test_bound_test_is_what_a_model_erring_by_the_bound_shows_at_the_runs_noise():
     """Without noise a model erring by the bound shows exactly the bound: below = above = bound. With one
-    case whose runs are e^-u, 1, e^u (pooled residuals -v, 0, v, a median of 3 draws at e^-v, 1, e^v with
-    probabilities 7, 13, 7 in 27) and a = 1, |error| is |(1 + e) k / m - 1|. With every sign + (e = B =
-    25%, v = 6.1%) k / m is e^(2v) with probability (7/27)^2 = 6.7%, and e^(-2v) as often: the 95%
-    quantile is (1 + B) e^(2v) - 1 = 41% and the 5% quantile (1 + B) e^(-2v) - 1 = 11%, the extremes
-    over the configurations (every sign -: 34% and 15%; signs at random: 34% and 15%)."""
+    case whose rounds are e^-u, 1, e^u (pooled residuals -v, 0, v, a median of 3 draws r at e^-v, 1, e^v
+    with probabilities 7, 13, 7 in 27), |error| is |(1 + e) r - 1|. With every sign + (e = B = 25%,
+    v = 6.1%) r is e^v in 26% of resamples and e^-v as often: the 95% quantile is (1 + B) e^v - 1 = 33%
+    and the 5% quantile (1 + B) e^-v - 1 = 18%, the extremes over the configurations (every sign -:
+    29% and 20%)."""
     import math
 
     import pandas as pd
 
     from thinwire.validate import bound_test
 
-    def table(runs, cases=1):
-        return pd.DataFrame({"measured_runs_s": [runs] * cases, "calibration_runs_s": [runs] * cases,
-                             "predicted_s": [1.0] * cases})
+    def table(errors, cases=1):
+        return pd.DataFrame({"round_errors": [errors] * cases, "predicted_s": [1.0] * cases})
 
     for stat in ("median", "max"):
-        assert bound_test(table("1;1;1", 5), stat, 0.25) == pytest.approx((0.25, 0.25))
+        assert bound_test(table("0;0;0", 5), stat, 0.25) == pytest.approx((0.25, 0.25))
     for cases in (4, 6):  # even: the mean of the middle two, n // 2 + 1 cases at the bound (n // 2: half of it)
-        assert bound_test(table("1;1;1", cases), "median", 0.25) == pytest.approx((0.25, 0.25))
+        assert bound_test(table("0;0;0", cases), "median", 0.25) == pytest.approx((0.25, 0.25))
     u, b = 0.05, 0.25
     v = u * math.sqrt(1.5)
-    noisy = table(";".join(str(math.exp(x)) for x in (-u, 0.0, u)))
+    noisy = table(rounds(-u, 0.0, u))
     for stat in ("median", "max"):  # one case: both are that case's error
-        assert bound_test(noisy, stat, b) == pytest.approx(((1 + b) * math.exp(-2 * v) - 1, (1 + b) * math.exp(2 * v) - 1))
-    assert bound_test(table("1.0"), "max", b) == (-math.inf, math.inf)  # one run: nothing is decided
+        assert bound_test(noisy, stat, b) == pytest.approx(((1 + b) * math.exp(-v) - 1, (1 + b) * math.exp(v) - 1))
+    assert bound_test(table("0.1"), "max", b) == (-math.inf, math.inf)  # one round: nothing is decided
     with pytest.raises(ThinwireError, match="stat must be median or max"):
         bound_test(noisy, "mean", b)
 
 
-def test_noise_pool_takes_every_case_s_runs_and_each_method_s_calibrations_once():
+def test_noise_pool_takes_each_round_s_ratio_about_its_case():
     import math
 
     import pandas as pd
 
     from thinwire.validate import noise_pool
 
-    def runs(*logs):
-        return ";".join(f"{math.exp(x):.12g}" for x in logs)
-
-    table = pd.DataFrame({"measured_runs_s": [runs(-0.1, 0.0, 0.1), runs(0.0, 0.3)],
-                          "calibration_runs_s": [runs(0.2, 0.4, 0.0), runs(0.2, 0.4, 0.0)]})  # one method, 2 rates
+    table = pd.DataFrame({"round_errors": [rounds(-0.1, 0.0, 0.1), rounds(0.0, 0.3)]})
     pool = np.log(noise_pool(table))
     s3, s2 = math.sqrt(3 / 2), math.sqrt(2)
-    expected = [-0.1 * s3, 0.0, 0.1 * s3, -0.15 * s2, 0.15 * s2, 0.0, 0.2 * s3, -0.2 * s3]
+    expected = [-0.1 * s3, 0.0, 0.1 * s3, -0.15 * s2, 0.15 * s2]
     assert pool == pytest.approx(expected, abs=1e-9)
 
 
@@ -244,8 +249,8 @@ def test_the_validation_figure_draws_the_perfect_model_s_largest_error():
 
     claim = {"id": "v", "expected": 0.25, "tolerance": 0.0, "quantity": {"name": "validation_error", "stat": "max"}}
     study = pd.DataFrame({"label": ["topk", "sgd"], "bandwidth": "100mbit", "measured_s": [0.1, 0.02],
-                          "predicted_s": [0.11, 0.018], "error": [0.1, -0.1], "measured_runs_s": ["0.1;0.11;0.09",
-                          "0.02;0.021;0.019"], "calibration_runs_s": ["0.1;0.1;0.12", "0.018;0.02;0.017"]})
+                          "predicted_s": [0.11, 0.018], "error": [0.1, -0.1],
+                          "round_errors": ["0.1;0.05;0.2", "-0.1;-0.12;-0.05"]})
     _, draw = _validation_view(claim)
     fig, ax = plt.subplots()
     assert draw(ax, pd.DataFrame(), {"validation": study}, [claim])
@@ -332,46 +337,49 @@ def test_validation_claim_is_under_powered_when_a_perfect_model_would_miss_its_b
              "tolerance": 0.0, "figure": "", "quantity": {"name": "validation_error", "stat": "max"}}
 
     def verdict(error, u, tolerance=0.0):
-        runs = ";".join(f"{math.exp(x):.9g}" for x in (-u, 0.0, u))
+        if u == "noisy":  # 5 rounds at sd 0.2 in log: a perfect model's 95% max is ~44%
+            rng = np.random.default_rng(0)
+            errors = [";".join(f"{v:.9g}" for v in np.exp(rng.normal(0.0, 0.2, 5)) - 1) for _ in range(36)]
+        else:
+            errors = rounds(-u, 0.0, u)
         study = pd.DataFrame({"error": [error] * 36, "measured_spread": 0.01, "bandwidth": "100mbit",
                               "label": "sgd", "predicted_s": 1.0, "measured_s": 1.0, "repeats": 3,
-                              "measured_runs_s": runs, "calibration_runs_s": runs})
+                              "round_errors": errors})
         return verdicts(pd.DataFrame(), [{**claim, "tolerance": tolerance}], {"validation": study}).iloc[0]
 
-    noisy = verdict(0.02, 0.2)  # e^(2 * 0.2 * sqrt(1.5)) - 1 = 63% within reach of a perfect model
+    noisy = verdict(0.02, "noisy")
     assert noisy["verdict"] == "inconclusive" and noisy["reason"].startswith("under-powered: needs a noise floor")
     assert "perfect model at these runs' noise" in noisy["evidence"]
     assert verdict(0.02, 0.001)["verdict"] == "reproduced"
     assert verdict(0.60, 0.001)["verdict"] == "not reproduced"
-    assert verdict(0.60, 0.2)["verdict"] == "inconclusive"
+    assert verdict(0.60, "noisy")["verdict"] == "inconclusive"
     # the bound is the claim's, tolerance included
-    assert "erring by the bound 0.75 shows" in verdict(0.02, 0.2, tolerance=0.5)["power"]
+    assert "erring by the bound 0.75 shows" in verdict(0.02, "noisy", tolerance=0.5)["power"]
     # Powered runs are decided against their noise at the bound (bound_test), not against the spread
     # column (1% here, which would call 22% reproduced): at u = 3% bound_test's thresholds for a 25%
-    # bound on the max are 16% and 35%, and a perfect model's 95% max, 7.6%, is under the lower one.
+    # bound on the max are 20.5% and 29.7%, and a perfect model's 95% max, 3.7%, is under the lower one.
     between = verdict(0.22, 0.03)
     assert between["power"].startswith("powered") and between["verdict"] == "inconclusive"
     assert between["reason"].startswith("measured 0.22 is within the runs' noise about the bound")
     assert math.isnan(between["sem"])  # no standard error: the thresholds are in the reason
     assert verdict(0.10, 0.03)["verdict"] == "reproduced" and "in at most 5%" in verdict(0.10, 0.03)["reason"]
     assert verdict(0.40, 0.03)["verdict"] == "not reproduced"
-    # the median: at u = 2% its thresholds for a 10% bound are 4.7% and 15.5% (floor 2.5%)
+    # the median: at u = 2% its thresholds for a 10% bound are 7.3% and 12.7% (floor 2.4%)
     median = {**claim, "expected": 0.10, "quantity": {"name": "validation_error", "stat": "median"}}
 
     def median_verdict(error, u):
-        runs = ";".join(f"{math.exp(x):.9g}" for x in (-u, 0.0, u))
         study = pd.DataFrame({"error": [error] * 36, "measured_spread": 0.01, "bandwidth": "100mbit",
                               "label": "sgd", "predicted_s": 1.0, "measured_s": 1.0, "repeats": 3,
-                              "measured_runs_s": runs, "calibration_runs_s": runs})
+                              "round_errors": rounds(-u, 0.0, u)})
         return verdicts(pd.DataFrame(), [median], {"validation": study}).iloc[0]["verdict"]
 
-    assert [median_verdict(e, 0.02) for e in (0.03, 0.08, 0.13, 0.20)] == [
-        "reproduced", "inconclusive", "inconclusive", "not reproduced"]  # 13%: 17 cases may err without limit
-    assert verdict(0.18, 0.03)["verdict"] == "inconclusive"  # one case at 25% can show 16%: not shown within it
+    assert [median_verdict(e, 0.02) for e in (0.03, 0.08, 0.12, 0.20)] == [
+        "reproduced", "inconclusive", "inconclusive", "not reproduced"]  # 12%: 17 cases may err without limit
+    assert verdict(0.21, 0.03)["verdict"] == "inconclusive"  # one case at 25% can show 20.5%: not shown within it
 
 
 def test_validation_claim_power_is_a_perfect_model_reading_reproduced_and_a_refutation_needs_none():
-    """Runs whose noise puts a perfect model's 95% max (16%) under the 25% bound but over bound_test's lower
+    """Rounds whose noise puts a perfect model's 95% max (21%) under the 25% bound but over bound_test's lower
     threshold (15%): a perfect model would not read reproduced in 95% of resamples, so the claim is
     under-powered, and a small error reads inconclusive; an error beyond what a model at the bound shows
     still reads not reproduced. One run per case, or a value that is not finite, decides nothing."""
@@ -386,12 +394,11 @@ def test_validation_claim_power_is_a_perfect_model_reading_reproduced_and_a_refu
              "tolerance": 0.0, "figure": "", "quantity": {"name": "validation_error", "stat": "max"}}
     rng = np.random.default_rng(3)
 
-    def runs(scale):
-        return ";".join(f"{v:.9g}" for v in scale * np.exp(rng.normal(0.0, 0.08, 5)))
+    def errors():
+        return ";".join(f"{v:.9g}" for v in np.exp(rng.normal(0.0, 0.1, 5)) - 1)
 
     study = pd.DataFrame({"measured_spread": 0.01, "bandwidth": "100mbit", "label": "sgd", "measured_s": 1.0,
-                          "repeats": 5, "predicted_s": 1.0, "measured_runs_s": [runs(1.0) for _ in range(36)],
-                          "calibration_runs_s": [runs(s) for s in np.linspace(0.3, 1.0, 36)]})
+                          "repeats": 5, "predicted_s": 1.0, "round_errors": [errors() for _ in range(36)]})
     below, above = bound_test(study, "max", 0.25)
     assert below < noise_floor(study, "max") < 0.25  # powered under the old bar (the bound), not the new
 
@@ -402,10 +409,10 @@ def test_validation_claim_power_is_a_perfect_model_reading_reproduced_and_a_refu
     assert small["verdict"] == "inconclusive" and small["reason"].startswith("under-powered: needs a noise floor <=")
     assert f"a value over {above:.3g} still reads not reproduced" in small["reason"]
     assert verdict(above * 1.1)["verdict"] == "not reproduced"
-    one = verdict(0.05, study.assign(measured_runs_s="1.0", calibration_runs_s="1.0"))
+    one = verdict(0.05, study.assign(round_errors="0.0"))
     assert one["verdict"] == "inconclusive" and "more than one run per case" in one["reason"]
     assert "-inf" not in one["reason"]
-    quiet = study.assign(measured_runs_s="1;1;1", calibration_runs_s="1;1;1")
+    quiet = study.assign(round_errors="0;0;0")
     assert verdict(math.inf, quiet)["reason"] == "the measured value is not finite"
 
 
@@ -419,8 +426,7 @@ def test_the_verdict_figure_draws_no_standard_error_for_a_claim_judged_by_its_bo
              "quantity": {"name": "validation_error", "stat": "max"}}
     study = pd.DataFrame({"label": ["topk", "sgd"], "bandwidth": "100mbit", "measured_s": [0.1, 0.02],
                           "predicted_s": [0.11, 0.018], "error": [0.1, -0.1], "measured_spread": 0.2,
-                          "measured_runs_s": ["0.1;0.11;0.09", "0.02;0.021;0.019"],
-                          "calibration_runs_s": ["0.1;0.1;0.12", "0.018;0.02;0.017"]})
+                          "round_errors": ["0.1;0.05;0.2", "-0.1;-0.12;-0.05"]})
     seen = {}
     monkeypatch.setattr(evidence, "verdict_panel", lambda ax, claims, verdicts, sems: seen.update(sems))
     # the verdict row's sem is NaN (as claims.verdicts writes it); the figure must not fall back to the spread
@@ -428,6 +434,49 @@ def test_the_verdict_figure_draws_no_standard_error_for_a_claim_judged_by_its_bo
                       {"v": {"verdict": "inconclusive", "measured": 0.1, "expected": 0.25, "sem": math.nan}},
                       tmp_path / "f.png")
     assert math.isnan(seen["v"])
+
+
+def test_a_round_runs_each_method_s_calibration_and_rates_back_to_back(tmp_path, monkeypatch):
+    """measure_round: every setup (calibration, each rate) stands at once; link benchmarks first (only
+    those missing), then method by method its calibration and its runs at every rate, the order rotated
+    from method to method and round to round."""
+    from thinwire.workloads import shaped
+
+    import thinwire.validate as v
+
+    calls = []
+
+    class FakeNet:
+        def __init__(self, ranks, rate, prefix=None):
+            self.rate = rate
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def popen(self, rank, argv, **kwargs):
+            if rank == 0:
+                what = argv[argv.index("--label") + 1] if "--label" in argv else "link"
+                calls.append((what, v._rate_name(self.rate) if what == "link" else argv[argv.index("--out") + 1]))
+
+    monkeypatch.setattr(shaped, "ShapedNet", FakeNet)
+    monkeypatch.setattr(v, "_wait_all", lambda procs, what, timeout_s: None)
+    sheet = {"workload": "digits-mlp", "steps": 6, "methods": [{"method": "sgd"}, {"method": "topk-ef", "label": "t"}]}
+    work = tmp_path / "w"
+    (work / "1000mbit").mkdir(parents=True)
+    (work / "1000mbit" / "link.json").write_text("{}")  # measured in an earlier round
+    result = v.measure_round(sheet, [100.0, 1000.0], work, rep=1)
+    where = {str(work / "calibration" / "unshaped"): "calibration", str(work / "100mbit"): "100mbit",
+             str(work / "1000mbit"): "1000mbit"}
+    order = [(label, where[str(Path(out).parent.parent)]) if label != "link" else (label, out) for label, out in calls]
+    assert order == [("link", "unshaped"), ("link", "100mbit"),
+                     ("sgd", "100mbit"), ("sgd", "1000mbit"), ("sgd", "calibration"),  # round 2, method 1: shift 1
+                     ("t", "1000mbit"), ("t", "calibration"), ("t", "100mbit")]  # method 2: shift 2
+    assert result["100mbit"] == (work / "100mbit" / "link.json", [work / "100mbit" / "rep1" / "sgd",
+                                                                   work / "100mbit" / "rep1" / "t"])
+    assert set(result) == {"calibration", "100mbit", "1000mbit"}
 
 
 @needs_netns
@@ -458,11 +507,13 @@ def test_the_report_says_what_a_perfect_model_would_show_at_the_runs_noise():
                                "comm_predicted_s": 0.01, "comm_measured_s": 0.01, "predicted_s": [0.11, 0.018],
                                "measured_s": [0.1, 0.02], "error": [0.1, -0.1], "local_spread": 0.1,
                                "measured_spread": 0.1, "repeats": 3, "measured_runs_s": ["0.1;0.11;0.09", "1;1;1"],
-                               "calibration_runs_s": ["0.1;0.1;0.12", "1;1;1"]})
+                               "calibration_runs_s": ["0.1;0.1;0.12", "1;1;1"], "round_errors": ["0.1;0.05;0.2", "0;0;0"],
+                               "error_spread": [0.14, 0.0]})
     html = _validation_section(validation)
     assert "A perfect model, wrong only by the noise of the runs it reads" in html
-    assert "0.1;0.11;0.09" not in html  # each run's time stays in the CSV
-    quiet = validation.assign(measured_runs_s="1;1;1", calibration_runs_s="1;1;1")
+    assert "0.1;0.11;0.09" not in html and "0.1;0.05;0.2" not in html  # each run's time stays in the CSV
+    assert "the rounds' predicted / measured spread by 7.0% (median; max 14.0%)" in html
+    quiet = validation.assign(round_errors="0;0;0")
     assert "median |error| 0.0% (95% of resamples up to 0.0%)" in _validation_section(quiet)
     # and `thinwire validate` prints it
     from thinwire.validate import summary

@@ -23,14 +23,17 @@ speedup over dense SGD both ways. A run's step time is over its steps after `ski
 which stalls of the shared cores move much less.
 
 Repeats (`repeats` in the sheet): two runs of the same method on the same link differ by up to ~25% in
-step time here (2 cores shared by 2 ranks and the network stack), more than single steps average out.
-Each calibration and each measured run is then repeated, rounds interleaved in time (round r calibrates
-every method, then measures every rate), and the medians over rounds are compared. The relative spread
-(max - min) / median of the measured runs of a case is reported next to its error: it is the noise
-floor that no model of this machine can beat. The claims read the errors against the runs' noise, each
-run's step time resampled from the pooled spread of all runs (`noise_floor`: what a perfect model would
-show; `bound_test`: what a model erring by the claim's bound would show), so noise is not read as a
-result (analysis/claims.py validation_error). Every run directory and link measurement is kept, so an
+step time here (2 cores shared by 2 ranks and the network stack), more than single steps average out,
+and whole blocks of runs drift 10-20% together over minutes. Each calibration and each measured run is
+then repeated in rounds, and within a round a method's calibration and its runs at every rate run back
+to back (`measure_round`), so each round's prediction comes from a calibration taken beside its run in
+time; a case's error is the median over the rounds of predicted / measured - 1. The relative spread
+(max - min) / median of the measured runs of a case, and of its rounds' predicted / measured, is
+reported next to its error: the noise floor that no model of this machine can beat. The claims read
+the errors against the rounds' noise, each round resampled from the pooled spread of all rounds
+(`noise_floor`: what a perfect model would show; `bound_test`: what a model erring by the claim's bound
+would show), so noise is not read as a result (analysis/claims.py validation_error). Every run
+directory and link measurement is kept, so an
 interrupted validation resumes where it stopped. Needs root for the namespaces; without
 it the command says why and writes nothing.
 """
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import statistics
 import subprocess
@@ -55,8 +59,8 @@ from thinwire.algorithms.comm import ThinwireError
 
 COLUMNS = ["case", "method", "label", "bandwidth", "bandwidth_mbit", "link_gbps", "link_latency_us",
            "repeats", "local_s", "comm_predicted_s", "comm_measured_s", "predicted_s", "measured_s", "error",
-           "local_spread", "measured_spread", "predicted_speedup", "measured_speedup", "measured_runs_s",
-           "calibration_runs_s"]
+           "local_spread", "measured_spread", "error_spread", "predicted_speedup", "measured_speedup",
+           "measured_runs_s", "calibration_runs_s", "round_errors"]
 
 
 def load_sheet(path: Path) -> dict[str, Any]:
@@ -128,27 +132,61 @@ def _wait_all(procs: list[subprocess.Popen], what: str, timeout_s: float) -> Non
 RANK_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def measure_rate(sheet: dict, rate: float | None, work: Path, rep: int = 0) -> tuple[Path, list[Path]]:
-    """Link benchmark (once per rate) and every method's run (round `rep`) across 2 namespaces at this rate."""
+def _setups(rates: list[float | None], work: Path) -> list[tuple[str, float | None, Path]]:
+    """(name, rate, directory) of the calibration's unshaped namespaces and of each rate's, in sheet order."""
+    return ([("calibration", None, work / "calibration" / _rate_name(None))]
+            + [(_rate_name(rate), rate, work / _rate_name(rate)) for rate in rates])
+
+
+def _label(method: dict) -> str:
+    return method.get("label", method["method"])
+
+
+def measure_round(sheet: dict, rates: list[float | None], work: Path, rep: int,
+                  progress: bool = False) -> dict[str, tuple[Path, list[Path]]]:
+    """Round `rep`: each setup's (the calibration's unshaped namespaces, then each rate's) link benchmark
+    (once, in the first round that lacks it) and every method's run in it, as {setup name: (link file,
+    one run directory per method)}.
+
+    All setups stand at once, each in its own namespaces, and the round goes method by method: a method's
+    calibration and its runs at every rate run back to back (their order rotated from method to method
+    and round to round, so no setup always runs first), so that a case's run and the calibration that
+    predicts it are minutes apart at most. This machine's step times drift by 10-20% over blocks of
+    minutes (runs F and G, which calibrated every method before measuring any rate: a calibration ran
+    10-20 minutes from its runs), and a drift both runs share cancels in the prediction's error."""
+    from contextlib import ExitStack
+
     from thinwire.workloads.shaped import ShapedNet
 
-    case_dir = work / _rate_name(rate)
-    link = case_dir / "link.json"
-    runs = [case_dir / f"rep{rep}" / m.get("label", m["method"]) for m in sheet["methods"]]
-    if link.exists() and all(_done(r, sheet, m) for r, m in zip(runs, sheet["methods"])):
-        return link, runs
+    setups = _setups(rates, work)
+    methods = sheet["methods"]
+    runs = {name: [d / f"rep{rep}" / _label(m) for m in methods] for name, _, d in setups}
+    result = {name: (d / "link.json", runs[name]) for name, _, d in setups}
+    if all(link.exists() and all(_done(r, sheet, m) for r, m in zip(rs, methods)) for link, rs in result.values()):
+        return result
     limit = sheet.get("run_timeout_s", 600)
-    with ShapedNet(2, rate) as net:
-        if not link.exists():
-            bench = [sys.executable, "-m", "thinwire.workloads.linkbench", "--out", str(link)]
-            _wait_all([net.popen(r, bench, env=RANK_ENV, stdout=subprocess.DEVNULL) for r in range(2)],
-                      f"link benchmark at {_rate_name(rate)}", limit)
-        for method, out in zip(sheet["methods"], runs):
-            if not _done(out, sheet, method):
-                argv = [sys.executable, "-m", "thinwire", *_run_argv(sheet, method, out)]
-                _wait_all([net.popen(r, argv, env=RANK_ENV, stdout=subprocess.DEVNULL) for r in range(2)],
-                          f"{method['method']} at {_rate_name(rate)}", limit)
-    return link, runs
+    with ExitStack() as stack:
+        nets = {name: stack.enter_context(ShapedNet(2, rate, prefix=f"tw{os.getpid()}s{i}"))
+                for i, (name, rate, _) in enumerate(setups)}
+        for name, (link, _) in result.items():
+            if not link.exists():
+                if progress:
+                    print(f"round {rep + 1}: link benchmark at {name}", file=sys.stderr)
+                bench = [sys.executable, "-m", "thinwire.workloads.linkbench", "--out", str(link)]
+                _wait_all([nets[name].popen(r, bench, env=RANK_ENV, stdout=subprocess.DEVNULL) for r in range(2)],
+                          f"link benchmark at {name}", limit)
+        names = list(nets)
+        for j, method in enumerate(methods):
+            if progress:
+                print(f"round {rep + 1}: {_label(method)} ({j + 1} of {len(methods)})", file=sys.stderr)
+            shift = (rep + j) % len(names)
+            for name in names[shift:] + names[:shift]:
+                out = runs[name][j]
+                if not _done(out, sheet, method):
+                    argv = [sys.executable, "-m", "thinwire", *_run_argv(sheet, method, out)]
+                    _wait_all([nets[name].popen(r, argv, env=RANK_ENV, stdout=subprocess.DEVNULL)
+                               for r in range(2)], f"{method['method']} at {name}", limit)
+    return result
 
 
 def _timing(run: Path, skip: int) -> pd.DataFrame:
@@ -207,22 +245,32 @@ def step_time(run: Path, column: str, skip: int, stat: str = "mean") -> float:
 
 def _medians(runs: list[Path], calibrations: list[Path], price_calibration, price_run, skip: int,
              stat: str = "mean") -> dict[str, float]:
-    """Medians over the rounds of the calibration's local time (its step time minus its own CommLog priced
-    by `price_calibration`), the runs' CommLog priced by `price_run`, their measured communication and
-    step time (each `step_time` with `stat` over the steps after `skip` of one run), and the spreads."""
+    """One case, round by round: round i's prediction is its calibration's local time (the calibration's
+    step time minus its own CommLog priced by `price_calibration`) plus the round's run's CommLog priced by
+    `price_run`, against that run's measured step time (each `step_time` with `stat` over the steps after
+    `skip` of one run). The rounds pair a run with the calibration taken beside it in time, so the drift
+    of the machine over minutes reaches both; the case's error is the median over the rounds of
+    predicted / measured - 1 (`round_errors` keeps each round's). Also the medians over the rounds of
+    the local time, the priced and measured communication and the step times, and the spreads."""
+    if len(runs) != len(calibrations):
+        raise ThinwireError(f"{len(runs)} runs and {len(calibrations)} calibrations: each round needs both")
+
     def per_step(run: Path, column: str) -> float:
         return step_time(run, column, skip, stat)
 
     calibrated = [per_step(c, "wall_s") for c in calibrations]
     locals_ = [t - price_calibration(c) for t, c in zip(calibrated, calibrations)]
+    comms = [price_run(r) for r in runs]
     measured = [per_step(r, "wall_s") for r in runs]
-    local = statistics.median(locals_)
-    comm = statistics.median(price_run(r) for r in runs)
+    ratios = [(loc + comm) / m for loc, comm, m in zip(locals_, comms, measured)]
+    local, comm = statistics.median(locals_), statistics.median(comms)
     return {"repeats": len(runs), "local_s": local, "comm_predicted_s": comm,
             "comm_measured_s": statistics.median(per_step(r, "comm_s") for r in runs),
             "predicted_s": local + comm, "measured_s": statistics.median(measured),
-            "local_spread": _spread(locals_), "measured_spread": _spread(measured),
-            "measured_runs_s": _joined(measured), "calibration_runs_s": _joined(calibrated)}
+            "error": statistics.median(ratios) - 1,
+            "local_spread": _spread(locals_), "measured_spread": _spread(measured), "error_spread": _spread(ratios),
+            "measured_runs_s": _joined(measured), "calibration_runs_s": _joined(calibrated),
+            "round_errors": _joined([q - 1 for q in ratios])}
 
 
 def _joined(values: list[float]) -> str:
@@ -235,53 +283,47 @@ def _runs(table: pd.DataFrame, column: str) -> list[np.ndarray]:
 
 
 def noise_pool(table: pd.DataFrame) -> np.ndarray:
-    """`noise_floor`'s pool: each run's step time relative to its case's runs (exp of its log's residual
-    about their mean, scaled by sqrt(n / (n - 1))), for every case's measured runs and for each distinct
-    set of calibration runs once (a method's calibrations serve each of its rates), in table order."""
+    """`noise_floor`'s pool: each round's predicted / measured relative to its case's rounds (exp of its
+    log's residual about their mean, scaled by sqrt(n / (n - 1))), for every case, in table order. A
+    round's ratio carries the noise of its measured run and of its calibration, and whatever moved both
+    (they ran minutes apart at most, so the machine's slow drift cancels in it)."""
     def residuals(x: np.ndarray) -> np.ndarray:
         logs = np.log(x)
         return (logs - logs.mean()) * math.sqrt(len(x) / (len(x) - 1))
 
-    distinct = [np.array(c) for c in dict.fromkeys(map(tuple, _runs(table, "calibration_runs_s")))]
-    return np.exp(np.concatenate([residuals(x) for x in _runs(table, "measured_runs_s") + distinct]))
+    return np.exp(np.concatenate([residuals(1 + x) for x in _runs(table, "round_errors")]))
 
 
 def _resampled_errors(table: pd.DataFrame, rng: np.random.Generator, resamples: int,
                       model_error: np.ndarray | None = None) -> np.ndarray:
-    """|predicted - measured| / measured, (resamples, cases), of a model whose error on each case is
-    `model_error` (resamples, cases; none: a perfect model) and which reads runs drawn from the table's
-    pooled noise: each case's measured runs and calibration runs drawn from `noise_pool` as many as it
-    has, their medians m and k, and the calibration's share a = calibration step / predicted step, so
-    the error is (1 + e)(1 + a (k - 1)) / m - 1."""
-    measured, calibrated = _runs(table, "measured_runs_s"), _runs(table, "calibration_runs_s")
+    """|error| (resamples, cases) of a model whose error on each case is `model_error` (resamples, cases;
+    none: a perfect model) read through rounds drawn from the table's pooled noise: each case's rounds'
+    predicted / measured drawn from `noise_pool`, as many as it has, and their median r, so the error is
+    (1 + e) r - 1."""
     pool = noise_pool(table)
+    counts = [len(x) for x in _runs(table, "round_errors")]
     errors = np.empty((resamples, len(table)))
-    for j, (m_runs, c_runs, predicted) in enumerate(zip(measured, calibrated, table["predicted_s"])):
-        m = np.median(rng.choice(pool, (resamples, len(m_runs))), axis=1)
-        k = np.median(rng.choice(pool, (resamples, len(c_runs))), axis=1)
-        a = np.median(c_runs) / predicted
+    for j, n in enumerate(counts):
+        r = np.median(rng.choice(pool, (resamples, n)), axis=1)
         e = 0.0 if model_error is None else model_error[:, j]
-        errors[:, j] = np.abs((1 + e) * (1 + a * (k - 1)) / m - 1)
+        errors[:, j] = np.abs((1 + e) * r - 1)
     return errors
 
 
 def _single_runs(table: pd.DataFrame) -> bool:
-    return min(map(len, _runs(table, "measured_runs_s") + _runs(table, "calibration_runs_s"))) < 2
+    return min(map(len, _runs(table, "round_errors"))) < 2
 
 
 def noise_floor(table: pd.DataFrame, stat: str, q: float = 0.95, resamples: int = 2000, seed: int = 0) -> float:
     """What a perfect model would show at these runs' noise: the q-quantile, over `resamples` resamples,
-    of the median or max over the table's cases of |predicted - measured| / measured when the model's only
-    error is the noise of the runs it reads.
+    of the median or max over the table's cases of |error| when the model's only error is the noise of
+    the runs it reads.
 
-    The noise is each run's step time relative to its case's other runs: residuals of log step time about
-    the mean of its case's runs (measured runs per case, calibration runs per method; scaled by
-    sqrt(n / (n - 1)) for the mean they were taken about), pooled over the table (one noise for every
-    case; with 3 runs a case's outlier is shared out among its residuals, so tails are shrunk). A
-    resample draws every case's runs from that pool, as many as it has, and takes medians as `_medians`
-    does: the measured step time m (relative to the truth) and the calibration's k, which reaches the
-    prediction through the local time in proportion a = calibration step time / predicted step time, so a
-    perfect model's error is (1 + a (k - 1)) / m - 1. Infinite when a case has a single run (its noise is
+    The noise is each round's predicted / measured relative to its case's other rounds: residuals of its
+    log about their mean (scaled by sqrt(n / (n - 1)) for the mean they were taken about), pooled over
+    the table (one noise for every case; with 3 rounds a case's outlier is shared out among its
+    residuals, so tails are shrunk). A resample draws every case's rounds from that pool, as many as it
+    has, and takes their median as `_medians` does. Infinite when a case has a single round (its noise is
     unknown). q, resamples and the seed are fixed (the defaults), never chosen per table."""
     if stat not in ("median", "max"):
         raise ThinwireError(f"noise_floor: stat must be median or max, got {stat!r}")
@@ -320,44 +362,36 @@ def bound_test(table: pd.DataFrame, stat: str, bound: float, resamples: int = 20
     """(below, above): the claim "stat (median or max) over the cases of |error| <= bound" reads reproduced
     when the observed stat is under `below`, not reproduced when it is over `above`, inconclusive between.
 
-    Both come from the resampling of `noise_floor` (each case's runs drawn from the pooled noise of all
-    runs, assumed independent and alike for every case) with the model wrong by a chosen amount on each
-    case, in each configuration (taken as least favourable) that puts the model's own stat exactly at the
-    bound and could push the observed stat furthest (`_bound_patterns`), each with the signs all +, all - or drawn at
-    random, and the cases assigned to them at random, noisiest first or quietest first (noisier: a larger
-    share a of the calibration's local time in the prediction):
+    Both come from the resampling of `noise_floor` (each case's rounds drawn from the pooled noise of all
+    rounds, assumed independent and alike for every case) with the model wrong by a chosen amount on
+    each case, in each configuration (taken as least favourable) that puts the model's own stat exactly
+    at the bound and could push the observed stat furthest (`_bound_patterns`), each with the signs all
+    +, all - or drawn at random (the cases are alike, so which case takes which error does not matter):
 
     below  the lowest 5% quantile over those configurations: in each of them a model whose stat is at the
            bound shows an observed stat under it in at most 5% of resamples.
     above  the highest 95% quantile: in each, a model whose stat is at the bound shows one over it in at
            most 5% of resamples.
 
-    The run-to-run noise is assumed independent between runs: drift that moves whole rounds together
-    (seen here: blocks of runs 13% off in run F, 22% in run G) makes both too narrow. (-inf, inf) when a
-    case has one run (the noise is unknown: nothing is decided). Quantiles, resamples and the seed are
-    fixed (the defaults)."""
+    The rounds are assumed independent: drift that moved a whole case's rounds together would make both
+    too narrow (each round pairs a run with a calibration taken beside it, which cancels the drift that
+    moved whole blocks of runs 13-22% in runs F and G, whose calibrations ran 10-20 minutes from their
+    runs). (-inf, inf) when a case has one round (the noise is unknown: nothing is decided). Quantiles,
+    resamples and the seed are fixed (the defaults)."""
     if stat not in ("median", "max"):
         raise ThinwireError(f"bound_test: stat must be median or max, got {stat!r}")
     if _single_runs(table):
         return -math.inf, math.inf
     rng = np.random.default_rng(seed)
     n = len(table)
-    share = np.array([np.median(c) for c in _runs(table, "calibration_runs_s")]) / table["predicted_s"].to_numpy()
     fn = getattr(np, stat)
-    ranks = {"noisiest first": np.argsort(-share, kind="stable"), "quietest first": np.argsort(share, kind="stable")}
     quantiles = {"below": [], "above": []}
     for side, q in (("below", 0.05), ("above", 0.95)):
         for pattern in _bound_patterns(stat, n, bound, side):
-            for order in ("at random", *ranks):
-                if order == "at random":
-                    cases = np.argsort(rng.random((resamples, n)), axis=1)
-                else:
-                    cases = np.broadcast_to(ranks[order], (resamples, n))
-                magnitude = np.empty((resamples, n))
-                np.put_along_axis(magnitude, cases, np.broadcast_to(pattern, (resamples, n)), axis=1)
-                for signs in (1.0, -1.0, rng.choice([-1.0, 1.0], (resamples, n))):
-                    errors = _resampled_errors(table, rng, resamples, signs * magnitude)
-                    quantiles[side].append(float(np.quantile(fn(errors, axis=1), q)))
+            magnitude = np.broadcast_to(pattern, (resamples, n))
+            for signs in (1.0, -1.0, rng.choice([-1.0, 1.0], (resamples, n))):
+                errors = _resampled_errors(table, rng, resamples, signs * magnitude)
+                quantiles[side].append(float(np.quantile(fn(errors, axis=1), q)))
     return min(quantiles["below"]), max(quantiles["above"])
 
 
@@ -380,23 +414,13 @@ def validate(sheet_path: Path, work: Path, out: Path, progress: bool = True) -> 
     if reason:
         raise ThinwireError(f"shaped-link validation skipped: {reason}")
     rates = [None if r in (None, "unshaped") else float(r) for r in sheet["rates_mbit"]]
-    labels = [m.get("label", m["method"]) for m in sheet["methods"]]
-    calibrations: dict[str, list[Path]] = {label: [] for label in labels}
-    runs: dict[tuple[float | None, str], list[Path]] = {(rate, label): [] for rate in rates for label in labels}
-    links: dict[float | None, Path] = {}
-    for rep in range(sheet.get("repeats", 1)):
-        if progress:
-            print(f"round {rep + 1}: calibrating in unshaped namespaces", file=sys.stderr)
-        # Calibration runs are independent runs of the unshaped namespaces, kept apart from the measured ones.
-        calibration_link, calibration_runs = measure_rate(sheet, None, work / "calibration", rep)
-        for label, run in zip(labels, calibration_runs):
-            calibrations[label].append(run)
-        for rate in rates:
-            if progress:
-                print(f"round {rep + 1}: measuring at {_rate_name(rate)}", file=sys.stderr)
-            links[rate], rate_runs = measure_rate(sheet, rate, work, rep)
-            for label, run in zip(labels, rate_runs):
-                runs[rate, label].append(run)
+    labels = [_label(m) for m in sheet["methods"]]
+    rounds = [measure_round(sheet, rates, work, rep, progress) for rep in range(sheet.get("repeats", 1))]
+    calibration_link = rounds[0]["calibration"][0]
+    calibrations = {label: [r["calibration"][1][j] for r in rounds] for j, label in enumerate(labels)}
+    links = {rate: rounds[0][_rate_name(rate)][0] for rate in rates}
+    runs = {(rate, label): [r[_rate_name(rate)][1][j] for r in rounds] for rate in rates
+            for j, label in enumerate(labels)}
     rows = []
     for rate in rates:
         for m, label in zip(sheet["methods"], labels):
@@ -405,7 +429,6 @@ def validate(sheet_path: Path, work: Path, out: Path, progress: bool = True) -> 
             rows.append({"case": f"{sheet['workload']}@{_rate_name(rate)}", "method": m["method"], "label": label,
                          "bandwidth": _rate_name(rate), "bandwidth_mbit": math.nan if rate is None else rate, **row})
     table = pd.DataFrame(rows)
-    table["error"] = (table["predicted_s"] - table["measured_s"]) / table["measured_s"]
     for kind in ("predicted", "measured"):
         base = table[table["label"] == "sgd"].set_index("bandwidth")[f"{kind}_s"]
         table[f"{kind}_speedup"] = table["bandwidth"].map(base) / table[f"{kind}_s"]
@@ -418,10 +441,11 @@ def validate(sheet_path: Path, work: Path, out: Path, progress: bool = True) -> 
 def summary(table: pd.DataFrame) -> str:
     err = table["error"].abs()
     worst = err.idxmax()
-    return (f"{len(table)} cases ({int(table['repeats'].min())} runs each): median |error| {err.median():.1%}, "
+    return (f"{len(table)} cases ({int(table['repeats'].min())} rounds each): median |error| {err.median():.1%}, "
             f"mean {err.mean():.1%}, max {err.max():.1%} ({table.loc[worst, 'label']} at "
             f"{table.loc[worst, 'bandwidth']}, its measured runs spread {table.loc[worst, 'measured_spread']:.1%}); "
-            f"median spread of measured runs {table['measured_spread'].median():.1%}"
+            f"median spread of measured runs {table['measured_spread'].median():.1%}, of the rounds' predicted / "
+            f"measured {table['error_spread'].median():.1%}"
             + (f"; a perfect model at these runs' noise: median {noise_floor(table, 'median'):.1%}, "
                f"max {noise_floor(table, 'max'):.1%} (95% of resamples)" if table["repeats"].min() > 1 else ""))
 
@@ -437,7 +461,7 @@ def summary(table: pd.DataFrame) -> str:
 MULTINODE_COLUMNS = ["case", "method", "label", "nodes", "ranks_per_node", "bandwidth", "intra_gbps",
                      "intra_latency_us", "inter_gbps", "inter_latency_us", "repeats", "local_s", "comm_predicted_s",
                      "comm_measured_s", "predicted_s", "measured_s", "error", "local_spread", "measured_spread",
-                     "measured_runs_s", "calibration_runs_s"]
+                     "error_spread", "measured_runs_s", "calibration_runs_s", "round_errors"]
 
 
 @dataclass(frozen=True)
@@ -508,6 +532,4 @@ def multinode_table(cases: list[MultinodeCase], cluster, calibration_link: Path,
                      "ranks_per_node": c.ranks_per_node, "bandwidth": f"{c.nodes}x{c.ranks_per_node}",
                      "intra_gbps": cluster.intra.bandwidth_gbps, "intra_latency_us": cluster.intra.latency_us,
                      "inter_gbps": cluster.inter.bandwidth_gbps, "inter_latency_us": cluster.inter.latency_us, **row})
-    table = pd.DataFrame(rows)
-    table["error"] = (table["predicted_s"] - table["measured_s"]) / table["measured_s"]
-    return table[MULTINODE_COLUMNS]
+    return pd.DataFrame(rows)[MULTINODE_COLUMNS]

@@ -75,22 +75,27 @@ def _validation_section(validation: pd.DataFrame | None) -> str:
     err = validation["error"].abs()
     shown = validation.assign(**{c: validation[c] * 1e3 for c in ("local_s", "comm_predicted_s", "comm_measured_s",
                                                                     "predicted_s", "measured_s")})
-    runs = [c for c in ("measured_runs_s", "calibration_runs_s") if c in shown]  # each run's time: in the CSV
+    runs = [c for c in ("measured_runs_s", "calibration_runs_s", "round_errors") if c in shown]  # each run's: in the CSV
     shown = shown.drop(columns=runs).rename(columns=lambda c: c.replace("_s", " (ms)") if c.endswith("_s") else c)
     shown["error"] = [f"{e:+.1%}" for e in validation["error"]]
     noise = ""
     if "measured_spread" in validation:
-        for c in ("local_spread", "measured_spread"):
-            shown[c] = [f"{e:.1%}" for e in validation[c]]
-        noise = (f" Each case is the median of {int(validation['repeats'].min())} runs; the measured runs of a "
+        for c in ("local_spread", "measured_spread", "error_spread"):
+            if c in validation:
+                shown[c] = [f"{e:.1%}" for e in validation[c]]
+        noise = (f" Each case is the median of {int(validation['repeats'].min())} rounds; the measured runs of a "
                  f"case spread by {validation['measured_spread'].median():.1%} (median; max "
                  f"{validation['measured_spread'].max():.1%}), (max - min) / median: the noise floor of this machine.")
-    if len(runs) == 2:
+        if "error_spread" in validation:
+            noise += (" A round predicts its run from the calibration run beside it in time; the rounds' predicted / "
+                      f"measured spread by {validation['error_spread'].median():.1%} (median; max "
+                      f"{validation['error_spread'].max():.1%}).")
+    if "round_errors" in validation:
         from thinwire.validate import noise_floor
 
         floors = {(stat, q): noise_floor(validation, stat, q=q) for stat in ("median", "max") for q in (0.5, 0.95)}
         if all(map(math.isfinite, floors.values())):
-            noise += (" A perfect model, wrong only by the noise of the runs it reads (their step times resampled), "
+            noise += (" A perfect model, wrong only by the noise of the runs it reads (its rounds resampled), "
                       f"would show median |error| {floors['median', 0.5]:.1%} (95% of resamples up to "
                       f"{floors['median', 0.95]:.1%}) and max {floors['max', 0.5]:.1%} (up to {floors['max', 0.95]:.1%}).")
     return (f"<h2>Performance model against measurement (shaped links)</h2>\n<p>{len(validation)} cases: "

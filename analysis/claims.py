@@ -644,12 +644,13 @@ def model_codec_share(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stu
 def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat: str,
                      study: str = "validation") -> Measurement | None:
     """median or max over the shaped-link cases of |predicted - measured| / measured step time
-    (results/studies/validation.csv, from `thinwire validate`). With each case's runs in the table it is
-    decided against the runs' own noise (thinwire/validate.py, runs assumed independent): reproduced or not
+    (results/studies/validation.csv, from `thinwire validate`; a case's error is the median over its rounds
+    of predicted / measured - 1). With each round's ratio in the table (`round_errors`) it is decided
+    against the rounds' own noise (thinwire/validate.py, rounds assumed independent): reproduced or not
     reproduced only beyond what a model erring by the bound shows at that noise in 95% of resamples
     (bound_test), so run-to-run noise reads as a result in at most about 5% of cases; under-powered when a
     perfect model would not read reproduced in 95% of resamples (noise_floor against bound_test's lower
-    threshold). A table without the runs (older) is judged by the measured runs' relative spread
+    threshold). A table without the rounds' ratios (older) is judged by the measured runs' relative spread
     (median over the cases, (max - min) / median of each case's runs) as two standard errors."""
     if stat not in ("median", "max"):
         raise ThinwireError(f"validation_error: stat must be median or max, got {stat!r}")
@@ -666,7 +667,7 @@ def validation_error(table: pd.DataFrame, studies: dict[str, pd.DataFrame], stat
         floor = noise_floor(df, stat)
         test = functools.partial(bound_test, df, stat)
         floor_text = (f"; a perfect model at these runs' noise: {stat} |error| up to {floor:.1%} (95% of resamples)"
-                      if math.isfinite(floor) else "; one run per case: the runs' noise is unknown")
+                      if math.isfinite(floor) else "; one round per case: the runs' noise is unknown")
     return Measurement(float(getattr(err, stat)()), None, spread / 2, sem_over="runs (half their spread)",
                        noise_floor=floor, bound_test=test,
                        evidence=f"{len(df)} cases ({', '.join(sorted(df['bandwidth'].unique()))}); median {err.median():.1%}, "

@@ -1085,7 +1085,7 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
                            else "inconclusive")
                 tested = (f"a model erring by the bound {bound:g} shows under {below:.3g} in at most 5% of resamples "
                           f"and over {above:.3g} in at most 5% (each configuration of errors taken as least "
-                          "favourable; runs assumed independent)")
+                          "favourable; rounds assumed independent)")
                 reason = f"measured {m.value:.3g}: {tested}"
             elif m.bound_test is not None and math.isfinite(m.noise_floor):
                 verdict, reason, tested = "inconclusive", "the measured value is not finite", "not finite"

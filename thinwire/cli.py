@@ -140,7 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--claims", type=Path, help="claims folder (default: the packaged claims)")
     rep.add_argument("--studies", type=Path, help="folder of study tables (from `thinwire study`)")
 
-    val = sub.add_parser("validate", help="performance model vs measured step times on shaped links (root)")
+    val = sub.add_parser(
+        "validate", help="performance model vs measured step times on shaped links (root)",
+        description="Runs every method of the sheet as 2 gloo ranks across network namespaces, links shaped "
+                    "with tc tbf at each of the sheet's rates, in `repeats` rounds; in a round each method's "
+                    "calibration (unshaped) and its runs at every rate run back to back, and the model predicts "
+                    "each run from the calibration beside it. Prints the errors, the runs' spread and what a "
+                    "perfect model would show at that noise. About 18 minutes a round for config/validation.yaml "
+                    "on 2 cores; finished runs are kept under --work, so an interrupted run (or a larger "
+                    "`repeats`) resumes.")
     val.add_argument("sheet", type=Path, help="validation sheet (e.g. config/validation.yaml)")
     val.add_argument("--work", type=Path, default=Path("results/validation"),
                      help="run directories and link measurements, kept for resuming (default results/validation)")

@@ -78,7 +78,7 @@ def load_sheet(path: Path) -> dict[str, Any]:
                             f"got {sheet['step_stat']!r}")
     if not 0 <= sheet["skip"] < sheet["steps"]:
         raise ThinwireError(f"validation sheet {path}: skip must be in [0, steps), got {sheet['skip']}")
-    labels = [m.get("label", m["method"]) for m in sheet["methods"]]
+    labels = [_label(m) for m in sheet["methods"]]
     if "sgd" not in labels:
         raise ThinwireError(f"validation sheet {path}: speedups need a method labelled 'sgd' (dense baseline)")
     if len(set(labels)) != len(labels):
@@ -95,7 +95,7 @@ def _run_argv(sheet: dict, method: dict, out: Path) -> list[str]:
     argv = ["run", method["method"], "--workload", sheet["workload"],
             "--steps", str(sheet["steps"]), "--eval-every", str(sheet["steps"]), "--quiet",
             "--timeout", str(sheet.get("timeout_s", 120)), "--out", str(out),
-            "--experiment", "validation", "--label", method.get("label", method["method"])]
+            "--experiment", "validation", "--label", _label(method)]
     for k, v in (method.get("params") or {}).items():
         argv += ["--param", f"{k}={v}"]
     for k, v in (sheet.get("workload_params") or {}).items():

@@ -20,7 +20,7 @@ from typing import NamedTuple
 from launch import BIN, RunFiles, read_run
 from thinwire.algorithms.registry import get_method, method_names
 
-from thinwire.launch import RUN_FLAGS
+from thinwire.launch import RUN_FLAGS, thread_env
 
 SCRIPT = Path(__file__).with_name("conformance_script.py")
 WORKERS = 2
@@ -137,7 +137,7 @@ def run_batch(mode: str, jobs: dict[str, Case], outs: dict[str, Path], work: Pat
                                  for name, c in jobs.items()]))
     launcher = ([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(nproc)] if mode == "gloo"
                 else [str(BIN / "mpiexec"), "-n", str(nproc), sys.executable])
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **thread_env(1)}
     proc = subprocess.Popen([*launcher, str(SCRIPT), str(sheet)], cwd=work, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

@@ -14,6 +14,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from thinwire.launch import THREAD_VARS, thread_env
+
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +40,7 @@ def thinwire(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Complete
 
 def torchrun(nproc: int, *args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(nproc), "-m", "thinwire", *args],
-               cwd, timeout, env={"OMP_NUM_THREADS": "1"})
+               cwd, timeout, env=thread_env(1))
 
 
 def mpiexec(n: int, *args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -60,11 +62,16 @@ def read_run(d: Path) -> RunFiles:
 
 
 def launched(backend: str, nproc: int, args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`thinwire run <args>` on nproc local ranks, started by the command the workflow uses (thinwire/launch.py)."""
-    from thinwire.launch import launch_command
+    """`thinwire run <args>` on nproc local ranks, started by the command the workflow uses (thinwire/launch.py),
+    from the environment Snakemake gives that command's job (every thread-count variable at its threads,
+    one per rank)."""
+    from thinwire.launch import launch_command, thread_env
 
     cmd = launch_command(f"test-{backend}", backend, args, BIN, ranks_per_node=nproc, run_timeout=timeout)
-    return run(shlex.split(cmd), cwd, timeout + 10, env={"OMP_NUM_THREADS": "1"})
+    return run(shlex.split(cmd), cwd, timeout + 10, env=thread_env(nproc))
+
+
+ONE_THREAD = " ".join(f"{k}=1" for k in THREAD_VARS)  # what a rank of one core records in its env
 
 
 def method_log(run: RunFiles) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from thinwire.algorithms import wire
 from thinwire.simulators.simcomm import SimComm
 
 from thinwire.cli import main
+from thinwire.launch import thread_env
 
 pytestmark = pytest.mark.timeout(600)
 TOL = 1e-10
@@ -67,7 +68,7 @@ def test_real_bf16_sum_is_the_simulators_on_two_ranks(tmp_path, backend):
     launcher = ([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"] if backend == "torch"
                 else [str(BIN / "mpiexec"), "-n", "2", sys.executable])
     proc = run([*launcher, str(ROOT / "tests" / "bf16_sum_script.py"), backend, str(tmp_path)], tmp_path,
-               env={"OMP_NUM_THREADS": "1"})
+               env=thread_env(1))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in range(2):
         assert np.array_equal(np.load(tmp_path / f"{backend}-{rank}.npy"), sim[rank])

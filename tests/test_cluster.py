@@ -34,19 +34,25 @@ ARGS = ["sgd", "--workload", "logreg", "--out", "results/runs/x"]
 def test_local_commands_start_every_rank_on_this_machine():
     b = Path("/venv/bin")
     gloo = shlex.split(launch_command("r", "gloo", ARGS, b, ranks_per_node=2, run_timeout=60))
-    # torchrun as thinwire.torchrun: torch's launcher, one line per failed rank instead of ChildFailedError
-    assert gloo == ["timeout", "--foreground", "60", "/venv/bin/python", "-m", "thinwire.torchrun", "--standalone",
-                    "--nproc_per_node", "2", "-m", "thinwire", "run", *ARGS, "--backend", "torch", "--device", "cpu",
-                    "--world-size", "2"]
-    nccl = shlex.split(launch_command("r", "nccl", ARGS, b, ranks_per_node=4))
+    # every thread pool of a rank at its cores (1), whatever the caller's variables say (Snakemake: its job's
+    # threads); torchrun as thinwire.torchrun: torch's launcher, one line per failed rank
+    threads = ["env", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", "GOTO_NUM_THREADS=1",
+               "VECLIB_MAXIMUM_THREADS=1", "NUMEXPR_NUM_THREADS=1"]
+    assert gloo == [*threads, "timeout", "--foreground", "60", "/venv/bin/python", "-m", "thinwire.torchrun",
+                    "--standalone", "--nproc_per_node", "2", "-m", "thinwire", "run", *ARGS, "--backend", "torch",
+                    "--device", "cpu", "--world-size", "2"]
+    nccl = shlex.split(launch_command("r", "nccl", ARGS, b, ranks_per_node=4, cpus_per_rank=4))
     assert nccl[-6:] == ["--backend", "torch", "--device", "cuda", "--world-size", "4"] and "--nproc_per_node" in nccl
-    mpi = shlex.split(launch_command("r", "mpi", ARGS, b, ranks_per_node=3))
+    assert nccl[:7] == [t.replace("=1", "=4") for t in threads]
+    mpi = shlex.split(launch_command("r", "mpi", ARGS, b, ranks_per_node=3))[len(threads):]
     assert mpi[3:] == ["/venv/bin/mpiexec", "-n", "3", "/venv/bin/thinwire", "run", *ARGS, "--backend", "mpi",
                        "--world-size", "3"]
-    ds = shlex.split(launch_command("r", "deepspeed", ARGS, b, ranks_per_node=2))
+    ds = shlex.split(launch_command("r", "deepspeed", ARGS, b, ranks_per_node=2))[len(threads):]
     assert ds[3:10] == ["/venv/bin/deepspeed", "--num_gpus", "2", "--master_port", str(port("r")), "--no_local_rank",
                        "--module"]
     assert ds[10:] == ["thinwire", "run", *ARGS, "--backend", "deepspeed", "--world-size", "2"]
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        launch_command("r", "gloo", ARGS, b, cpus_per_rank=0)
 
 
 def test_bad_launch_requests_are_refused():
@@ -79,7 +85,7 @@ def _stand_ins(tmp_path: Path) -> Path:
         "scontrol": 'test "$1 $2 $3" = "show hostnames gpu[07-08]" && printf "gpu07\\ngpu08\\n"',
         "squeue": 'test "$*" = "-h -j 4242 -o %N" && echo "gpu[07-08]"',
         "mpiexec": 'printf "%s\\n" "$@"',
-        "python": 'printf "%s\\n" "$@"',
+        "python": 'echo "threads OMP=$OMP_NUM_THREADS MKL=$MKL_NUM_THREADS" >&2; printf "%s\\n" "$@"',
         "thinwire": 'printf "%s\\n" "$@"',
         "deepspeed": 'printf "%s\\n" "$@"; while [ "$1" != "--hostfile" ]; do shift; done; cat "$2"',
     }
@@ -121,6 +127,7 @@ def test_slurm_commands_run_one_launcher_per_node_with_the_first_node_as_master(
     proc = _execute(cmd, fake, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "srun --kill-on-bad-exit=1 --nodes 2 --ntasks-per-node 1 --cpus-per-task 32 --gres=gpu:8 sh -c" in proc.stderr
+    assert "threads OMP=4 MKL=4" in proc.stderr  # each rank's pools at its 4 CPUs, through srun and torchrun
     assert proc.stdout.split("\n")[:14] == ["-m", "thinwire.torchrun", "--nnodes", "2", "--nproc_per_node", "8", "--node_rank", "1",
                                             "--master_addr", "gpu07", "--master_port", str(_job_port("job", 4242)), "-m",
                                             "thinwire"]
@@ -286,7 +293,9 @@ def test_the_slurm_profile_plans_every_paper_scale_job_without_a_cluster(tmp_pat
     for r in runs:
         res, cmd = by_run[r.id]
         if r.mode == "real":
-            assert f"nodes={r.nodes}" in res and "mpi=srun" in res and cmd.startswith("timeout ")
+            assert f"nodes={r.nodes}" in res and "mpi=srun" in res
+            assert cmd.startswith(f"env OMP_NUM_THREADS={r.cpus_per_rank} MKL_NUM_THREADS={r.cpus_per_rank} ")
+            assert " timeout --foreground " in cmd
             assert "srun --kill-on-bad-exit=1" in cmd or r.backend == "mpi"
             if r.gpus_per_node:
                 assert f"gres=gpu:{r.gpus_per_node}" in res

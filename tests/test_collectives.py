@@ -9,6 +9,8 @@ from collectives_script import inputs, message_length, run_all
 from launch import BIN, ROOT, run
 from thinwire.simulators.simcomm import SimComm
 
+from thinwire.launch import thread_env
+
 WORLD = 4
 SCRIPT = ROOT / "tests" / "collectives_script.py"
 PAIRS = [[0, 2], [1, 3]]
@@ -48,7 +50,7 @@ def test_real_collectives_match_the_simulator(tmp_path, simulated, backend):
         cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(WORLD), str(SCRIPT), "torch", str(tmp_path)]
     else:
         cmd = [str(BIN / "mpiexec"), "-n", str(WORLD), sys.executable, str(SCRIPT), "mpi", str(tmp_path)]
-    proc = run(cmd, ROOT, timeout=120, env={"OMP_NUM_THREADS": "1"})
+    proc = run(cmd, ROOT, timeout=120, env=thread_env(1))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in range(WORLD):
         got = np.load(tmp_path / f"rank{rank}.npz")

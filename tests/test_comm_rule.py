@@ -14,6 +14,8 @@ from thinwire.algorithms import comm as comm_module
 from thinwire.algorithms.comm import CommLog, collective_bytes
 from thinwire.simulators.simcomm import SimComm
 
+from thinwire.launch import thread_env
+
 WORLD = 2
 SCRIPT = ROOT / "tests" / "comm_rule_script.py"
 
@@ -68,7 +70,7 @@ def test_real_communicators_log_by_the_rule(tmp_path, marked_rule, backend):
                str(tmp_path)]
     else:
         cmd = [str(BIN / "mpiexec"), "-n", str(WORLD), sys.executable, str(SCRIPT), "mpi", str(tmp_path)]
-    proc = run(cmd, ROOT, timeout=120, env={"OMP_NUM_THREADS": "1"})
+    proc = run(cmd, ROOT, timeout=120, env=thread_env(1))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in range(WORLD):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == expected(rank, WORLD), (backend, rank)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import pytest
 from conformance import WORKERS, case_logs, cases, run_batch, sim_run
-from launch import assert_bytes_are_stated_bits, assert_same_run, launched, read_run
+from launch import ONE_THREAD, assert_bytes_are_stated_bits, assert_same_run, launched, read_run
 from thinwire.algorithms.registry import MODES, get_method, method_names
 
 # One fixture runs every case in every mode (the per-method modules it replaces had 300 s each).
@@ -93,5 +93,7 @@ def test_real_runs_are_deterministic_and_record_where_they_ran(runs, case):
     assert float(second["env"]["allreduce_busbw_gbps"]) > 0 and "allreduce_busbw_gbps" not in first["env"]
     assert int(second["env"]["allreduce_bytes"]) == 2**20
     assert "gpu" not in second["env"]  # no GPU here: no GPU fingerprint
+    # launched from a job's environment of 2 threads (Snakemake's), each rank's pools were set to its 1 core
+    assert second["env"]["threads"] == ONE_THREAD
     drop = ("env",)
     assert {k: v for k, v in first.items() if k not in drop} == {k: v for k, v in second.items() if k not in drop}

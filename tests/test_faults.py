@@ -22,7 +22,7 @@ import pytest
 import yaml
 from launch import BIN, ROOT, at_a_terminal, launched
 
-from thinwire.launch import launch_command
+from thinwire.launch import launch_command, thread_env
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -73,7 +73,7 @@ def wait_for(condition, seconds: float, step: float = 0.1) -> bool:
 
 def start(backend: str, args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
     cmd = launch_command(f"fault-{backend}", backend, args, BIN, ranks_per_node=2, run_timeout=300)
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **thread_env(1), "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as sink:  # stdin not connected: mpiexec would forward the test's own to rank 0
         return subprocess.Popen(shlex.split(cmd), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=sink,
                                 stderr=subprocess.STDOUT)

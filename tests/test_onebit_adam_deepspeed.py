@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from launch import launched, method_log, read_run
+from launch import ONE_THREAD, launched, method_log, read_run
 
 from thinwire.cli import main
 
@@ -51,6 +51,7 @@ def test_the_deepspeed_run_is_deepspeeds(runs):
     # the fingerprint's all-reduce bus bandwidth, over DeepSpeed's process group (asked for on the CPU)
     assert float(ds.meta["env"]["allreduce_busbw_gbps"]) > 0 and int(ds.meta["env"]["allreduce_bytes"]) == 2**20
     assert len(ds.trajectory) == 40
+    assert ds.meta["env"]["threads"] == ONE_THREAD  # DeepSpeed's launcher kept the launch command's threads
 
 
 def test_same_trajectory(runs):

@@ -439,12 +439,16 @@ def test_the_verdict_figure_draws_no_standard_error_for_a_claim_judged_by_its_bo
 def test_a_round_runs_each_method_s_calibration_and_rates_back_to_back(tmp_path, monkeypatch):
     """measure_round: every setup (calibration, each rate) stands at once; link benchmarks first (only
     those missing), then method by method its calibration and its runs at every rate, the order rotated
-    from method to method and round to round."""
+    from method to method and round to round. Every rank runs its thread pools on its one core, whatever
+    the thread variables of the caller (Snakemake sets its job's: 2)."""
     from thinwire.workloads import shaped
 
     import thinwire.validate as v
+    from thinwire.launch import THREAD_VARS
 
-    calls = []
+    calls, threads = [], set()
+    for var in THREAD_VARS:
+        monkeypatch.setenv(var, "2")
 
     class FakeNet:
         def __init__(self, ranks, rate, prefix=None):
@@ -457,6 +461,8 @@ def test_a_round_runs_each_method_s_calibration_and_rates_back_to_back(tmp_path,
             return None
 
         def popen(self, rank, argv, **kwargs):
+            env = {**os.environ, **kwargs["env"]}  # as ShapedNet.popen passes it on
+            threads.update(env[var] for var in THREAD_VARS)
             if rank == 0:
                 what = argv[argv.index("--label") + 1] if "--label" in argv else "link"
                 calls.append((what, v._rate_name(self.rate) if what == "link" else argv[argv.index("--out") + 1]))
@@ -477,6 +483,7 @@ def test_a_round_runs_each_method_s_calibration_and_rates_back_to_back(tmp_path,
     assert result["100mbit"] == (work / "100mbit" / "link.json", [work / "100mbit" / "rep1" / "sgd",
                                                                    work / "100mbit" / "rep1" / "t"])
     assert set(result) == {"calibration", "100mbit", "1000mbit"}
+    assert threads == {"1"}
 
 
 @needs_netns

@@ -7,6 +7,8 @@ import json
 import pytest
 from launch import BIN, run
 
+from thinwire.launch import thread_env
+
 pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install '.[deepspeed]')")
 
 
@@ -14,7 +16,7 @@ def launch(variant: str, root) -> dict:
     out = root / f"{variant}.json"
     proc = run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "4", "-m",
                 "thinwire.workloads.zeropp_reference", "--variant", variant, "--out", str(out)], root, timeout=400,
-               env={"OMP_NUM_THREADS": "1"})
+               env=thread_env(1))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
 

@@ -30,6 +30,13 @@ ports), so runs sharing a node do not collide. torchrun is started as `python -m
 (thinwire/torchrun.py: the same launcher, same arguments), which ends a failed job with one line per
 failed rank (its rank, exit code or signal, and its own one-line error) instead of torch's
 ChildFailedError traceback.
+
+Every command first sets the thread pools of the ranks it starts to their share of the cores
+(`thread_env`: OpenMP, MKL, OpenBLAS, ... to cpus_per_rank). A rank otherwise inherits its launcher's
+variables: Snakemake sets them to its job's threads (2 for a 2-rank run here), torchrun keeps them when
+set, and MKL reads MKL_NUM_THREADS on its own, so two ranks ran four BLAS threads on two cores; their
+spinning made every matmul-heavy step 2-4x slower (2026-12-07: sgd's steps 28 ms against 8 ms) and its
+timings noisy.
 """
 
 from __future__ import annotations
@@ -51,6 +58,19 @@ MPICH_PMI = {"srun-pmi2": "1", "srun-pmix": "x"}
 # Inside a step's task: its first node. Inside the batch script: the allocation's hosts, comma-separated.
 FIRST_NODE = '$(scontrol show hostnames "$SLURM_STEP_NODELIST" | head -n 1)'
 JOB_HOSTS = '$(scontrol show hostnames "$(squeue -h -j "$SLURM_JOB_ID" -o %N)" | paste -sd, -)'
+
+
+# The thread-count variables of the libraries a rank's compute runs on (torch's OpenMP and MKL, numpy's
+# BLAS, numexpr), the ones Snakemake sets for a job.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Every thread-count variable set to `threads`: a rank's pools fit the cores it was given."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    return dict.fromkeys(THREAD_VARS, str(threads))
 
 
 def port(run_id: str) -> int:
@@ -83,9 +103,11 @@ def launch_command(run_id: str, backend: str, run_args: list[str], bin_dir: Path
     args = ["run", *run_args, *RUN_FLAGS[backend], "--world-size", str(world)]
     p = port(run_id)
     torchrun = [str(bin_dir / "python"), "-m", "thinwire.torchrun"]  # torchrun, with one line per failed rank
+    # Each rank's thread pools sized to its cores, then the run's time limit around the launcher;
     # --foreground: the launcher stays in the caller's process group, so a terminal's Ctrl-C (and
     # Snakemake's) reaches torchrun / mpiexec / deepspeed, which stop their ranks.
-    timeout = shlex.join(["timeout", "--foreground", f"{run_timeout:g}"])
+    timeout = shlex.join(["env", *(f"{k}={v}" for k, v in thread_env(cpus_per_rank).items()),
+                          "timeout", "--foreground", f"{run_timeout:g}"])
     if launcher == "local":
         if backend == "mpi":
             cmd = [str(bin_dir / "mpiexec"), "-n", str(world), thinwire, *args]

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from thinwire.algorithms.comm import ThinwireError
+from thinwire.launch import THREAD_VARS
 
 FILES = ("trajectory.csv", "commlog.csv", "timing.csv", "params.npy", "meta.json")
 RUN_FILES = (*FILES, "trace.csv")  # everything a run directory may hold
@@ -115,9 +116,11 @@ def cluster_name(configured: str | None = None) -> str:
 
 
 def environment(backend: str, cluster: str | None = None) -> dict[str, str]:
-    """What produced a result: cluster, versions, CPU, GPU (model, driver, NCCL), git revision."""
+    """What produced a result: cluster, versions, CPU, its thread-count variables, GPU (model, driver,
+    NCCL), git revision."""
     env = {"cluster": cluster_name(cluster), "python": platform.python_version(), "platform": platform.platform(),
-           "cpu": _cpu_model(), "cores": str(os.cpu_count()), "backend": backend}
+           "cpu": _cpu_model(), "cores": str(os.cpu_count()), "backend": backend,
+           "threads": " ".join(f"{v}={os.environ[v]}" for v in THREAD_VARS if v in os.environ) or "none set"}
     for key in ("SLURM_JOB_ID", "SLURM_JOB_NUM_NODES"):
         if key in os.environ:
             env[key.lower()] = os.environ[key]

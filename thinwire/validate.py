@@ -56,6 +56,7 @@ import pandas as pd
 import yaml
 
 from thinwire.algorithms.comm import ThinwireError
+from thinwire.launch import thread_env
 
 COLUMNS = ["case", "method", "label", "bandwidth", "bandwidth_mbit", "link_gbps", "link_latency_us",
            "repeats", "local_s", "comm_predicted_s", "comm_measured_s", "predicted_s", "measured_s", "error",
@@ -129,7 +130,9 @@ def _wait_all(procs: list[subprocess.Popen], what: str, timeout_s: float) -> Non
         raise ThinwireError(f"{what}: ranks exited with {codes}")
 
 
-RANK_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+# One core per rank: every thread pool at 1 (not only OpenMP's: MKL_NUM_THREADS inherited from
+# Snakemake's job, 2 here, ran four BLAS threads on two cores and slowed runs E-I's steps 2-4x).
+RANK_ENV = {**thread_env(1), "PYTHONUNBUFFERED": "1"}
 
 
 def _setups(rates: list[float | None], work: Path) -> list[tuple[str, float | None, Path]]:

@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "with tc tbf at each of the sheet's rates, in `repeats` rounds; in a round each method's "
                     "calibration (unshaped) and its runs at every rate run back to back, and the model predicts "
                     "each run from the calibration beside it. Prints the errors, the runs' spread and what a "
-                    "perfect model would show at that noise. About 18 minutes a round for config/validation.yaml "
+                    "perfect model would show at that noise. About 10 minutes a round for config/validation.yaml "
                     "on 2 cores; finished runs are kept under --work, so an interrupted run (or a larger "
                     "`repeats`) resumes.")
     val.add_argument("sheet", type=Path, help="validation sheet (e.g. config/validation.yaml)")

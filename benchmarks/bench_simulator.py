@@ -55,8 +55,9 @@ from thinwire.algorithms.sgd import warmup_factor
 from thinwire.simulators.problems import PROBLEMS, ProblemConfig
 from thinwire.simulators.simcomm import SimComm
 
+from thinwire.launch import THREAD_VARS
+
 DTYPE = "float32"
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 @dataclasses.dataclass(frozen=True)

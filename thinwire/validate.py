@@ -131,7 +131,7 @@ def _wait_all(procs: list[subprocess.Popen], what: str, timeout_s: float) -> Non
 
 
 # One core per rank: every thread pool at 1 (not only OpenMP's: MKL_NUM_THREADS inherited from
-# Snakemake's job, 2 here, ran four BLAS threads on two cores and slowed runs E-I's steps 2-4x).
+# Snakemake's job, 2 here, ran four BLAS threads on two cores and slowed runs A-I's steps 2-4x).
 RANK_ENV = {**thread_env(1), "PYTHONUNBUFFERED": "1"}
 
 

@@ -28,8 +28,8 @@ import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 from thinwire.algorithms.comm import ThinwireError
-from thinwire.analysis.claims import QUANTITIES, Measurement, _select, step_of
 from thinwire.analysis.gallery import PREFIX, figure_name, groups, resolve_figures, slug  # noqa: F401 (the names)
+from thinwire.analysis.quantities import QUANTITIES, Measurement, select, step_of
 
 matplotlib.use("Agg")
 
@@ -115,7 +115,7 @@ def _training_view(column: str, ylabel: str) -> Callable[[dict], View]:
         where = q.get("experiment") or q.get("workload")
 
         def draw(ax, table, studies, claims):
-            rows = _select(table, mode=mode, experiment=q.get("experiment"),
+            rows = select(table, mode=mode, experiment=q.get("experiment"),
                            workload=q.get("workload") if "experiment" not in q else None)
             by = "label" if "label" in q else "method"
             keys = ("label", "baseline") if by == "label" else ("method", "baseline")
@@ -139,7 +139,7 @@ def _bytes_view(c: dict) -> View:
     bits = q.get("baseline_bits", 32)
 
     def draw(ax, table, studies, claims):
-        rows = _select(table, experiment=q["experiment"], method=q["method"], mode=["sim", "real"])
+        rows = select(table, experiment=q["experiment"], method=q["method"], mode=["sim", "real"])
         if rows.empty:
             return False
         rows = rows.assign(bpp=rows["bytes_sent"] * 8 / rows["n_params"])
@@ -159,7 +159,7 @@ def _volume_view(c: dict) -> View:
     last = q.get("steps", "all") == "last"
 
     def draw(ax, table, studies, claims):
-        rows = _select(table, experiment=q["experiment"], mode=["sim", "real"])
+        rows = select(table, experiment=q["experiment"], mode=["sim", "real"])
         if "link_bytes" not in rows or rows.empty:
             return False
         if not _curves(ax, rows, "label", _arms(claims), "link_bytes", cumulative=not last):
@@ -175,7 +175,7 @@ def _rounds_view(c: dict) -> View:
     q = c["quantity"]
 
     def draw(ax, table, studies, claims):
-        rows = _select(table, experiment=q["experiment"], mode=["sim", "real"])
+        rows = select(table, experiment=q["experiment"], mode=["sim", "real"])
         if rows.empty:
             return False
         rows = rows.assign(round=(rows["bytes_sent"] > 0).astype(float))
@@ -191,7 +191,7 @@ def _bits_view(c: dict) -> View:
     q = c["quantity"]
 
     def draw(ax, table, studies, claims):
-        rows = _select(table, method=q["method"], mode=list(q.get("modes", ("sim", "real")))).dropna(
+        rows = select(table, method=q["method"], mode=list(q.get("modes", ("sim", "real")))).dropna(
             subset=["stated_bits"])
         if rows.empty:
             return False
@@ -213,8 +213,8 @@ def _bits_view(c: dict) -> View:
 def _modes_view(c: dict) -> View:
     def draw(ax, table, studies, claims):
         keys = ["method", "params", "workload", "world_size", "seed", "dtype", "step"]
-        sim = _select(table, mode="sim")[keys + ["loss", "run"]]
-        real = _select(table, mode="real")[keys + ["loss", "run", "backend"]]
+        sim = select(table, mode="sim")[keys + ["loss", "run"]]
+        real = select(table, mode="real")[keys + ["loss", "run", "backend"]]
         pairs = sim.merge(real, on=keys, suffixes=("_sim", "_real"))
         if pairs.empty:
             return False
@@ -237,7 +237,7 @@ def _diagnostic_view(c: dict) -> View:
     def draw(ax, table, studies, claims):
         if column not in table:
             return False
-        per_run = _select(table, experiment=q["experiment"], label=q["label"]).groupby("run")[column].first().dropna()
+        per_run = select(table, experiment=q["experiment"], label=q["label"]).groupby("run")[column].first().dropna()
         if per_run.empty:
             return False
         ax.bar(range(len(per_run)), per_run.to_numpy(), color="#3a6ea5")

@@ -13,7 +13,7 @@ steps per round, constant local lr eta = ETA0 / sqrt(T), gamma 1, the code's bet
 B = SIGN_BOUND) for T rounds; before each round t = 0..T-1 the full gradient of f (all workers'
 data) is taken at the global model x_t. One row per run:
     sign, seed, rounds, eta, avg_grad_sq = mean_t |grad f(x_t)|^2, min_grad_sq, avg_grad_l1.
-Claim S3 fits log avg_grad_sq against log T per seed (analysis.claims.rate_exponent).
+Claim S3 fits log avg_grad_sq against log T per seed (analysis.quantities.rate_exponent).
 
     thinwire study sign_rate --out results/studies/sign_rate.csv
 """

@@ -222,7 +222,7 @@ def test_every_claim_in_scope_has_its_runs_in_the_quick_config():
 
 
 def test_eval_loss_ratio_at_step_pairs_seeds_and_counts_a_diverged_run_as_infinite():
-    from thinwire.analysis.claims import eval_loss_ratio_at_step
+    from thinwire.analysis.quantities import eval_loss_ratio_at_step
 
     rows = []
     for label, losses in (("base", [[2.0, 1.0, 0.5]] * 3), ("new", [[2.0, 0.8, 0.4], [2.0, 0.9, 0.6], [2.0, 0.7]])):
@@ -240,7 +240,7 @@ def test_eval_loss_ratio_at_step_pairs_seeds_and_counts_a_diverged_run_as_infini
 
 def test_a_loss_ratio_reads_only_its_experiment():
     """Another runs-sheet entry with the same methods and workload but other settings must not leak in."""
-    from thinwire.analysis.claims import final_loss_ratio
+    from thinwire.analysis.quantities import final_loss_ratio
 
     ours = _table().assign(experiment="ef")
     other = ours.assign(experiment="saef", run=ours["run"] + "-saef",
@@ -251,7 +251,7 @@ def test_a_loss_ratio_reads_only_its_experiment():
 
 
 def test_standard_error_is_the_spread_of_the_mean_and_unknown_for_one_seed():
-    from thinwire.analysis.claims import standard_error
+    from thinwire.analysis.quantities import standard_error
 
     assert standard_error(pd.Series([1.0, 2.0, 4.0])) == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1) / math.sqrt(3))
     assert standard_error(pd.Series([2.0, 2.0])) == 0.0  # seeds that agree: a decided comparison
@@ -281,7 +281,7 @@ def _arms(per_seed: dict[str, list[float]], column: str, **extra) -> pd.DataFram
 def test_one_seed_never_decides_a_comparison(name, column, args, seeds):
     """Every claims function that averages over seeds follows one policy: one seed gives an infinite
     standard error (the verdict is inconclusive), seeds that agree give 0 (decided)."""
-    from thinwire.analysis.claims import QUANTITIES
+    from thinwire.analysis.quantities import QUANTITIES
 
     table = _arms({"a": [2.0] * seeds, "b": [1.0] * seeds}, column, bytes_sent=8)
     table["diag_x"] = table.get("diag_x", 1.0)
@@ -292,7 +292,7 @@ def test_one_seed_never_decides_a_comparison(name, column, args, seeds):
 
 
 def test_compression_ratio_gives_the_standard_error_of_its_mean_not_the_spread():
-    from thinwire.analysis.claims import compression_ratio
+    from thinwire.analysis.quantities import compression_ratio
 
     table = pd.DataFrame({"experiment": "e", "method": "dgc", "mode": "sim", "workload": "w", "n_params": 1000,
                           "run": ["r0", "r1", "r2"], "step": 0, "bytes_sent": [40, 50, 80]})
@@ -318,7 +318,7 @@ def test_bytes_equal_to_the_formula_are_exact_with_one_seed():
     """Dense SGD on 100 float32 parameters hands 400 bytes a step: its formula (32 bits per parameter),
     a function of the configuration and the step only, so its byte count has no seed-to-seed spread and
     one seed decides; the evidence says why."""
-    from thinwire.analysis.claims import EXACT, bytes_fixed, compression_ratio
+    from thinwire.analysis.quantities import EXACT, bytes_fixed, compression_ratio
 
     table = _lsq_runs({0: [400, 400, 400]})
     assert bytes_fixed(table) == (True, EXACT)
@@ -331,7 +331,7 @@ def test_bytes_equal_to_the_formula_are_exact_with_one_seed():
 def test_bytes_that_vary_by_seed_stay_inconclusive_with_one_seed():
     """A method whose message size depends on the data (here: one step logs fewer bytes than the formula,
     as DGC's run-length escapes or sampled threshold would) is not exact: one seed stays inconclusive."""
-    from thinwire.analysis.claims import bytes_fixed, compression_ratio
+    from thinwire.analysis.quantities import bytes_fixed, compression_ratio
 
     table = _lsq_runs({0: [400, 380, 400]})
     fixed, why = bytes_fixed(table)
@@ -348,7 +348,7 @@ def test_bytes_that_vary_by_seed_stay_inconclusive_with_one_seed():
 
 def test_a_periodic_method_is_exact_at_its_own_period():
     """DSM-LS sends once every tau steps: zeros between are part of its formula, not a spread."""
-    from thinwire.analysis.claims import bytes_fixed
+    from thinwire.analysis.quantities import bytes_fixed
 
     assert bytes_fixed(_lsq_runs({0: [0, 0, 0, 400] * 2}, "dsm-ls", '{"tau": 4}'))[0]
     assert not bytes_fixed(_lsq_runs({0: [0, 0, 400, 0] * 2}, "dsm-ls", '{"tau": 4}'))[0]
@@ -382,7 +382,7 @@ def test_an_under_powered_run_is_inconclusive_with_the_reason():
 
 
 def test_sends_per_coordinate_and_convergence_come_from_the_runs_own_parameters_and_logs():
-    from thinwire.analysis.claims import POWER
+    from thinwire.analysis.power import POWER
 
     q = {"experiment": "e", "label": "a", "baseline": "a"}
     dgc = _lsq_runs({0: [8] * 600}, "dgc", '{"density": 0.01, "warmup_steps": 100}')
@@ -398,7 +398,7 @@ def test_sends_per_coordinate_and_convergence_come_from_the_runs_own_parameters_
 def test_the_compressed_share_and_the_method_arm_of_a_method_keyed_claim():
     """1-bit Adam's share of steps after its freeze_step; a claim that names its arms by method within an
     experiment (EF-1: method topk-ef, baseline sgd) reads both arms' runs, not the baseline's alone."""
-    from thinwire.analysis.claims import POWER, check_power
+    from thinwire.analysis.power import POWER, check_power
 
     onebit = _lsq_runs({0: [8] * 200}, "onebit-adam", '{"freeze_step": 30}', label="onebit-adam")
     sgd = _lsq_runs({0: [8] * 200, 1: [8] * 200}, label="sgd")
@@ -437,7 +437,7 @@ def test_s3_confirmatory_runs_exactly_what_its_claim_file_fixed_and_exploratory_
 
 def test_a_study_ratio_at_the_longest_horizon_ignores_the_shorter_ones():
     """ZO-2's head-to-head rows: the ratio at the longest horizon only, worst over the seeds."""
-    from thinwire.analysis.claims import study_ratio
+    from thinwire.analysis.quantities import study_ratio
 
     df = pd.DataFrame([{"label": label, "seed": seed, "steps": t, "final_gm_sq": v * (1 + seed)}
                        for label, by_t in (("vr", {50: 4.0, 800: 1.0}), ("sgd", {50: 1.0, 800: 2.0}))

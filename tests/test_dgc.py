@@ -169,7 +169,7 @@ def test_deepspeech_shapes_follow_the_stated_architecture():
 
 def test_compression_ratio_quantity_reads_the_logged_bytes():
     import pandas as pd
-    from thinwire.analysis.claims import compression_ratio
+    from thinwire.analysis.quantities import compression_ratio
 
     table = pd.DataFrame({"experiment": "e", "method": "dgc", "mode": "sim", "run": "r", "workload": "w",
                           "step": [0, 1], "n_params": 1000, "bytes_sent": [4000, 40]})

@@ -216,7 +216,7 @@ def test_bytes_only_at_period_ends():
 
 
 def test_rate_exponent_recovers_a_known_power_law():
-    from thinwire.analysis.claims import rate_exponent
+    from thinwire.analysis.quantities import rate_exponent
 
     rows = [{"sign": "randomized", "seed": s, "rounds": t, "avg_grad_sq": (2 + s) * t ** -0.5 * (1 + 0.01 * s * (t == 400))}
             for s in range(3) for t in (100, 200, 400)]

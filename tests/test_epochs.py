@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from thinwire.algorithms.comm import ThinwireError
-from thinwire.analysis.claims import eval_loss_ratio_at_step, load_claims, step_of
+from thinwire.analysis.claims import load_claims
+from thinwire.analysis.quantities import eval_loss_ratio_at_step, step_of
 from thinwire.workloads.digits import DigitsConfig, DigitsWorkload
 from thinwire.workloads.registry import epochs_per_step
 

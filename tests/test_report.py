@@ -181,6 +181,19 @@ def test_cards_show_the_standard_error_when_the_verdict_table_has_one(table: pd.
     assert "no standard error in the verdict table" in (tmp_path / "without" / "papers" / "paper-a.html").read_text()
 
 
+def test_an_under_powered_card_says_its_power_once(table: pd.DataFrame, verdicts: pd.DataFrame,
+                                                   tmp_path: Path) -> None:
+    # verdicts() writes an under-powered claim's power text as its reason too; the card says it once.
+    power = "under-powered: needs global_rounds >= 100, ran 12"
+    rows = verdicts.assign(power=["powered: seeds 3 (>= 3)", power, "not declared"],
+                           reason=["", power, "one seed"])
+    write_report(table, rows, {}, tmp_path)
+    html = "".join(p.read_text() for p in (tmp_path / "papers").glob("*.html"))
+    assert html.count(escape(power)) == 1
+    assert "<dt>why</dt><dd>the runs are below the claim&#x27;s power (see power)</dd>" in html
+    assert "<dt>why</dt><dd>one seed</dd>" in html
+
+
 def test_provenance_from_the_workflow_record_or_says_it_is_missing(table: pd.DataFrame, verdicts: pd.DataFrame,
                                                                   tmp_path: Path) -> None:
     from datetime import datetime, timedelta, timezone

@@ -17,7 +17,8 @@ import pytest
 import yaml
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.analysis.catalog import PAPERS_DIR, compose_runs, layer, paper_names, paper_runs
-from thinwire.analysis.claims import SENDS, WARMUP_STEPS, read_claims
+from thinwire.analysis.claims import read_claims
+from thinwire.analysis.power import SENDS, WARMUP_STEPS
 
 from thinwire.config import RUN_DEFAULTS
 
@@ -98,7 +99,7 @@ def planned_power(entries: list[dict], claim: dict) -> dict[str, float | None]:
 
 def shortfalls(entries: list[dict], claim: dict) -> list[str]:
     """The claim's plan-decided requirements the entries do not meet."""
-    from thinwire.analysis.claims import POWER
+    from thinwire.analysis.power import POWER
 
     values = planned_power(entries, claim)
     return [f"{n}: needs {'>=' if POWER[n].at_least else '<='} {b}, plans {values[n]}"

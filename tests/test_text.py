@@ -14,7 +14,7 @@ from conformance import case, sim_run
 from launch import method_log
 from thinwire.algorithms.comm import ThinwireError
 from thinwire.algorithms.registry import segments
-from thinwire.analysis.claims import final_eval_loss_ratio
+from thinwire.analysis.quantities import final_eval_loss_ratio
 from thinwire.workloads.registry import make_workload
 from thinwire.workloads.text import corpus
 

@@ -105,7 +105,7 @@ def test_bad_parameters_are_named(params, message):
 def test_rounds_ratio_counts_steps_with_method_traffic():
     """Two seeds: the baseline communicates on all 4 steps; `ours` on 2 of 4 (one step with two calls'
     worth of bytes still counts once), then on 1 of 4: ratios 2 and 4, mean 3."""
-    from thinwire.analysis.claims import rounds_ratio
+    from thinwire.analysis.quantities import rounds_ratio
 
     sent = {("base", 0): [8, 8, 8, 8], ("base", 1): [8, 8, 8, 8], ("ours", 0): [16, 0, 4, 0], ("ours", 1): [0, 0, 0, 2]}
     table = pd.DataFrame([{"experiment": "e", "mode": "sim", "label": label, "seed": seed, "step": t, "bytes_sent": b}

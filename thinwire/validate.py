@@ -32,7 +32,7 @@ time; a case's error is the median over the rounds of predicted / measured - 1. 
 reported next to its error: the noise floor that no model of this machine can beat. The claims read
 the errors against the rounds' noise, each round resampled from the pooled spread of all rounds
 (`noise_floor`: what a perfect model would show; `bound_test`: what a model erring by the claim's bound
-would show), so noise is not read as a result (analysis/claims.py validation_error). Every run
+would show), so noise is not read as a result (analysis/quantities.py validation_error). Every run
 directory and link measurement is kept, so an
 interrupted validation resumes where it stopped. Needs root for the namespaces; without
 it the command says why and writes nothing.

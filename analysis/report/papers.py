@@ -92,8 +92,11 @@ def card(row: pd.Series, figure_src: dict[str, str], root: str = "../") -> str:
     kind = fmt(row.get("kind")) or "paper claim"
     paper_claim = fmt(row.get("paper_claim"))
     measured, how = _uncertainty(row)
+    why, power = fmt(row.get("reason")), fmt(row.get("power"))
+    if why and why == power:  # an under-powered verdict's reason is its power text: said once, under power
+        why = "the runs are below the claim's power (see power)"
     facts = [("measured", measured), ("uncertainty", how), ("expected", fmt(row.get("expected"))),
-             ("why", fmt(row.get("reason"))), ("power", fmt(row.get("power"))),
+             ("why", why), ("power", power),
              ("tuning", fmt(row.get("tuning"))), ("ran on", fmt(row.get("ran_on")))]
     folded = [("setup", fmt(row.get("setup"))), ("evidence", fmt(row.get("evidence"))),
               ("runs", fmt(row.get("config"))), ("source", fmt(row.get("source")))]

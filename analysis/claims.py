@@ -54,7 +54,7 @@ RULES = ("within", "at_most", "at_least", "reported")
 KINDS = ("paper claim", "implementation check", "predicted", "exploratory")
 # Quantities whose value is the performance model's, not a measurement: their claims are `predicted`.
 MODEL_QUANTITIES = {"model_prediction", "model_bandwidth", "model_codec_share", "published_collective_error"}
-# Quantities that count bytes or rounds (bytes_fixed decides whether one seed suffices).
+# Quantities that count bytes or rounds (quantities.bytes_fixed decides whether one seed suffices).
 BYTE_QUANTITIES = {"compression_ratio", "volume_ratio", "rounds_ratio", "wire_bits_per_param"}
 FIELDS = {"id", "source", "statement", "setup", "quantity", "rule", "expected", "tolerance", "figure",
           "out_of_scope", "kind", "paper_claim", "power", "tuning"}

@@ -1,6 +1,7 @@
 """Power: the regime in which a comparison can be tested, as requirements on quantities computed from
 the run's own parameters and logs. A claim declares them (`power: {seeds: 3, global_rounds: 100}`); a
-run below any gives "inconclusive: under-powered: needs X, ran Y", never a decided verdict."""
+run below any gives "inconclusive: under-powered: needs X, ran Y", never a decided verdict.
+claim_rows: the training runs a claim reads (also what claims.run_config describes)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 study tables) and returns a Measurement, its value with its standard error and evidence.
 
 A claim names one by `quantity: {name: ..., ...}` (analysis/claims.py); `@quantity` registers it in
-QUANTITIES under its function's name, and the claim's other keys are its arguments.
+QUANTITIES under its function's name, and the claim's other keys are its arguments. The helpers they
+share (select, run_params, step_of, standard_error, bytes_fixed) serve the evidence figures and the power
+requirements too.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def quantity(fn: Callable[..., Measurement | None]) -> Callable[..., Measurement
 def standard_error(values: pd.Series) -> float:
     """Standard error of the mean of independent per-seed (or per-run) values: sample standard deviation
     over sqrt(n). The single-seed policy of every claim: with one value, or a non-finite one, the spread
-    is unknown, and the standard error is infinite, so `judge` reads any bound as inside it
+    is unknown, and the standard error is infinite, so claims.judge reads any bound as inside it
     (inconclusive), never as decided. Only a quantity with no seed-to-seed spread by construction (bytes
     against a formula, an identity) states 0 instead of calling this."""
     values = pd.Series(values, dtype=float)

@@ -186,7 +186,7 @@ def test_an_under_powered_card_says_its_power_once(table: pd.DataFrame, verdicts
     # verdicts() writes an under-powered claim's power text as its reason too; the card says it once.
     power = "under-powered: needs global_rounds >= 100, ran 12"
     rows = verdicts.assign(power=["powered: seeds 3 (>= 3)", power, "not declared"],
-                           reason=["", power, "one seed"])
+                           reason=["", power, "one seed"], verdict=["reproduced", "inconclusive", "inconclusive"])
     write_report(table, rows, {}, tmp_path)
     html = "".join(p.read_text() for p in (tmp_path / "papers").glob("*.html"))
     assert html.count(escape(power)) == 1

@@ -137,9 +137,9 @@ def _check(c: Any, path: Path) -> None:
         raise ThinwireError(f"{path}: claim {name}: quantity.name must be one of {sorted(QUANTITIES)}")
     if c["kind"] not in KINDS:
         raise ThinwireError(f"{path}: claim {name}: kind must be one of {KINDS}, got {c['kind']!r}")
-    if q["name"] in MODEL_QUANTITIES and c["kind"] != "predicted":
+    if q["name"] in MODEL_QUANTITIES and c["kind"] not in ("predicted", "exploratory"):
         raise ThinwireError(f"{path}: claim {name}: its quantity {q['name']} is a performance-model prediction, "
-                            f"so its kind must be predicted, got {c['kind']!r}")
+                            f"so its kind must be predicted (or exploratory), got {c['kind']!r}")
     if c["kind"] == "paper claim" and not str(c.get("paper_claim") or "").strip():
         raise ThinwireError(f"{path}: claim {name}: a paper claim names the id it tests in ../shared/papers "
                             f"(paper_claim), or says why there is none ('none: ...')")

@@ -356,7 +356,7 @@ def _prediction_view(c: dict) -> View:
 
     def draw(ax, table, studies, claims):
         df = studies.get(study)
-        names = [x["quantity"]["claim"] for x in claims]
+        names = list(dict.fromkeys(x["quantity"]["claim"] for x in claims))  # a cell's exploratory row shares it
         if df is None or df.empty:
             return False
         rows = df[df["claim"].isin(names)].set_index("claim").reindex(names).dropna(subset=["predicted"])
@@ -370,6 +370,9 @@ def _prediction_view(c: dict) -> View:
             if col in rows:
                 ax.scatter(rows[col], y, marker=marker, facecolors="none", edgecolors="C2", zorder=3,
                            label=col.replace("predicted_", "").replace("_", " "))
+        if rows.get("predicted_exploratory", pd.Series(dtype=float)).notna().any():
+            ax.scatter(rows["predicted_exploratory"], y, marker="D", color="C3", zorder=3,
+                       label="exploratory reading (after seeing the predictions)")
         ax.set_yticks(y, list(rows.index), fontsize=8)
         ax.set(xlabel="speedup over the paper's baseline (x)", title="performance model at the paper's setup")
         ax.legend(fontsize=7)

@@ -322,7 +322,9 @@ def _predicted_rows(table: pd.DataFrame, studies: dict[str, pd.DataFrame]) -> pd
     if df.empty:
         return df
     views = {"claimed": "claimed", "predicted": "public facts", "predicted_calibrated": "calibrated (cell)",
-             "predicted_cluster_calibrated": "calibrated (cluster)"}
+             "predicted_cluster_calibrated": "calibrated (cluster)",
+             "predicted_exploratory": "exploratory reading (after seeing the predictions)"}
+    views = {k: v for k, v in views.items() if k in df}
     rows = df.melt(id_vars=["claim", "stated", "band_low", "band_high"], value_vars=list(views),
                    var_name="view", value_name="speedup").dropna(subset=["speedup"])
     return rows.assign(view=rows["view"].map(views),

@@ -550,15 +550,30 @@ def model_bandwidth(table: pd.DataFrame, studies: dict[str, pd.DataFrame], study
 
 @quantity
 def model_prediction(table: pd.DataFrame, studies: dict[str, pd.DataFrame], claim: str,
-                     study: str = "model-predicted") -> Measurement | None:
-    """The performance model's speedup at a paper's stated setup (simulators/predict.py, one row per cell):
-    the value is the prediction from public facts; the evidence sets it next to the claimed speedup, its
+                     study: str = "model-predicted", view: str = "public") -> Measurement | None:
+    """The performance model's speedup at a paper's stated setup (simulators/predict.py, one row per cell).
+    view public: the prediction from public facts; the evidence sets it next to the claimed speedup, its
     error, the sensitivity band and the calibrated predictions, and reads "consistent / not consistent
-    within the model's error" (the claim inside / outside the band), never "reproduced"."""
+    within the model's error" (the claim inside / outside the band), never "reproduced". view exploratory:
+    the prediction under the cluster's exploratory readings (read after seeing the predictions), with the
+    baseline and method throughput it implies against the stated ones; None where the cluster has none."""
+    if view not in ("public", "exploratory"):
+        raise ThinwireError(f"model_prediction: view must be public or exploratory, got {view!r}")
     df = studies.get(study)
     if df is None or df.empty or claim not in set(df["claim"]):
         return None
     r = df[df["claim"] == claim].iloc[0]
+    if view == "exploratory":
+        if pd.isna(r.get("predicted_exploratory", np.nan)):
+            return None
+        return Measurement(float(r["predicted_exploratory"]), None, 0.0,
+                           f"exploratory reading of the cluster's facts, found after seeing the predictions "
+                           f"({r['exploratory_reading']}): predicted {r['predicted_exploratory']:.2f}x against the "
+                           f"claimed {r['claimed']:g}x (error {r['error_exploratory']:+.0%}); baseline "
+                           f"{r['baseline_tflops_exploratory']:.1f} TFLOP/s per GPU against the stated "
+                           f"{r['baseline_tflops_stated']:g}, method {r['method_tflops_exploratory']:.1f} against "
+                           f"{r['method_tflops_stated']:g} (from the paper's facts: {r['predicted']:.2f}x, baseline "
+                           f"{r['baseline_tflops_predicted']:.1f} TFLOP/s)")
     calibrated = "; calibrated on the stated baseline: no stated baseline" if pd.isna(r["predicted_calibrated"]) else (
         f"; calibrated on the stated baseline ({r['baseline_tflops_stated']:g} TFLOP/s): per cell "
         f"{r['predicted_calibrated']:.2f}x ({r['error_calibrated']:+.0%}, inter-node efficiency "

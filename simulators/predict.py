@@ -16,6 +16,9 @@ the predicted speedup is the baseline's mean step time over the method's. Three 
     sensitivity    each uncertain input at its low and high published value (cells.yaml), one at a time,
                    uncalibrated; the prediction's range over them is the band the claim is read against:
                    "consistent within the model's error" when the claimed speedup lies inside it.
+    exploratory    a cluster's numbers read another way from a source found after seeing the predictions
+                   (cells.yaml `exploratory`), all of the cluster's readings at once: reported in columns
+                   of their own (*_exploratory), never in the band or the calibration.
 
     python -m thinwire.simulators.predict results/runs --out results/studies/model-predicted.csv \\
         --sensitivity results/studies/model-sensitivity.csv
@@ -114,6 +117,16 @@ def speedup(base: Priced, method: Priced, cluster: Cluster, layout: Layout) -> t
     return b / m, b, m
 
 
+def exploratory(spec: dict, name: str, cluster: Cluster) -> tuple[Cluster, str] | None:
+    """Cluster `name` under all of its exploratory readings (cells.yaml) and a line naming them; None if none."""
+    readings = spec.get("exploratory", {}).get(name, {})
+    if not readings:
+        return None
+    for key, r in readings.items():
+        cluster = with_fact(cluster, key, float(r["value"]))
+    return cluster, "; ".join(f"{key} = {float(r['value']):g}" for key, r in readings.items())
+
+
 def predict_cell(spec: dict, cell: dict, runs: dict[str, Path], clusters: Path,
                  anchored: dict[str, float]) -> tuple[dict, list[dict]]:
     """One cell's row and its sensitivity rows; records the cluster's fit in `anchored` for an anchor cell."""
@@ -136,6 +149,8 @@ def predict_cell(spec: dict, cell: dict, runs: dict[str, Path], clusters: Path,
                          "value": float(r[end]), "speedup": v, "claimed": cell["claimed"], "source": r["source"]})
     ends = [x["speedup"] for x in sens] + [s]
     world = cluster.world_size
+    explored = exploratory(spec, cell["cluster"], cluster)
+    s_x, b_x, m_x = speedup(base, method, explored[0], layout) if explored else (np.nan,) * 3
     row = {
         "claim": cell["claim"], "stated": bool(cell["stated"]), "cluster": cell["cluster"],
         "model": cell["model"], "tp": layout.tp, "pp": layout.pp, "dp": layout.data_parallel(world),
@@ -150,6 +165,10 @@ def predict_cell(spec: dict, cell: dict, runs: dict[str, Path], clusters: Path,
         "error_calibrated": s_cal / cell["claimed"] - 1,
         "cluster_inter_efficiency": eff_cluster, "predicted_cluster_calibrated": s_cluster,
         "error_cluster_calibrated": s_cluster / cell["claimed"] - 1,
+        "exploratory_reading": explored[1] if explored else "", "predicted_exploratory": s_x,
+        "error_exploratory": s_x / cell["claimed"] - 1,
+        "baseline_tflops_exploratory": tflops(layout, cluster, b_x) if explored else np.nan,
+        "method_tflops_exploratory": tflops(layout, cluster, m_x) if explored else np.nan,
         "baseline_step_s": b, "method_step_s": m,
         "compute_s": layout.compute_seconds(world, cluster.sustained_tflops),
         "tensor_parallel_s": layout.tensor_parallel_seconds(cluster),
@@ -189,8 +208,10 @@ def summary(table: pd.DataFrame) -> str:
     """Median and max |error| over the stated cells and the held-out ones, uncalibrated and calibrated."""
     lines = []
     for stated, part in table.groupby("stated"):
-        for col in ("error", "error_calibrated", "error_cluster_calibrated"):
+        for col in ("error", "error_calibrated", "error_cluster_calibrated", "error_exploratory"):
             e = part[col].abs().dropna()
+            if e.empty:
+                continue
             lines.append(f"{'stated' if stated else 'held-out'} cells, {col}: median |error| "
                          f"{e.median():.1%}, max {e.max():.1%} over {len(e)}")
     return "\n".join(lines)

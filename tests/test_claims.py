@@ -469,7 +469,35 @@ def test_every_shipped_claim_has_a_kind_and_model_quantities_are_predicted():
 
     claims = load_claims()
     assert {c["kind"] for c in claims} <= set(KINDS)
-    assert all(c["kind"] == "predicted" for c in claims if c["quantity"]["name"] in MODEL_QUANTITIES)
+    assert all(c["kind"] in ("predicted", "exploratory") for c in claims if c["quantity"]["name"] in MODEL_QUANTITIES)
+    # an exploratory model row is a reading of a predicted cell, never a claim of its own
+    cells = {c["quantity"].get("claim") for c in claims if c["kind"] == "predicted"}
+    assert all(c["quantity"].get("view") == "exploratory" and c["quantity"]["claim"] in cells
+               for c in claims if c["kind"] == "exploratory" and c["quantity"]["name"] in MODEL_QUANTITIES)
     by_id = {c["id"]: c["kind"] for c in claims}
     for check in ("CL-inv", "Q-1-binary", "Q-2-bingrad-biased", "TW-1", "TW-2", "TW-3", "ZO-2-svrg"):
         assert by_id[check] == "implementation check", check
+
+
+def test_a_model_row_reads_its_public_prediction_or_its_exploratory_reading_apart():
+    row = {"claimed": 4.0, "predicted": 2.0, "error": -0.5, "band_low": 1.8, "band_high": 2.4, "consistent": False,
+           "predicted_calibrated": np.nan, "baseline_tflops_stated": 14.5, "baseline_tflops_predicted": 75.0,
+           "method_tflops_stated": 59.0}
+    predicted = pd.DataFrame([
+        {**row, "claim": "P", "exploratory_reading": "tiers.inter.bandwidth_gbps = 400", "predicted_exploratory": 4.4,
+         "error_exploratory": 0.1, "baseline_tflops_exploratory": 12.8, "method_tflops_exploratory": 58.0},
+        {**row, "claim": "Q", "exploratory_reading": "", "predicted_exploratory": np.nan, "error_exploratory": np.nan,
+         "baseline_tflops_exploratory": np.nan, "method_tflops_exploratory": np.nan}])
+    claims = [_claim(id=f"{c}{v[0]}", kind="predicted" if v == "public" else "exploratory", rule="reported",
+                     expected=None, quantity={"name": "model_prediction", "claim": c, "view": v})
+              for c in "PQ" for v in ("public", "exploratory")]
+    v = verdicts(pd.DataFrame(), claims, {"model-predicted": predicted}).set_index("id")
+    assert v.loc["Pp", "measured"] == 2.0 and "not consistent within the model's error" in v.loc["Pp", "evidence"]
+    assert v.loc["Pe", "measured"] == 4.4 and v.loc["Pe", "verdict"] == "reported"
+    assert "found after seeing the predictions (tiers.inter.bandwidth_gbps = 400)" in v.loc["Pe", "evidence"]
+    assert "baseline 12.8 TFLOP/s per GPU against the stated 14.5" in v.loc["Pe", "evidence"]
+    assert v.loc["Qe", "verdict"] == "inconclusive"  # no reading for this cell: nothing to report
+    bad = _claim(rule="reported", expected=None, kind="exploratory",
+                 quantity={"name": "model_prediction", "claim": "P", "view": "calibrated"})
+    with pytest.raises(ThinwireError, match="view must be public or exploratory"):
+        verdicts(pd.DataFrame(), [bad], {"model-predicted": predicted})

@@ -11,7 +11,7 @@ from thinwire.algorithms.comm import ThinwireError
 from thinwire.simulators.collectives import Tier, on_cluster
 from thinwire.simulators.layout import Layout
 from thinwire.simulators.perfmodel import Cluster, as_sent_by_paper, load_cluster
-from thinwire.simulators.predict import Priced, calibrate, tflops, with_fact
+from thinwire.simulators.predict import Priced, calibrate, predict_cell, speedup, tflops, with_fact
 from thinwire.simulators.published_collectives import predicted_busbw
 
 # beta 1e-9 s/byte at 8 Gbit/s; alpha 1 us (intra) and 10 us (inter).
@@ -87,13 +87,14 @@ def test_cluster_facts_are_kept_and_checked(tmp_path):
         load_cluster(f)
 
 
-def _sharded_run(root):
-    d = root / "base"
+def _sharded_run(root, label="baseline", scale=1):
+    d = root / label
     d.mkdir()
-    (d / "meta.json").write_text(json.dumps({"run": "base", "method": "sdp", "label": "baseline", "world_size": 4,
+    (d / "meta.json").write_text(json.dumps({"run": label, "method": "sdp", "label": label, "world_size": 4,
                                              "n_params": 64, "dtype": "float32", "experiment": "e"}))
     pd.DataFrame({"step": [0, 0], "op": ["reduce_scatter", "all_gather_shards"], "group_size": [4, 4],
-                  "sent": [256, 64], "recv": [64, 256], "category": "method"}).to_csv(d / "commlog.csv", index=False)
+                  "sent": [256 // scale, 64 // scale], "recv": [64 // scale, 256 // scale],
+                  "category": "method"}).to_csv(d / "commlog.csv", index=False)
     pd.DataFrame({"step": [0], "loss": [1.0]}).to_csv(d / "trajectory.csv", index=False)
     return Priced(d)
 
@@ -113,3 +114,34 @@ def test_published_busbw_of_a_ring_is_the_link_rate():
     row = {"name": "n", "nodes": 1, "gpus_per_node": 8, "intra_gbps": 2400, "inter_gbps": 400,
            "size_bytes": 8 * 2**30}
     assert predicted_busbw(row, {"intra": 0.8, "inter": 0.9}) == pytest.approx(240.0, rel=1e-3)
+
+
+def test_exploratory_readings_are_priced_apart_from_the_band(tmp_path):
+    # A cluster of 4 one-GPU nodes; the method sends a quarter of the baseline's bytes. Its exploratory
+    # reading (inter-node 40 instead of 400 Gbit/s) is priced in the *_exploratory columns; the band
+    # (sensitivity only) and the public-facts prediction are those of the cluster as published.
+    (tmp_path / "c.yaml").write_text(
+        "name: c\nnodes: 4\ngpus_per_node: 1\nsustained_tflops: 100\n"
+        "tiers:\n  intra: {bandwidth_gbps: 1600, latency_us: 3}\n"
+        "  inter: {bandwidth_gbps: 400, latency_us: 5, efficiency: 0.94}\n")
+    base, method = _sharded_run(tmp_path), _sharded_run(tmp_path, "sdp4bit", 4)
+    runs = {"baseline": tmp_path / "baseline", "sdp4bit": tmp_path / "sdp4bit"}
+    spec = {"layouts": {"l": {}}, "models": {"m": {"layers": 8, "hidden": 1024}},
+            "labels": {"s": {"baseline": "baseline", "method": "sdp4bit"}}, "defaults": {"layout": "l", "labels": "s"},
+            "sensitivity": {"c": {"sustained_tflops": {"low": 90.0, "high": 110.0, "source": "x"}}},
+            "exploratory": {"c": {"tiers.inter.bandwidth_gbps": {"value": 40.0, "source": "y"}}}}
+    cell = {"claim": "X", "stated": True, "model": "m", "cluster": "c", "tp": 1, "pp": 1, "claimed": 2.0}
+    row, sens = predict_cell(spec, cell, runs, tmp_path, {})
+    cluster, lay = load_cluster(tmp_path / "c.yaml"), Layout(layers=8, hidden=1024)
+    slow = with_fact(cluster, "tiers.inter.bandwidth_gbps", 40.0)
+    assert row["predicted_exploratory"] == pytest.approx(speedup(base, method, slow, lay)[0])
+    assert row["predicted"] == pytest.approx(speedup(base, method, cluster, lay)[0])
+    assert row["predicted_exploratory"] > row["predicted"]  # a slower link: communication weighs more
+    assert row["exploratory_reading"] == "tiers.inter.bandwidth_gbps = 40"
+    assert row["baseline_tflops_exploratory"] < row["baseline_tflops_predicted"]
+    ends = [r["speedup"] for r in sens] + [row["predicted"]]
+    assert (row["band_low"], row["band_high"]) == (min(ends), max(ends))
+    assert row["band_high"] < row["predicted_exploratory"]
+    del spec["exploratory"]
+    bare, _ = predict_cell(spec, cell, runs, tmp_path, {})
+    assert np.isnan(bare["predicted_exploratory"]) and bare["exploratory_reading"] == ""

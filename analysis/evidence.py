@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -367,15 +368,20 @@ def _prediction_view(c: dict) -> View:
         ax.scatter(rows["predicted"], y, marker="o", zorder=3, label="predicted (public facts)")
         ax.scatter(rows["claimed"], y, marker="x", color="black", zorder=3, label="claimed by the paper")
         for col, marker in (("predicted_calibrated", "s"), ("predicted_cluster_calibrated", "^")):
-            if col in rows:
+            if col in rows and rows[col].notna().any():
                 ax.scatter(rows[col], y, marker=marker, facecolors="none", edgecolors="C2", zorder=3,
                            label=col.replace("predicted_", "").replace("_", " "))
         if rows.get("predicted_exploratory", pd.Series(dtype=float)).notna().any():
             ax.scatter(rows["predicted_exploratory"], y, marker="D", color="C3", zorder=3,
                        label="exploratory reading (after seeing the predictions)")
-        ax.set_yticks(y, list(rows.index), fontsize=8)
-        ax.set(xlabel="speedup over the paper's baseline (x)", title="performance model at the paper's setup")
-        ax.legend(fontsize=7)
+        prefix = os.path.commonprefix(list(rows.index))
+        prefix = prefix[:prefix.rfind("-") + 1] if len(rows) > 1 else ""  # "SDP-P1-": the labels fit the margin
+        ax.set_yticks(y, [name[len(prefix):] for name in rows.index], fontsize=8)
+        ax.set(xlabel="speedup over the paper's baseline (x)",
+               title=f"performance model at the paper's setup{f' ({prefix[:-1]})' if prefix else ''}")
+        entries = len(ax.get_legend_handles_labels()[0])
+        ax.set_ylim(-0.6 - 0.3 * entries, len(rows) - 0.5)  # room below the rows, so the legend hides none
+        ax.legend(fontsize=7, loc="lower left")
         return True
     return ("predicted", study), draw
 

@@ -34,7 +34,7 @@ import inspect
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -43,7 +43,7 @@ from thinwire.algorithms.comm import ThinwireError
 from thinwire.analysis import tuning as tuning_rules
 from thinwire.analysis.catalog import PAPERS_DIR
 from thinwire.analysis.power import POWER, check_power, claim_rows
-from thinwire.analysis.quantities import QUANTITIES, run_params, select
+from thinwire.analysis.quantities import QUANTITIES, Measurement, run_params, select
 
 RULES = ("within", "at_most", "at_least", "reported")
 # paper claim: a claim of a paper in ../shared/papers (the report's headline counts only these);
@@ -238,6 +238,48 @@ def run_config(table: pd.DataFrame, claim: dict) -> str:
             f"{int(rows.groupby('run')['step'].max().max() + 1)} steps, seeds {seeds}")
 
 
+class Regime(NamedTuple):
+    """What an at_most claim's runs can show at their own noise (_against_noise)."""
+    powered: bool
+    power: str        # the power text the report shows
+    verdict: str      # "" keeps judge()'s verdict
+    reason: str
+    tested: str       # the bound test's thresholds, said in words ("" without a bound test)
+    refuted: bool
+
+
+def _against_noise(m: Measurement, bound: float, power: str) -> Regime:
+    """The run's own noise is part of its regime: a bound that a perfect implementation would miss at this
+    noise cannot be shown by this run. With a bound test, the bar is what the test asks of a reproduction:
+    a perfect implementation must read reproduced in 95% of resamples; and the verdict is decided against
+    the runs' noise at the bound, not against a standard error (validate.bound_test): a value a model at
+    the bound shows at this noise is neither a reproduction nor a refutation. A refutation needs no power to
+    reproduce: a value beyond what a model at the bound shows is one whatever a perfect model would read."""
+    below, above = m.bound_test(bound) if m.bound_test is not None else (bound, math.nan)
+    declared = "" if power == "not declared" else f"; {power}"
+    if not math.isfinite(m.noise_floor):
+        return Regime(False, f"under-powered: needs more than one run per case (the runs' noise is unknown){declared}",
+                      "", "", "", False)
+    need = (f"a noise floor <= {below:.3g} (the value a perfect implementation reaches at the run's noise, 95%; "
+            + (f"under {below:.3g}, what a model erring by the bound {bound:g} shows in at most 5% of resamples, "
+               "reads reproduced)" if m.bound_test is not None else "the bound)"))
+    powered = m.noise_floor <= below
+    power = (f"powered: {need}, ran {m.noise_floor:.3g}{declared}" if powered
+             else f"under-powered: needs {need}, ran {m.noise_floor:.3g} (more runs per case lower the floor)"
+                  + (f"; a value over {above:.3g} still reads not reproduced" if m.bound_test is not None else "")
+                  + declared)
+    if m.bound_test is None:
+        return Regime(powered, power, "", "", "", False)
+    if not math.isfinite(m.value):
+        return Regime(powered, power, "inconclusive", "the measured value is not finite", "not finite", False)
+    refuted = m.value > above
+    verdict = "not reproduced" if refuted else "reproduced" if m.value < below and powered else "inconclusive"
+    tested = (f"a model erring by the bound {bound:g} shows under {below:.3g} in at most 5% of resamples and over "
+              f"{above:.3g} in at most 5% (each configuration of errors taken as least favourable; rounds assumed "
+              "independent)")
+    return Regime(powered, power, verdict, f"measured {m.value:.3g}: {tested}", tested, refuted)
+
+
 def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """A verdict per claim. Quantities that take `studies` also get the study tables by name."""
     rows = []
@@ -275,39 +317,9 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
         reason = ""
         tested, refuted = "", False
         if powered and m.noise_floor is not None and c["rule"] == "at_most":
-            # The run's own noise is part of its regime: a bound that a perfect implementation would miss
-            # at this noise cannot be shown by this run. With a bound test, the bar is what the test asks
-            # of a reproduction: a perfect implementation must read reproduced in 95% of resamples.
-            bound = expected + float(c.get("tolerance", 0.0))
-            below, above = m.bound_test(bound) if m.bound_test is not None else (bound, math.nan)
-            declared = "" if row["power"] == "not declared" else f"; {row['power']}"
-            if not math.isfinite(m.noise_floor):
-                powered = False
-                row["power"] = f"under-powered: needs more than one run per case (the runs' noise is unknown){declared}"
-            else:
-                need = (f"a noise floor <= {below:.3g} (the value a perfect implementation reaches at the run's "
-                        "noise, 95%; " + (f"under {below:.3g}, what a model erring by the bound {bound:g} shows in "
-                                          "at most 5% of resamples, reads reproduced)" if m.bound_test is not None
-                                          else "the bound)"))
-                powered = m.noise_floor <= below
-                row["power"] = (f"powered: {need}, ran {m.noise_floor:.3g}{declared}" if powered
-                                else f"under-powered: needs {need}, ran {m.noise_floor:.3g} (more runs per case lower "
-                                     f"the floor)" + (f"; a value over {above:.3g} still reads not reproduced"
-                                                      if m.bound_test is not None else "") + declared)
-            if m.bound_test is not None and math.isfinite(m.noise_floor) and math.isfinite(m.value):
-                # Decided against the runs' own noise at the bound, not against a standard error
-                # (validate.bound_test): a value a model at the bound shows at this noise is neither a
-                # reproduction nor a refutation. A refutation needs no power to reproduce: a value beyond
-                # what a model at the bound shows is one whatever a perfect model would read.
-                refuted = m.value > above
-                verdict = ("not reproduced" if refuted else "reproduced" if m.value < below and powered
-                           else "inconclusive")
-                tested = (f"a model erring by the bound {bound:g} shows under {below:.3g} in at most 5% of resamples "
-                          f"and over {above:.3g} in at most 5% (each configuration of errors taken as least "
-                          "favourable; rounds assumed independent)")
-                reason = f"measured {m.value:.3g}: {tested}"
-            elif m.bound_test is not None and math.isfinite(m.noise_floor):
-                verdict, reason, tested = "inconclusive", "the measured value is not finite", "not finite"
+            regime = _against_noise(m, expected + float(c.get("tolerance", 0.0)), row["power"])
+            powered, row["power"], tested, refuted = regime.powered, regime.power, regime.tested, regime.refuted
+            verdict, reason = regime.verdict or verdict, regime.reason or reason
         if not powered and not refuted:  # never decided below the claim's regime, whatever the numbers say
             verdict, reason = "inconclusive", row["power"]
         elif not equal_tuning:  # an arm had a larger tuning budget than another: not a fair comparison

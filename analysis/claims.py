@@ -49,10 +49,12 @@ RULES = ("within", "at_most", "at_least", "reported")
 # paper claim: a claim of a paper in ../shared/papers (the report's headline counts only these);
 # implementation check: a contract or identity true by construction (bits, cross-mode agreement, a
 # quantizer identity, the model's validation on this machine); predicted: decided by the performance model.
-# exploratory: a paper claim's earlier row whose settings were chosen after seeing results (kept visible,
-# never counted in the headline; a confirmatory row re-runs it on settings fixed beforehand).
+# exploratory: a row whose settings or inputs were chosen after seeing results (kept visible, never counted
+# in the headline): a paper claim's earlier row (a confirmatory row re-runs it on settings fixed beforehand)
+# or a model prediction under a reading of a cluster's facts found after seeing the predictions.
 KINDS = ("paper claim", "implementation check", "predicted", "exploratory")
-# Quantities whose value is the performance model's, not a measurement: their claims are `predicted`.
+# Quantities whose value is the performance model's, not a measurement: their claims are `predicted` (or
+# `exploratory`), never a paper claim's reproduction.
 MODEL_QUANTITIES = {"model_prediction", "model_bandwidth", "model_codec_share", "published_collective_error"}
 # Quantities that count bytes or rounds (quantities.bytes_fixed decides whether one seed suffices).
 BYTE_QUANTITIES = {"compression_ratio", "volume_ratio", "rounds_ratio", "wire_bits_per_param"}

@@ -119,7 +119,7 @@ def speedup(base: Priced, method: Priced, cluster: Cluster, layout: Layout) -> t
 
 def exploratory(spec: dict, name: str, cluster: Cluster) -> tuple[Cluster, str] | None:
     """Cluster `name` under all of its exploratory readings (cells.yaml) and a line naming them; None if none."""
-    readings = spec.get("exploratory", {}).get(name, {})
+    readings = (spec.get("exploratory") or {}).get(name) or {}
     if not readings:
         return None
     for key, r in readings.items():
@@ -167,8 +167,8 @@ def predict_cell(spec: dict, cell: dict, runs: dict[str, Path], clusters: Path,
         "error_cluster_calibrated": s_cluster / cell["claimed"] - 1,
         "exploratory_reading": explored[1] if explored else "", "predicted_exploratory": s_x,
         "error_exploratory": s_x / cell["claimed"] - 1,
-        "baseline_tflops_exploratory": tflops(layout, cluster, b_x) if explored else np.nan,
-        "method_tflops_exploratory": tflops(layout, cluster, m_x) if explored else np.nan,
+        "baseline_tflops_exploratory": tflops(layout, explored[0], b_x) if explored else np.nan,
+        "method_tflops_exploratory": tflops(layout, explored[0], m_x) if explored else np.nan,
         "baseline_step_s": b, "method_step_s": m,
         "compute_s": layout.compute_seconds(world, cluster.sustained_tflops),
         "tensor_parallel_s": layout.tensor_parallel_seconds(cluster),

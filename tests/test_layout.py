@@ -142,6 +142,7 @@ def test_exploratory_readings_are_priced_apart_from_the_band(tmp_path):
     ends = [r["speedup"] for r in sens] + [row["predicted"]]
     assert (row["band_low"], row["band_high"]) == (min(ends), max(ends))
     assert row["band_high"] < row["predicted_exploratory"]
-    del spec["exploratory"]
-    bare, _ = predict_cell(spec, cell, runs, tmp_path, {})
-    assert np.isnan(bare["predicted_exploratory"]) and bare["exploratory_reading"] == ""
+    without = {k: v for k, v in spec.items() if k != "exploratory"}
+    for empty in ({}, {"exploratory": None}, {"exploratory": {"c": None}}):  # none, or a section left empty
+        bare, _ = predict_cell({**without, **empty}, cell, runs, tmp_path, {})
+        assert np.isnan(bare["predicted_exploratory"]) and bare["exploratory_reading"] == ""

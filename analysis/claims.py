@@ -290,7 +290,8 @@ def verdicts(table: pd.DataFrame, claims: list[dict], studies: dict[str, pd.Data
         # sem: the measured value's standard error over seeds (inf: one seed; 0: exact by construction).
         equal_tuning, tuned = check_tuning(table, c) if not c.get("out_of_scope") else (True, tuning(c))
         row.update(measured=np.nan, sem=np.nan, expected=np.nan, evidence="", reason="", ran_on=_ran_on(table, c),
-                   tuning=tuned, config=run_config(table, c), power="not declared")
+                   tuning=tuned, config=run_config(table, c), power="not declared",
+                   value_from="model" if c["quantity"]["name"] in MODEL_QUANTITIES else "runs")
         if c.get("out_of_scope"):
             row.update(verdict="out of scope", reason=c["out_of_scope"], power="", config="")
             rows.append(row)

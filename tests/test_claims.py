@@ -497,6 +497,8 @@ def test_a_model_row_reads_its_public_prediction_or_its_exploratory_reading_apar
     assert "found after seeing the predictions (tiers.inter.bandwidth_gbps = 400)" in v.loc["Pe", "evidence"]
     assert "baseline 12.8 TFLOP/s per GPU against the stated 14.5" in v.loc["Pe", "evidence"]
     assert v.loc["Qe", "verdict"] == "inconclusive"  # no reading for this cell: nothing to report
+    assert set(v["value_from"]) == {"model"}  # the report calls these values the model's, not measurements
+    assert verdicts(_table(), [_claim()]).iloc[0]["value_from"] == "runs"
     bad = _claim(rule="reported", expected=None, kind="exploratory",
                  quantity={"name": "model_prediction", "claim": "P", "view": "calibrated"})
     with pytest.raises(ThinwireError, match="view must be public or exploratory"):

@@ -360,3 +360,14 @@ def test_the_headline_counts_paper_claims_apart_from_the_other_kinds(verdicts: p
     assert {"kind", "power", "tuning", "config"} <= set(claims.columns)
     assert f"Claims: {text}." in (tmp_path / "index.html").read_text()
     assert f"Verdicts: {text}." in (tmp_path / "claims.md").read_text()
+
+
+def test_a_model_card_calls_its_value_the_model_s_not_a_measurement(table: pd.DataFrame, verdicts: pd.DataFrame,
+                                                                    tmp_path: Path) -> None:
+    rows = verdicts.assign(measured=[2.18, 1.0, 0.5], sem=[0.0, 0.1, 0.0], verdict="reported",
+                           value_from=["model", "runs", "runs"])
+    write_report(table, rows, {}, tmp_path)
+    html = "".join(p.read_text() for p in (tmp_path / "papers").glob("*.html"))
+    assert "<dt>model value</dt><dd>2.18</dd>" in html
+    assert "none sampled: the performance model&#x27;s output; its error is in the evidence" in html
+    assert html.count("<dt>measured</dt>") == 2 and "± 0.1" in html

@@ -62,6 +62,8 @@ def _uncertainty(row: pd.Series) -> tuple[str, str]:
     measured = fmt(row.get("measured"))
     if not measured:
         return "", ""
+    if fmt(row.get("value_from")) == "model":  # no seeds to spread over: the model's error is in the evidence
+        return measured, "none sampled: the performance model's output; its error is in the evidence"
     for column in SEM_COLUMNS:
         if column in row.index and fmt(row[column]):
             sem = float(row[column])
@@ -95,7 +97,8 @@ def card(row: pd.Series, figure_src: dict[str, str], root: str = "../") -> str:
     why, power = fmt(row.get("reason")), fmt(row.get("power"))
     if why and why == power:  # an under-powered verdict's reason is its power text: said once, under power
         why = "the runs are below the claim's power (see power)"
-    facts = [("measured", measured), ("uncertainty", how), ("expected", fmt(row.get("expected"))),
+    value = "model value" if fmt(row.get("value_from")) == "model" else "measured"
+    facts = [(value, measured), ("uncertainty", how), ("expected", fmt(row.get("expected"))),
              ("why", why), ("power", power),
              ("tuning", fmt(row.get("tuning"))), ("ran on", fmt(row.get("ran_on")))]
     folded = [("setup", fmt(row.get("setup"))), ("evidence", fmt(row.get("evidence"))),

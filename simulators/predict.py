@@ -106,9 +106,14 @@ def cell_layout(spec: dict, cell: dict) -> Layout:
 
 def vary(cluster: Cluster, layout: Layout, key: str, value: float) -> tuple[Cluster, Layout]:
     """One uncertain input changed: a cluster number (dotted key) or a layout field (layout.<field>)."""
-    if key.startswith("layout."):
-        return cluster, replace(layout, **{key.split(".", 1)[1]: type(getattr(layout, key.split(".", 1)[1]))(value)})
-    return with_fact(cluster, key, value), layout
+    try:
+        if key.startswith("layout."):
+            field = key.split(".", 1)[1]
+            return cluster, replace(layout, **{field: type(getattr(layout, field))(value)})
+        return with_fact(cluster, key, value), layout
+    except (AttributeError, TypeError, ValueError):
+        raise ThinwireError(f"{CELLS.name}: {key!r} is neither a number of cluster {cluster.name} (a dotted key "
+                            "as its file names it) nor a layout field (layout.<field>)") from None
 
 
 def speedup(base: Priced, method: Priced, cluster: Cluster, layout: Layout) -> tuple[float, float, float]:
@@ -117,14 +122,15 @@ def speedup(base: Priced, method: Priced, cluster: Cluster, layout: Layout) -> t
     return b / m, b, m
 
 
-def exploratory(spec: dict, name: str, cluster: Cluster) -> tuple[Cluster, str] | None:
-    """Cluster `name` under all of its exploratory readings (cells.yaml) and a line naming them; None if none."""
+def exploratory(spec: dict, name: str, cluster: Cluster, layout: Layout) -> tuple[Cluster, Layout, str] | None:
+    """Cluster `name` and the cell's layout under all of the cluster's exploratory readings (cells.yaml), and a
+    line naming them; None if it has none."""
     readings = (spec.get("exploratory") or {}).get(name) or {}
     if not readings:
         return None
     for key, r in readings.items():
-        cluster = with_fact(cluster, key, float(r["value"]))
-    return cluster, "; ".join(f"{key} = {float(r['value']):g}" for key, r in readings.items())
+        cluster, layout = vary(cluster, layout, key, float(r["value"]))
+    return cluster, layout, "; ".join(f"{key} = {float(r['value']):g}" for key, r in readings.items())
 
 
 def predict_cell(spec: dict, cell: dict, runs: dict[str, Path], clusters: Path,
@@ -149,8 +155,8 @@ def predict_cell(spec: dict, cell: dict, runs: dict[str, Path], clusters: Path,
                          "value": float(r[end]), "speedup": v, "claimed": cell["claimed"], "source": r["source"]})
     ends = [x["speedup"] for x in sens] + [s]
     world = cluster.world_size
-    explored = exploratory(spec, cell["cluster"], cluster)
-    s_x, b_x, m_x = speedup(base, method, explored[0], layout) if explored else (np.nan,) * 3
+    explored = exploratory(spec, cell["cluster"], cluster, layout)
+    s_x, b_x, m_x = speedup(base, method, *explored[:2]) if explored else (np.nan,) * 3
     row = {
         "claim": cell["claim"], "stated": bool(cell["stated"]), "cluster": cell["cluster"],
         "model": cell["model"], "tp": layout.tp, "pp": layout.pp, "dp": layout.data_parallel(world),
@@ -165,10 +171,10 @@ def predict_cell(spec: dict, cell: dict, runs: dict[str, Path], clusters: Path,
         "error_calibrated": s_cal / cell["claimed"] - 1,
         "cluster_inter_efficiency": eff_cluster, "predicted_cluster_calibrated": s_cluster,
         "error_cluster_calibrated": s_cluster / cell["claimed"] - 1,
-        "exploratory_reading": explored[1] if explored else "", "predicted_exploratory": s_x,
+        "exploratory_reading": explored[2] if explored else "", "predicted_exploratory": s_x,
         "error_exploratory": s_x / cell["claimed"] - 1,
-        "baseline_tflops_exploratory": tflops(layout, explored[0], b_x) if explored else np.nan,
-        "method_tflops_exploratory": tflops(layout, explored[0], m_x) if explored else np.nan,
+        "baseline_tflops_exploratory": tflops(explored[1], explored[0], b_x) if explored else np.nan,
+        "method_tflops_exploratory": tflops(explored[1], explored[0], m_x) if explored else np.nan,
         "baseline_step_s": b, "method_step_s": m,
         "compute_s": layout.compute_seconds(world, cluster.sustained_tflops),
         "tensor_parallel_s": layout.tensor_parallel_seconds(cluster),

@@ -142,6 +142,9 @@ def test_exploratory_readings_are_priced_apart_from_the_band(tmp_path):
     ends = [r["speedup"] for r in sens] + [row["predicted"]]
     assert (row["band_low"], row["band_high"]) == (min(ends), max(ends))
     assert row["band_high"] < row["predicted_exploratory"]
+    typo = {**spec, "exploratory": {"c": {"tiers.inter.bandwdth_gbps": {"value": 40.0, "source": "y"}}}}
+    with pytest.raises(ThinwireError, match="'tiers.inter.bandwdth_gbps' is neither a number of cluster c"):
+        predict_cell(typo, cell, runs, tmp_path, {})
     without = {k: v for k, v in spec.items() if k != "exploratory"}
     for empty in ({}, {"exploratory": None}, {"exploratory": {"c": None}}):  # none, or a section left empty
         bare, _ = predict_cell({**without, **empty}, cell, runs, tmp_path, {})
